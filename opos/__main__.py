@@ -1,0 +1,3 @@
+from opos.cli import main
+
+main()

@@ -1,0 +1,159 @@
+"""The main job on an embedded default: a demo ledger with real SSH-signed commits, rendered and checked.
+
+The commits carry genuine SSHSIG signatures (namespace git) that `git verify-commit` accepts; they
+are made in-process so the demo needs no git binary and no ssh-agent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from opos import keys, sshsig
+from opos.gitrepo import GitLedger, init_repository, write_commit
+from opos.model import CommitHash
+from opos.render import verify_envelope
+from opos.site import Verification, publish
+
+
+def _staff_key(folder: Path, name: str) -> tuple[ed25519.Ed25519PrivateKey, str]:
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    (folder / name).write_bytes(private)
+    (folder / name).chmod(0o600)
+    line = keys.public_line(key.public_key(), f"{name}@ooni.example")
+    (folder / f"{name}.pub").write_text(line)
+    return key, " ".join(line.split()[:2])
+
+
+def _signer(key: ed25519.Ed25519PrivateKey) -> Callable[[bytes], bytes]:
+    return lambda payload: sshsig.sign_ed25519(key, payload)
+
+
+def _instruction(ident: str, body: str) -> bytes:
+    return f"id: {ident}\n{body}".encode()
+
+
+def build_demo_ledger(folder: Path, now: dt.datetime) -> tuple[Path, list[str]]:
+    """A ledger repository with five signed commits by two staff members; returns its path and log."""
+    keys_dir = folder / "staff-keys"
+    keys_dir.mkdir(parents=True)
+    alice, alice_pub = _staff_key(keys_dir, "alice")
+    bob, bob_pub = _staff_key(keys_dir, "bob")
+    repo_path = folder / "ledger-repo"
+    ledger = init_repository(repo_path)
+    start = now.replace(microsecond=0) - dt.timedelta(hours=1)
+    window = (
+        f"window:\n  start: {start:%Y-%m-%dT%H:%M:%SZ}\n  end: {start + dt.timedelta(days=14):%Y-%m-%dT%H:%M:%SZ}\n"
+    )
+    files: dict[str, bytes] = {
+        "ledger/allowed_signers": f"alice@ooni.example {alice_pub}\n".encode(),
+        "ledger/policy.yaml": b"min_every: 15m\nmax_window: 90d\n",
+        "ledger/instructions/.gitkeep": b"",
+    }
+    ir = (
+        "kind: run\ntitle: Measure news sites in Iran\nreason: Reports of blocking on mobile networks.\n"
+        "test: web_connectivity\ninputs:\n  - https://www.bbc.com/persian\n"
+        "target:\n  countries: [IR]\n  networks: [AS197207]\n  max_probes: 5\n" + window
+    )
+    ru = (
+        "kind: schedule\ntitle: Test Telegram in Russia every six hours\nreason: Throttling is reported again.\n"
+        "test: telegram\nevery: 6h\ntarget:\n  countries: [RU]\n" + window
+    )
+    steps: list[tuple[str, ed25519.Ed25519PrivateKey, dict[str, bytes]]] = [
+        ("Start the ledger: trust root, signer alice", alice, {}),
+        (
+            "Measure news sites in Iran",
+            alice,
+            {"ledger/instructions/ir-news-sites.yaml": _instruction("ir-news-sites", ir)},
+        ),
+        (
+            "Allow bob to sign",
+            alice,
+            {"ledger/allowed_signers": f"alice@ooni.example {alice_pub}\nbob@ooni.example {bob_pub}\n".encode()},
+        ),
+        (
+            "Test Telegram in Russia every 6h",
+            bob,
+            {"ledger/instructions/ru-telegram.yaml": _instruction("ru-telegram", ru)},
+        ),
+        (
+            "Add a second Iranian news site",
+            bob,
+            {
+                "ledger/instructions/ir-news-sites.yaml": _instruction(
+                    "ir-news-sites", ir.replace("persian\n", "persian\n  - https://www.radiofarda.com/\n")
+                )
+            },
+        ),
+    ]
+    parents: tuple[CommitHash, ...] = ()
+    log = []
+    when = int((now - dt.timedelta(minutes=len(steps))).timestamp())
+    for index, (message, key, changes) in enumerate(steps):
+        files.update(changes)  # the trust root commits them all; later steps only their changes
+        commit = write_commit(
+            ledger,
+            files if index == 0 else changes,
+            message + "\n",
+            "OONI staff <staff@ooni.example>",
+            when + index * 60,
+            parents,
+            _signer(key),
+        )
+        parents = (commit,)
+        log.append(f"{commit} {message}")
+    ledger.close()
+    return repo_path, log
+
+
+def run_demo(folder: Path, out: TextIO) -> int:
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    now = dt.datetime.now(dt.UTC)
+    repo_path, log = build_demo_ledger(folder, now)
+    print(f"1. Demo ledger with signed commits: {repo_path}", file=out)
+    for line in log:
+        print(f"     {line}", file=out)
+    ledger = GitLedger(repo_path)
+    head = ledger.resolve("HEAD")
+    verification = Verification.open(ledger, head, None)
+    report = verification.require(head)
+    assert report.accepted is not None
+    print(f"2. Verified every commit from the trust root {verification.trust_root[:12]} to {head[:12]}", file=out)
+    feed_key_path = folder / "feed-key"
+    public = keys.generate(feed_key_path, "opos demo feed key")
+    site = folder / "site"
+    published = publish(verification, head, keys.load_private(feed_key_path), site, now)
+    print(f"3. Rendered the signed feed into {site} (key {keys.key_id(public)}):", file=out)
+    for path in sorted(site.rglob("*.json")):
+        print(f"     {path.relative_to(site)}  {path.stat().st_size} bytes", file=out)
+    feed = verify_envelope(published.feed_path.read_bytes(), [public])
+    head_doc = verify_envelope((site / "v1" / "head.json").read_bytes(), [public])
+    print(f"4. Verified the feed and the head with {feed_key_path}.pub:", file=out)
+    print(
+        f"     head: commit {head_doc.payload['commit'][:12]}, sequence {head_doc.payload['sequence']}, "
+        f"expires {head_doc.payload['expires']}",
+        file=out,
+    )
+    for item in feed.payload["instructions"]:
+        target = item["target"]
+        where = ",".join(target["countries"] + target["networks"])
+        print(
+            f"     {item['id']}: {item['kind']} {item['test']} in {where}, revision {item['revision'][:12]} "
+            f"signed by {item['signer']}",
+            file=out,
+        )
+    print("\nThe feed payload:", file=out)
+    print(json.dumps(feed.payload, indent=2, ensure_ascii=False), file=out)
+    return 0

@@ -1,0 +1,379 @@
+"""The only module that imports dulwich: commits, trees and blobs of a ledger repository, and fetch.
+
+Commits are parsed from their raw bytes, not re-serialised, so that the payload handed to the
+signature check is byte for byte what git signed (git's `parse_buffer_signed_by_header` rules).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from dulwich.errors import NotGitRepository
+from dulwich.objects import Blob, Commit, ObjectID, Tree, parse_tree
+from dulwich.objectspec import parse_commit
+from dulwich.refs import Ref
+from dulwich.repo import Repo
+
+from opos.errors import RepositoryError
+from opos.files import write_atomically
+from opos.history import Accepted, CommitInfo
+from opos.model import CommitHash, KeyFingerprint, Signer
+from opos.rules import LedgerFiles
+
+_TREE_MODE = 0o040000
+_FILE_MODES = (0o100644, 0o100755)
+_COMMIT, _TREE, _BLOB = 1, 2, 3
+
+
+def normalise_ledger_dir(ledger_dir: str) -> tuple[str, ...]:
+    """`ledger`, `./ledger/`, `.` → path parts inside the repository (none for the top)."""
+    parts = tuple(p for p in ledger_dir.replace("\\", "/").split("/") if p not in ("", "."))
+    if any(p == ".." for p in parts):
+        raise RepositoryError(f"the ledger directory {ledger_dir!r} must be inside the repository")
+    return parts
+
+
+def parse_raw_commit(commit_id: CommitHash, raw: bytes) -> CommitInfo:
+    """Split a raw commit into what verification needs; the payload excludes every gpgsig header."""
+    parents: list[CommitHash] = []
+    tree = ""
+    committed = 0
+    signature: list[bytes] = []
+    payload: list[bytes] = []
+    in_signature = other_signature = False
+    lines = raw.split(b"\n")
+    message = b""
+    for index, line in enumerate(lines):
+        if line == b"":
+            payload.append(b"\n".join(lines[index:]))
+            message = b"\n".join(lines[index + 1 :])
+            break
+        if in_signature and line.startswith(b" "):
+            signature.append(line[1:])
+            continue
+        in_signature = False
+        if line.startswith(b"gpgsig "):
+            signature.append(line[len(b"gpgsig ") :])
+            in_signature, other_signature = True, False
+            continue
+        if line.startswith(b"gpgsig"):
+            other_signature = True  # gpgsig-sha256: not ours, and not part of the payload
+            continue
+        if other_signature and line.startswith(b" "):
+            continue
+        other_signature = False
+        payload.append(line + b"\n")
+        key, _, value = line.partition(b" ")
+        if key == b"tree":
+            tree = value.decode()
+        elif key == b"parent":
+            parents.append(CommitHash(value.decode()))
+        elif key == b"committer":
+            try:
+                committed = int(value.rsplit(b" ", 2)[-2])
+            except (IndexError, ValueError):
+                committed = 0
+    armored = b"\n".join(signature) + b"\n" if signature else None
+    return CommitInfo(
+        id=commit_id,
+        parents=tuple(parents),
+        tree=tree,
+        committed=committed,
+        signature=armored,
+        payload=b"".join(payload),
+        message=message.decode("utf-8", "replace"),
+    )
+
+
+class GitLedger:
+    """A ledger repository read through dulwich: a `CommitSource` for `history`, and ledger files."""
+
+    def __init__(self, path: str | os.PathLike[str], ledger_dir: str = "ledger") -> None:
+        try:
+            self.repo = Repo(str(path))
+        except (NotGitRepository, FileNotFoundError):
+            raise RepositoryError(f"{path} is not a git repository: give the ledger's clone with --repo") from None
+        self.path = Path(path)
+        self.ledger_parts = normalise_ledger_dir(ledger_dir)
+        self.ledger_prefix = "".join(f"{p}/" for p in self.ledger_parts)
+        self._commits: dict[CommitHash, CommitInfo] = {}
+        self._trees: dict[str, dict[bytes, tuple[int, str]]] = {}
+        self._ledger_trees: dict[str, str | None] = {}
+
+    def close(self) -> None:
+        self.repo.close()
+
+    # --- objects ---
+
+    def _raw(self, object_id: str, expected: int, what: str) -> bytes:
+        try:
+            kind, raw = self.repo.object_store.get_raw(ObjectID(object_id.encode()))
+        except KeyError:
+            raise RepositoryError(f"{what} {object_id} is missing from the repository (fetch it again)") from None
+        if kind != expected:
+            raise RepositoryError(f"{object_id} is not a {what}")
+        return bytes(raw)
+
+    def resolve(self, revision: str) -> CommitHash:
+        """A branch, tag, `HEAD` or (abbreviated) hash → the full commit hash."""
+        match = re.fullmatch(r"(.+?)((?:[~^][0-9]*)*)", revision)
+        base, steps = (match.group(1), match.group(2)) if match else (revision, "")
+        try:
+            commit = CommitHash(parse_commit(self.repo, base.encode()).id.decode())
+            for operator, count in re.findall(r"([~^])([0-9]*)", steps):
+                number = int(count) if count else 1
+                if operator == "~":
+                    for _ in range(number):
+                        commit = self.commit(commit).parents[0]
+                elif number:
+                    commit = self.commit(commit).parents[number - 1]
+            return commit
+        except (KeyError, ValueError, NotImplementedError, IndexError, RepositoryError):
+            raise RepositoryError(f"no commit named {revision!r} in {self.path}") from None
+
+    def commit(self, commit_id: CommitHash) -> CommitInfo:
+        info = self._commits.get(commit_id)
+        if info is None:
+            info = parse_raw_commit(commit_id, self._raw(commit_id, _COMMIT, "commit"))
+            self._commits[commit_id] = info
+        return info
+
+    def tree(self, tree_id: str) -> dict[bytes, tuple[int, str]]:
+        entries = self._trees.get(tree_id)
+        if entries is None:
+            raw = self._raw(tree_id, _TREE, "tree")
+            entries = {name: (mode, sha.decode()) for name, mode, sha in parse_tree(raw, 20)}
+            if len(self._trees) > 50_000:
+                self._trees.clear()
+            self._trees[tree_id] = entries
+        return entries
+
+    def blob(self, blob_id: str) -> bytes:
+        return self._raw(blob_id, _BLOB, "file")
+
+    def _subtree(self, tree_id: str, parts: Iterable[str]) -> str | None:
+        for part in parts:
+            mode, sha = self.tree(tree_id).get(part.encode(), (0, ""))
+            if mode != _TREE_MODE:
+                return None
+            tree_id = sha
+        return tree_id
+
+    # --- CommitSource ---
+
+    def ledger_tree(self, commit: CommitInfo) -> str | None:
+        if commit.tree not in self._ledger_trees:
+            self._ledger_trees[commit.tree] = self._subtree(commit.tree, self.ledger_parts)
+        return self._ledger_trees[commit.tree]
+
+    def _ledger_file(self, commit: CommitInfo, name: str) -> bytes | None:
+        ledger = self.ledger_tree(commit)
+        if ledger is None:
+            return None
+        mode, sha = self.tree(ledger).get(name.encode(), (0, ""))
+        return self.blob(sha) if mode in _FILE_MODES else None
+
+    def allowed_signers(self, commit: CommitInfo) -> bytes | None:
+        return self._ledger_file(commit, "allowed_signers")
+
+    # --- ledger contents ---
+
+    def instructions_tree(self, commit: CommitInfo) -> str | None:
+        ledger = self.ledger_tree(commit)
+        return None if ledger is None else self._subtree(ledger, ["instructions"])
+
+    def instruction_entries(self, commit: CommitInfo) -> Mapping[str, str]:
+        """File name under instructions/ → blob id (mode included, so a mode change is a change)."""
+        tree_id = self.instructions_tree(commit)
+        if tree_id is None:
+            return {}
+        return {name.decode("utf-8", "replace"): f"{mode:o}:{sha}" for name, (mode, sha) in self.tree(tree_id).items()}
+
+    def ledger_files(self, commit: CommitInfo) -> LedgerFiles:
+        tree_id = self.instructions_tree(commit)
+        files: dict[str, bytes] = {}
+        not_files: list[str] = []
+        for name, (mode, sha) in (self.tree(tree_id) if tree_id else {}).items():
+            text = name.decode("utf-8", "replace")
+            if mode in _FILE_MODES:
+                files[text] = self.blob(sha)
+            else:
+                not_files.append(text)
+        return LedgerFiles(self.ledger_prefix, files, self._ledger_file(commit, "policy.yaml"), tuple(not_files))
+
+    def root_commits(self, revision: CommitHash) -> list[CommitHash]:
+        roots: list[CommitHash] = []
+        seen: set[CommitHash] = set()
+        stack = [revision]
+        while stack:
+            commit_id = stack.pop()
+            if commit_id in seen:
+                continue
+            seen.add(commit_id)
+            info = self.commit(commit_id)
+            if not info.parents:
+                roots.append(commit_id)
+            stack.extend(info.parents)
+        return roots
+
+    # --- local state kept beside the repository ---
+
+    def state_dir(self) -> Path:
+        path = Path(self.repo.controldir()) / "opos"
+        path.mkdir(exist_ok=True)
+        return path
+
+    def default_trust_root(self, revision: CommitHash) -> CommitHash:
+        """The single root commit of the revision's history (remembered, so a long history is walked once)."""
+        remembered = self.state_dir() / "trust-root"
+        if remembered.exists():
+            candidate = CommitHash(remembered.read_text().strip())
+            try:
+                if len(candidate) == 40 and not self.commit(candidate).parents:
+                    return candidate
+            except RepositoryError:
+                pass
+        roots = self.root_commits(revision)
+        if len(roots) != 1:
+            listed = ", ".join(roots)
+            raise RepositoryError(f"the history has {len(roots)} root commits ({listed}): pin one with --trust-root")
+        write_atomically(remembered, roots[0].encode() + b"\n")
+        return roots[0]
+
+
+class FileCache:
+    """Accepted commits in a tab-separated file, appended as they are verified."""
+
+    def __init__(self, path: Path, key: str = "") -> None:
+        self.path = path
+        self.key = key  # names the trust root and ledger directory the verdicts hold for
+        self.entries: dict[CommitHash, Accepted] = {}
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = ""
+        for line in text.splitlines():
+            fields = line.split("\t")
+            if len(fields) != 4 or len(fields[0]) != 40 or not fields[1].isdigit():
+                continue  # a torn write: that commit is simply verified again
+            commit, sequence, key, principal = fields
+            signer = Signer(principal, KeyFingerprint(key)) if key else None
+            self.entries[CommitHash(commit)] = Accepted(CommitHash(commit), int(sequence), signer)
+
+    @classmethod
+    def for_ledger(cls, ledger: GitLedger, trust_root: CommitHash) -> FileCache:
+        key = hashlib.sha256(f"{trust_root}\n{ledger.ledger_prefix}".encode()).hexdigest()[:16]
+        return cls(ledger.state_dir() / f"verified-{key}.tsv", key)
+
+    def get(self, commit: CommitHash) -> Accepted | None:
+        return self.entries.get(commit)
+
+    def add(self, accepted: Iterable[Accepted]) -> None:
+        lines = []
+        for entry in accepted:
+            if entry.commit in self.entries:
+                continue
+            self.entries[entry.commit] = entry
+            key, principal = (entry.signer.fingerprint, entry.signer.principal) if entry.signer else ("", "")
+            lines.append(f"{entry.commit}\t{entry.sequence}\t{key}\t{principal}\n")
+        if lines:
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write("".join(lines))
+
+
+def init_repository(path: Path, branch: str = "main") -> GitLedger:
+    """A new, empty repository at `path` (created if missing) on `branch`."""
+    path.mkdir(parents=True, exist_ok=True)
+    Repo.init(str(path), default_branch=branch.encode()).close()
+    return GitLedger(path)
+
+
+def set_config(path: Path, values: Mapping[str, str]) -> None:
+    """Set `section.name` (or `section.sub.name`) values in the repository's own config."""
+    repo = Repo(str(path))
+    try:
+        config = repo.get_config()
+        for dotted, value in values.items():
+            section, _, name = dotted.rpartition(".")
+            first, _, sub = section.partition(".")
+            key = (first.encode(), sub.encode()) if sub else (first.encode(),)
+            config.set(key, name.encode(), value.encode())
+        config.write_to_path()
+    finally:
+        repo.close()
+
+
+def write_commit(
+    ledger: GitLedger,
+    changes: Mapping[str, bytes | None],
+    message: str,
+    identity: str,
+    when: int,
+    parents: tuple[CommitHash, ...] = (),
+    sign: Callable[[bytes], bytes] | None = None,
+    branch: str = "main",
+) -> CommitHash:
+    """Commit the first parent's tree with `changes` (path → contents, None to delete) on `branch`.
+
+    For the demo, benchmarks and test fixtures, which make ledgers without a `git` binary. With
+    `sign`, the commit carries `sign(payload)` as its gpgsig header: an ordinary SSHSIG over the
+    commit without that header, exactly what `git commit -S` makes. Only the trees on changed
+    paths are rewritten, so long histories are cheap to build.
+    """
+    store = ledger.repo.object_store
+    nested: dict[str, Any] = {}
+    for path, data in changes.items():
+        folder = nested
+        *dirs, name = path.split("/")
+        for part in dirs:
+            folder = folder.setdefault(part, {})
+        folder[name] = data
+
+    def build(tree_id: str | None, edits: dict[str, Any]) -> ObjectID | None:
+        entries = dict(ledger.tree(tree_id)) if tree_id else {}
+        for name, value in edits.items():
+            key = name.encode()
+            if isinstance(value, dict):
+                mode, sha = entries.get(key, (0, ""))
+                subtree = build(sha if mode == _TREE_MODE else None, value)
+                if subtree is None:
+                    entries.pop(key, None)
+                else:
+                    entries[key] = (_TREE_MODE, subtree.decode())
+            elif value is None:
+                entries.pop(key, None)
+            else:
+                blob = Blob.from_string(value)
+                store.add_object(blob)
+                entries[key] = (0o100644, blob.id.decode())
+        if not entries:
+            return None
+        tree = Tree()
+        for key, (mode, sha) in entries.items():
+            tree.add(key, mode, ObjectID(sha.encode()))
+        store.add_object(tree)
+        return tree.id
+
+    base = ledger.commit(parents[0]).tree if parents else None
+    root = build(base, nested)
+    if root is None:
+        empty = Tree()
+        store.add_object(empty)
+        root = empty.id
+    commit = Commit()
+    commit.tree = root
+    commit.parents = [ObjectID(p.encode()) for p in parents]
+    commit.author = commit.committer = identity.encode()
+    commit.author_time = commit.commit_time = when
+    commit.author_timezone = commit.commit_timezone = 0
+    commit.message = message.encode()
+    if sign is not None:
+        commit.gpgsig = sign(commit.as_raw_string())
+    store.add_object(commit)
+    ledger.repo.refs[Ref(f"refs/heads/{branch}".encode())] = commit.id
+    return CommitHash(commit.id.decode())

@@ -1,0 +1,81 @@
+"""The commit that last changed each instruction file, as `git log -1 -- <file>` reports it, in one walk.
+
+git's default history simplification, for one path: a commit that is TREESAME to a parent for that
+path is not shown, and for a merge only the first such parent is followed; the first commit that
+is shown is the answer. So each path follows a single chain until a commit differs from all its
+parents; this walks all paths' chains at once, comparing the instructions trees of a commit and
+its parents (cheap when the subtree ids are equal), newest commit first as git's queue does.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+from opos.history import CommitInfo
+from opos.model import CommitHash
+
+
+class InstructionSource(Protocol):
+    def commit(self, commit_id: CommitHash) -> CommitInfo: ...
+
+    def instructions_tree(self, commit: CommitInfo) -> str | None: ...
+
+    def instruction_entries(self, commit: CommitInfo) -> Mapping[str, str]:
+        """File name → an id that changes whenever the file's contents or mode change."""
+
+
+def last_revisions(
+    source: InstructionSource,
+    revision: CommitHash,
+    names: Iterable[str],
+    known: Mapping[CommitHash, Mapping[str, CommitHash]] | None = None,
+) -> dict[str, CommitHash]:
+    """For each file name under instructions/ at `revision`, the commit that last changed it.
+
+    `known` holds answers already computed at other commits (for example the last rendered one):
+    a chain that reaches such a commit takes the answer from there instead of walking on.
+    """
+    known = known or {}
+    result: dict[str, CommitHash] = {}
+    pending: dict[CommitHash, set[str]] = {revision: set(names)}
+    queue: list[tuple[int, CommitHash]] = [(-source.commit(revision).committed, revision)]
+    while queue:
+        _, commit_id = heapq.heappop(queue)
+        waiting = pending.pop(commit_id, None)
+        if not waiting:
+            continue
+        if commit_id in known:
+            answers = known[commit_id]
+            for name in [n for n in waiting if n in answers]:
+                result[name] = answers[name]
+                waiting.discard(name)
+            if not waiting:
+                continue
+        info = source.commit(commit_id)
+        if not info.parents:
+            result.update(dict.fromkeys(waiting, commit_id))
+            continue
+        parents = [source.commit(p) for p in info.parents]
+        mine_tree = source.instructions_tree(info)
+        routes: dict[CommitHash, set[str]] = {}
+        same_tree = [p for p in parents if source.instructions_tree(p) == mine_tree]
+        if same_tree:
+            routes[same_tree[0].id] = waiting  # TREESAME for every file: follow the first such parent
+        else:
+            mine = source.instruction_entries(info)
+            theirs = [source.instruction_entries(p) for p in parents]
+            for name in waiting:
+                for parent, entries in zip(parents, theirs, strict=True):
+                    if entries.get(name) == mine.get(name):
+                        routes.setdefault(parent.id, set()).add(name)
+                        break
+                else:
+                    result[name] = commit_id
+        for parent_id, routed in routes.items():
+            if parent_id not in pending:
+                pending[parent_id] = set()
+                heapq.heappush(queue, (-source.commit(parent_id).committed, parent_id))
+            pending[parent_id] |= routed
+    return result

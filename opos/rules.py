@@ -1,0 +1,419 @@
+"""Loaded YAML in, valid Instructions or located problems out: JSON Schema first, then meaning, then policy.
+
+Nothing here opens a file: the adapters read the ledger (working tree or commit) into
+`LedgerFiles` and this module judges it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+
+from opos import resources
+from opos.errors import Problem
+from opos.model import Instruction, Policy, Target, Window
+from opos.yamlfile import LoadedYaml, YamlProblem, dotted, load
+
+MAX_INSTRUCTION_BYTES = 64 * 1024
+MAX_POLICY_BYTES = 16 * 1024
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_ISO_DURATION = re.compile(r"^P(?:(\d+)W|(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?)$")
+_DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.I)
+
+
+@dataclass(frozen=True)
+class LedgerFiles:
+    """What the ledger directory holds, as bytes, read from a working tree or a commit."""
+
+    root: str  # the ledger directory as shown in messages: "ledger/" or ""
+    instructions: Mapping[str, bytes]  # name under instructions/ -> contents
+    policy: bytes | None = None
+    not_files: tuple[str, ...] = ()  # names under instructions/ that are folders or links
+
+
+@dataclass
+class CheckResult:
+    instructions: dict[str, Instruction] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def parse_duration(text: str) -> int:
+    """`30m`, `6h`, `1d`, `90s`, `2w` or ISO 8601 (`PT6H`, `P1D`) in seconds. Raises ValueError."""
+    if text[-1:] in _UNITS and text[:-1].isdigit():
+        return int(text[:-1]) * _UNITS[text[-1]]
+    match = _ISO_DURATION.match(text)
+    if not match or text in ("P", "PT") or text.endswith("T"):
+        raise ValueError(f"{text!r} is not a duration such as 30m, 6h, 1d or PT6H")
+    weeks, days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return (((weeks * 7 + days) * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def parse_timestamp(text: str) -> dt.datetime:
+    """A timestamp with a time zone, or a date (midnight UTC), as an aware UTC datetime."""
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+    moment = dt.datetime.fromisoformat(re.sub(r"\s+(?=[Zz+-]\d*[:\d]*$)", "", text).replace("z", "Z"))
+    if moment.tzinfo is None:
+        raise ValueError("needs a time zone")
+    return moment.astimezone(dt.UTC).replace(microsecond=0)
+
+
+def format_duration(seconds: int) -> str:
+    for unit in ("w", "d", "h", "m"):
+        if seconds % _UNITS[unit] == 0:
+            return f"{seconds // _UNITS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+def schema_problems(loaded: LoadedYaml, schema: str, path: str) -> list[Problem]:
+    """Every schema error, each with the line of the field it is about and a readable message."""
+    problems = []
+    errors = sorted(resources.validator(schema).iter_errors(loaded.value), key=lambda e: list(e.path))
+    for error in errors:
+        where = list(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+            where.append(
+                min((k for k in error.instance if k not in known), key=lambda k: loaded.line_of([*where, k]) or 0)
+            )
+        problems.append(Problem(path, loaded.line_of(where), dotted(tuple(where)), _schema_message(error)))
+    return problems
+
+
+def _schema_message(error: jsonschema.ValidationError) -> str:
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    validator = error.validator
+    if validator == "anyOf":
+        options = error.validator_value if isinstance(error.validator_value, list) else []
+        described = [sub["description"] for sub in options if "description" in sub]
+        if described:
+            return f"{error.instance!r} is not valid: expected {described[0]}"
+    if validator == "additionalProperties":
+        known = sorted(schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known)) if isinstance(error.instance, dict) else []
+        hints = [f"{name!r}" + _suggest(name, known) for name in extra]
+        return f"unknown field {', '.join(hints)}; the fields are: {', '.join(known)}"
+    if validator == "required":
+        return f"{error.message.split(' is a required')[0].strip(chr(39))} is required"
+    if validator in ("enum", "const"):
+        choices = schema.get("enum") or [schema.get("const")]
+        return f"{error.instance!r} is not one of {', '.join(map(str, choices))}" + _suggest(
+            str(error.instance), [str(c) for c in choices]
+        )
+    if validator == "pattern" and "description" in schema:
+        return f"{error.instance!r} is not valid: expected {schema['description']}"
+    if validator == "type":
+        return f"{error.instance!r} is a {type(error.instance).__name__}; expected {schema.get('type')}"
+    return error.message
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def load_policy(data: bytes | None, path: str) -> tuple[Policy, list[Problem]]:
+    """The ledger's policy.yaml (defaults when there is none) and its problems."""
+    if data is None:
+        return Policy(), []
+    try:
+        loaded = load(data, path, MAX_POLICY_BYTES)
+    except YamlProblem as err:
+        return Policy(), [err.problem]
+    if loaded.value is None:
+        return Policy(), []
+    problems = schema_problems(loaded, "policy", path)
+    if problems:
+        return Policy(), problems
+    value: dict[str, Any] = loaded.value
+    fields: dict[str, Any] = {}
+    for name in ("min_every", "max_window"):
+        if name in value:
+            fields[name] = parse_duration(value[name])
+    if "max_inputs" in value:
+        fields["max_inputs"] = value["max_inputs"]
+    if "tests" in value:
+        known = resources.nettests()
+        for index, test in enumerate(value["tests"]):
+            if test not in known:
+                line = loaded.line_of(("tests", index))
+                message = f"{test!r} is not a test that probes have" + _suggest(test, known)
+                problems.append(Problem(path, line, f"tests[{index}]", message))
+        fields["tests"] = frozenset(value["tests"])
+    return Policy(**fields), problems
+
+
+def check_instruction(data: bytes, path: str, policy: Policy) -> tuple[Instruction | None, list[Problem]]:
+    """One instruction file: the Instruction, or None and every problem found."""
+    try:
+        loaded = load(data, path, MAX_INSTRUCTION_BYTES)
+    except YamlProblem as err:
+        return None, [err.problem]
+    if not isinstance(loaded.value, dict):
+        return None, [Problem(path, 1, "", "an instruction is a mapping of fields (id:, kind:, …)")]
+    problems = schema_problems(loaded, "instruction", path)
+    broken = {str(p.field).split(".")[0].split("[")[0] for p in problems}
+    broken |= {name for name in ("id", "kind", "test", "target", "window") if name not in loaded.value}
+    instruction, meaning_problems = _Meaning(loaded, path, policy, broken).check()
+    problems.extend(meaning_problems)
+    problems.sort(key=lambda p: p.line or 0)
+    return (instruction if not problems else None), problems
+
+
+class _Meaning:
+    """The rules a schema cannot say: tests and their inputs, windows, the policy's limits."""
+
+    def __init__(self, loaded: LoadedYaml, path: str, policy: Policy, broken: set[str]) -> None:
+        self.broken = broken  # fields the schema already refused: judging them again would only add noise
+        self.value: dict[str, Any] = loaded.value
+        self.loaded = loaded
+        self.path = path
+        self.policy = policy
+        self.problems: list[Problem] = []
+
+    def problem(self, where: tuple[str | int, ...], message: str) -> None:
+        self.problems.append(Problem(self.path, self.loaded.line_of(where), dotted(where), message))
+
+    def usable(self, *names: str) -> bool:
+        return not self.broken.intersection(names)
+
+    def check(self) -> tuple[Instruction | None, list[Problem]]:
+        value = self.value
+        stem = self.path.rsplit("/", 1)[-1].removesuffix(".yaml")
+        if self.usable("id") and value["id"] != stem:
+            self.problem(("id",), f"{value['id']!r} must equal the file name without .yaml ({stem!r})")
+        kind, test = value.get("kind"), value.get("test")
+        nettest = self.check_test(str(test)) if self.usable("test") else None
+        inputs = tuple(value.get("inputs") or ()) if self.usable("inputs") else ()
+        if self.usable("kind", "test", "inputs"):
+            self.check_inputs(kind, test, nettest, inputs)
+        every = self.check_every(kind) if self.usable("kind", "every") else None
+        target = self.check_target(value["target"]) if self.usable("target") else None
+        window = self.check_window(value["window"]) if self.usable("window") else None
+        if self.problems or self.broken or target is None or window is None:
+            return None, self.problems
+        title = value["title"].strip()
+        instruction = Instruction(
+            value["id"], str(kind), title, value["reason"], str(test), inputs, every, target, window
+        )
+        return instruction, []
+
+    def check_test(self, test: str) -> dict[str, Any] | None:
+        known = resources.nettests()
+        if test not in known:
+            self.problem(("test",), f"{test!r} is not a test that probes have" + _suggest(test, known))
+            return None
+        if self.policy.tests is not None and test not in self.policy.tests:
+            allowed = ", ".join(sorted(self.policy.tests))
+            self.problem(("test",), f"the ledger's policy.yaml does not allow {test!r}; it allows: {allowed}")
+        return known[test]
+
+    def check_inputs(self, kind: Any, test: Any, nettest: dict[str, Any] | None, inputs: tuple[str, ...]) -> None:
+        if kind == "schedule":
+            if inputs:
+                self.problem(("inputs",), "a schedule changes how often a test runs: it takes no inputs")
+            return
+        if nettest is None:
+            return
+        if nettest["inputs"] == "none":
+            if inputs:
+                self.problem(("inputs",), f"{test} takes no inputs: remove them")
+            return
+        if nettest["inputs"] == "required" and not inputs:
+            where = ("inputs",) if "inputs" in self.value else ("test",)
+            self.problem(where, f"a run of {test} needs inputs ({nettest['input']}s): list at least one")
+        if len(inputs) > self.policy.max_inputs:
+            self.problem(("inputs",), f"{len(inputs)} inputs; the policy allows {self.policy.max_inputs}")
+        seen: set[str] = set()
+        for index, text in enumerate(inputs):
+            if text in seen:
+                self.problem(("inputs", index), f"{text!r} is listed twice")
+            seen.add(text)
+            error = input_error(nettest, text)
+            if error:
+                self.problem(("inputs", index), error)
+
+    def check_every(self, kind: Any) -> int | None:
+        if kind == "run":
+            if "every" in self.value:
+                self.problem(("every",), "a run happens once: `every` belongs to a schedule")
+            return None
+        if "every" not in self.value:
+            self.problem(("kind",), "a schedule needs `every`, the new interval (for example 6h)")
+            return None
+        seconds = parse_duration(self.value["every"])
+        if seconds < self.policy.min_every:
+            limit = format_duration(self.policy.min_every)
+            self.problem(("every",), f"{self.value['every']} is shorter than the policy's min_every ({limit})")
+        return seconds
+
+    def check_target(self, target: dict[str, Any]) -> Target | None:
+        before = len(self.problems)
+        countries = [c.upper() for c in target["countries"]]
+        if "*" in countries and len(countries) > 1:
+            self.problem(("target", "countries"), '["*"] means every country: list it alone')
+        for index, code in enumerate(countries):
+            if code != "*" and code not in resources.countries():
+                self.problem(("target", "countries", index), f"{code!r} is not an ISO 3166-1 alpha-2 country code")
+        networks = [f"AS{int(str(n).upper().removeprefix('AS'))}" for n in target.get("networks", [])]
+        for name, values in (
+            ("countries", countries),
+            ("networks", networks),
+            ("platforms", target.get("platforms", [])),
+        ):
+            for index, item in enumerate(values):
+                if item in values[:index]:
+                    self.problem(("target", name, index), f"{item} is listed twice")
+        max_probes = target.get("max_probes")
+        if "max_probes_per" in target and max_probes is None:
+            self.problem(("target", "max_probes_per"), "max_probes_per only means something with max_probes")
+        if len(self.problems) > before:
+            return None
+        return Target(
+            countries=tuple(countries),
+            networks=tuple(networks),
+            platforms=tuple(target.get("platforms", [])),
+            max_probes=max_probes,
+            max_probes_per=target.get("max_probes_per", "target"),
+            sample=float(target["sample"]) if "sample" in target else None,
+        )
+
+    def check_window(self, window: dict[str, Any]) -> Window | None:
+        moments = {}
+        for name in ("start", "end"):
+            try:
+                moments[name] = parse_timestamp(window[name])
+            except ValueError:
+                self.problem(("window", name), f"{window[name]!r} needs a time zone, for example 2026-12-01T00:00:00Z")
+        if len(moments) < 2:
+            return None
+        start, end = moments["start"], moments["end"]
+        if end <= start:
+            self.problem(("window", "end"), "the window must end after it starts")
+            return None
+        if (end - start).total_seconds() > self.policy.max_window:
+            limit = format_duration(self.policy.max_window)
+            self.problem(("window", "end"), f"the window is longer than the policy's max_window ({limit})")
+            return None
+        return Window(start, end)
+
+
+def input_error(nettest: Mapping[str, Any], text: str) -> str | None:
+    """Why `text` is not an input of the kind the test takes, or None when it is one."""
+    kind = nettest["input"]
+    if any(ord(c) < 32 or c == "\x7f" for c in text) or text != text.strip():
+        return f"{text!r} has control characters or white space around it"
+    if kind != "keyword" and any(c.isspace() for c in text):
+        return f"{text!r} has white space inside it"
+    if kind == "url":
+        return _url_error(text, nettest.get("schemes", ["http", "https"]))
+    if kind == "domain":
+        return None if is_domain(text) else f"{text!r} is not a domain name (like example.org)"
+    if kind == "ip":
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            return f"{text!r} is not an IP address"
+        return None
+    if kind == "ip:port":
+        return _endpoint_error(text)
+    if kind == "keyword":
+        return None if len(text) <= 200 else "a keyword is at most 200 characters"
+    return f"this test takes no inputs, so {text!r} cannot be one"
+
+
+def is_domain(text: str) -> bool:
+    labels = text.rstrip(".").split(".")
+    return len(text) <= 253 and len(labels) >= 2 and all(_DOMAIN_LABEL.match(label) for label in labels)
+
+
+def _url_error(text: str, schemes: list[str]) -> str | None:
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as err:
+        return f"{text!r} is not a URL: {err}"
+    if parts.scheme not in schemes:
+        return f"{text!r} must be a URL with scheme {' or '.join(s + '://' for s in schemes)}"
+    host = parts.hostname or ""
+    if not host:
+        return f"{text!r} has no host"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not is_domain(host):
+            return f"{text!r} has a host that is neither a domain name nor an IP address"
+    if port == 0:
+        return f"{text!r} has port 0"
+    return None
+
+
+def _endpoint_error(text: str) -> str | None:
+    if ":" not in text:
+        return f"{text!r} needs a port: write it as ip:port (like 1.2.3.4:443)"
+    host, colon, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        return f"{text!r}: write an IPv6 endpoint as [address]:port"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return f"{text!r} is not an endpoint ip:port (like 1.2.3.4:443 or [2001:db8::1]:443)"
+    if not colon or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"{text!r} needs a port from 1 to 65535"
+    return None
+
+
+CheckMemo = dict[tuple[Policy, str, bytes], tuple[Instruction | None, list[Problem]]]
+
+
+def check_ledger(files: LedgerFiles, memo: CheckMemo | None = None) -> CheckResult:
+    """Every instruction and the policy of one ledger, with duplicate ids and stray files caught.
+
+    `memo` keeps verdicts by (policy, path, contents) between calls, so a long-lived caller that
+    checks one commit after another only parses the files that changed.
+    """
+    result = CheckResult()
+    policy_path = f"{files.root}policy.yaml"
+    policy, policy_problems = load_policy(files.policy, policy_path)
+    result.problems.extend(policy_problems)
+    for name in files.not_files:
+        result.problems.append(
+            Problem(f"{files.root}instructions/{name}", None, "", "instructions/ holds only <id>.yaml files")
+        )
+    ids: dict[str, str] = {}
+    for name in sorted(files.instructions):
+        path = f"{files.root}instructions/{name}"
+        if not name.endswith(".yaml"):
+            hint = f": rename it to {name.rsplit('.', 1)[0]}.yaml" if name.endswith(".yml") else ""
+            if not name.startswith("."):
+                result.problems.append(Problem(path, None, "", f"instructions/ holds only <id>.yaml files{hint}"))
+            continue
+        key = (policy, path, files.instructions[name])
+        if memo is not None and key in memo:
+            instruction, problems = memo[key]
+        else:
+            instruction, problems = check_instruction(files.instructions[name], path, policy)
+            if memo is not None:
+                memo[key] = (instruction, problems)
+        result.problems.extend(problems)
+        if instruction is None:
+            continue
+        if instruction.id in ids:
+            result.problems.append(
+                Problem(path, 1, "id", f"{instruction.id!r} is also the id in {ids[instruction.id]}")
+            )
+            continue
+        ids[instruction.id] = path
+        result.instructions[instruction.id] = instruction
+    return result

@@ -1,0 +1,141 @@
+"""From a ledger repository to the static mirror tree: verify, render, publish atomically.
+
+    <out>/v1/feed/<commit>.json   the feed at that commit (immutable)
+    <out>/v1/feed.json            the same bytes for the newest rendered commit
+    <out>/v1/head.json            names the newest commit; written last
+
+The CLI (`opos render`) and the service both publish through here.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from opos import render, revisions, rules
+from opos.errors import HistoryRejected, LedgerInvalid
+from opos.files import write_atomically
+from opos.gitrepo import FileCache, GitLedger
+from opos.history import Failure, Report, Verifier, descends_from
+from opos.model import CommitHash
+
+
+@dataclass
+class Verification:
+    ledger: GitLedger
+    verifier: Verifier
+    trust_root: CommitHash
+    cache: FileCache
+    checked: rules.CheckMemo = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, ledger: GitLedger, revision: CommitHash, trust_root: str | None) -> Verification:
+        root = ledger.resolve(trust_root) if trust_root else ledger.default_trust_root(revision)
+        cache = FileCache.for_ledger(ledger, root)
+        return cls(ledger, Verifier(ledger, root, cache), root, cache)
+
+    def check(self, revision: CommitHash, since: str | None = None) -> Report:
+        """Verify history up to `revision`; with `since`, also that it descends from that commit."""
+        report = self.verifier.verify(revision)
+        if since is not None:
+            previous = self.ledger.resolve(since)
+            if not descends_from(self.ledger, revision, previous):
+                reason = f"history rewritten: it does not descend from the previously accepted commit {previous}"
+                report = Report(revision, [*report.failures, Failure(revision, reason)], None)
+        return report
+
+    def require(self, revision: CommitHash, since: str | None = None) -> Report:
+        report = self.check(revision, since)
+        if not report.ok:
+            raise HistoryRejected([(f.commit, f.reason) for f in report.failures])
+        return report
+
+
+def feed_at(verification: Verification, commit: CommitHash) -> bytes:
+    """The canonical feed payload of a verified commit. Raises LedgerInvalid for invalid files."""
+    ledger = verification.ledger
+    report = verification.require(commit)
+    assert report.accepted is not None
+    info = ledger.commit(commit)
+    if len(verification.checked) > 50_000:
+        verification.checked.clear()
+    checked = rules.check_ledger(ledger.ledger_files(info), verification.checked)
+    if checked.problems:
+        raise LedgerInvalid(checked.problems)
+    by_name = {f"{i.id}.yaml": i for i in checked.instructions.values()}
+    memo_path = ledger.state_dir() / f"revisions-{verification.cache.key}.json"
+    known = _load_memo(memo_path)
+    last = revisions.last_revisions(ledger, commit, by_name, known)
+    write_atomically(memo_path, json.dumps({commit: last}).encode())
+    entries = []
+    for name, instruction in by_name.items():
+        accepted = verification.verifier.cache.get(last[name])
+        signer = accepted.signer.principal if accepted is not None and accepted.signer is not None else None
+        entries.append(render.Entry(instruction, last[name], signer))
+    committed = dt.datetime.fromtimestamp(info.committed, dt.UTC)
+    return render.feed_payload(commit, report.accepted.sequence, committed, entries)
+
+
+def _load_memo(path: Path) -> dict[CommitHash, dict[str, CommitHash]]:
+    try:
+        memo = json.loads(path.read_bytes())
+        return memo if isinstance(memo, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+@dataclass(frozen=True)
+class Published:
+    commit: CommitHash
+    sequence: int
+    feed_path: Path
+    head_updated: bool
+    note: str
+
+
+def published_commit(out: Path) -> CommitHash | None:
+    """The commit named by the site's current head (our own output, read only to decide what to replace)."""
+    try:
+        envelope = json.loads((out / "v1" / "head.json").read_bytes())
+        payload = json.loads(base64.b64decode(envelope["payload"]))
+        commit = payload["commit"]
+        return CommitHash(commit) if isinstance(commit, str) and len(commit) == 40 else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def publish(
+    verification: Verification,
+    commit: CommitHash,
+    key: ed25519.Ed25519PrivateKey,
+    out: Path,
+    now: dt.datetime,
+    head_ttl: dt.timedelta = render.DEFAULT_HEAD_TTL,
+) -> Published:
+    """Render `commit` into `out`: feed files first, the head last, each written atomically.
+
+    A commit older than the published head only adds its pinned feed file; a commit that does not
+    descend from the published head is refused as rewritten history.
+    """
+    payload = feed_at(verification, commit)
+    sequence = json.loads(payload)["sequence"]
+    envelope = render.sign("feed", payload, key)
+    feed_path = out / "v1" / "feed" / f"{commit}.json"
+    current = published_commit(out)
+    ledger = verification.ledger
+    if current is not None and current != commit and not descends_from(ledger, commit, current):
+        if descends_from(ledger, current, commit):
+            write_atomically(feed_path, envelope)
+            return Published(commit, sequence, feed_path, False, f"older than the published head {current}")
+        reason = f"history rewritten: it does not descend from the published commit {current}"
+        raise HistoryRejected([(commit, reason)])
+    write_atomically(feed_path, envelope)
+    write_atomically(out / "v1" / "feed.json", envelope)
+    head = render.sign("head", render.head_payload(commit, sequence, envelope, now, head_ttl), key)
+    write_atomically(out / "v1" / "head.json", head)
+    return Published(commit, sequence, feed_path, True, "published as the head")

@@ -1,0 +1,186 @@
+"""Fixtures that build real ledgers: real `git`, real `ssh-keygen` keys, real `git commit -S`.
+
+Every git command runs in a hermetic environment (no user or system config, fixed time zone), as
+dulwich's own tests do, so a developer's configuration cannot leak in.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from opos.cli import run
+
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "OONI Staff",
+    "GIT_AUTHOR_EMAIL": "staff@ooni.example",
+    "GIT_COMMITTER_NAME": "OONI Staff",
+    "GIT_COMMITTER_EMAIL": "staff@ooni.example",
+}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def hermetic_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    home = tmp_path_factory.mktemp("home")
+    saved = dict(os.environ)
+    for name in list(os.environ):
+        if name.startswith(("GIT_", "OPOS_", "SSH_AUTH")):
+            del os.environ[name]
+    os.environ.update(
+        HOME=str(home),
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL=str(home / "gitconfig"),
+        TZ="UTC",
+        **IDENTITY,
+    )
+    (home / "gitconfig").write_text("[init]\n\tdefaultBranch = main\n[gc]\n\tauto = 0\n")
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@dataclass(frozen=True)
+class SshKey:
+    private: Path
+    public: Path
+
+    @property
+    def public_text(self) -> str:
+        return " ".join(self.public.read_text().split()[:2])
+
+
+def make_key(folder: Path, name: str, kind: str = "ed25519", bits: str | None = None) -> SshKey:
+    path = folder / name
+    command = ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", f"{name}@ooni.example", "-f", str(path)]
+    if bits:
+        command[4:4] = ["-b", bits]
+    subprocess.run(command, check=True)
+    return SshKey(path, Path(f"{path}.pub"))
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SshKey]:
+    folder = tmp_path_factory.mktemp("keys")
+    return {
+        "alice": make_key(folder, "alice"),
+        "bob": make_key(folder, "bob"),
+        "carol": make_key(folder, "carol", "ecdsa", "256"),
+        "dave": make_key(folder, "dave", "rsa", "2048"),
+        "mallory": make_key(folder, "mallory"),
+    }
+
+
+class LedgerRepo:
+    """A ledger repository driven with the real git, as staff would."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        self.git("init", "-q", "-b", "main")
+
+    def git(self, *args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
+        result = subprocess.run(
+            ["git", *args],
+            cwd=self.path,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"git {' '.join(args)} failed: {result.stderr}")
+        return result.stdout.strip()
+
+    def write(self, relative: str, text: str) -> None:
+        target = self.path / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+    def remove(self, relative: str) -> None:
+        self.git("rm", "-q", relative)
+
+    def signers(self, lines: list[str]) -> None:
+        self.write("ledger/allowed_signers", "".join(f"{line}\n" for line in lines))
+
+    def commit(self, message: str, key: SshKey | None, date: str | None = None, *extra: str) -> str:
+        self.git("add", "-A")
+        env = {"GIT_COMMITTER_DATE": date, "GIT_AUTHOR_DATE": date} if date else {}
+        if key is None:
+            self.git("-c", "commit.gpgsign=false", "commit", "-q", "--allow-empty", "-m", message, *extra, env=env)
+        else:
+            self.git(
+                "-c",
+                "gpg.format=ssh",
+                "-c",
+                f"user.signingkey={key.private}",
+                "commit",
+                "-q",
+                "-S",
+                "--allow-empty",
+                "-m",
+                message,
+                *extra,
+                env=env,
+            )
+        return self.head()
+
+    def head(self, rev: str = "HEAD") -> str:
+        return self.git("rev-parse", rev)
+
+    def git_verifies(self, commit: str, signers_from: str) -> bool:
+        """What `git verify-commit` says, given allowed_signers as it stands in `signers_from`."""
+        signers = self.path.parent / f"signers-{signers_from}"
+        signers.write_text(self.git("show", f"{signers_from}:ledger/allowed_signers") + "\n")
+        result = subprocess.run(
+            ["git", "-c", f"gpg.ssh.allowedSignersFile={signers}", "verify-commit", commit],
+            cwd=self.path,
+            capture_output=True,
+            text=True,
+        )
+        return result.returncode == 0
+
+
+def instruction(ident: str, **overrides: str) -> str:
+    """A valid instruction file's text; keyword arguments replace whole top-level fields."""
+    fields = {
+        "id": ident,
+        "kind": "run",
+        "title": f"Measure {ident}",
+        "reason": "Reports of blocking.",
+        "test": "web_connectivity",
+        "inputs": "\n  - https://example.org/",
+        "target": "\n  countries: [IR]\n  networks: [AS197207]",
+        "window": "\n  start: 2026-12-01T00:00:00Z\n  end: 2026-12-15T00:00:00Z",
+    }
+    fields.update(overrides)
+    return "".join(f"{name}: {value}\n" for name, value in fields.items() if value is not None)
+
+
+@pytest.fixture
+def ledger_repo(tmp_path: Path, keys: dict[str, SshKey]) -> LedgerRepo:
+    """A repository whose trust root allows alice, with one instruction."""
+    repo = LedgerRepo(tmp_path / "ledger-repo")
+    repo.signers([f"alice@ooni.example {keys['alice'].public_text}"])
+    repo.write("ledger/policy.yaml", "min_every: 15m\n")
+    repo.write("ledger/instructions/first-one.yaml", instruction("first-one"))
+    repo.commit("Trust root", keys["alice"], "2026-11-01T10:00:00Z")
+    return repo
+
+
+@dataclass
+class Outcome:
+    code: int
+    out: str
+    err: str
+
+
+def opos(*args: str | Path) -> Outcome:
+    """Run the `opos` command in-process."""
+    out, err = io.StringIO(), io.StringIO()
+    code = run([str(a) for a in args], out, err)
+    return Outcome(code, out.getvalue(), err.getvalue())

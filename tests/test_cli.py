@@ -1,0 +1,157 @@
+"""The `opos` command as staff use it: check, new, init, help, and no traceback for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import LedgerRepo, SshKey, instruction, opos
+
+COMMANDS = ["check", "verify", "render", "verify-feed", "keygen", "new", "init", "demo"]
+
+
+def test_check_passes_on_the_example_ledger() -> None:
+    result = opos("check", "--repo", Path(__file__).parent.parent)
+    assert result.code == 0 and result.out == "" and "3 instruction(s)" in result.err
+
+
+def test_check_lists_problems_in_each_format(ledger_repo: LedgerRepo) -> None:
+    ledger_repo.write("ledger/instructions/bad-one.yaml", instruction("bad-one", test="web_conectivity"))
+    ledger_repo.write("ledger/instructions/worse-one.yaml", "id: worse-one\nid: again\n")
+    text = opos("check", "--repo", ledger_repo.path)
+    assert text.code == 1
+    assert text.out.splitlines() == [
+        "ledger/instructions/bad-one.yaml:5: test: 'web_conectivity' is not a test that probes have "
+        "(did you mean 'web_connectivity'?)",
+        "ledger/instructions/worse-one.yaml:2: id: duplicate key (first given on line 1): keep one",
+    ]
+    as_json = json.loads(opos("check", "--repo", ledger_repo.path, "--format", "json").out)
+    assert not as_json["ok"] and as_json["problems"][0] == {
+        "path": "ledger/instructions/bad-one.yaml",
+        "line": 5,
+        "field": "test",
+        "message": "'web_conectivity' is not a test that probes have (did you mean 'web_connectivity'?)",
+    }
+    github = opos("check", "--repo", ledger_repo.path, "--format", "github").out.splitlines()
+    assert github[0].startswith("::error file=ledger/instructions/bad-one.yaml,line=5,title=opos check::test: ")
+
+
+def test_check_reports_allowed_signers_problems(ledger_repo: LedgerRepo) -> None:
+    ledger_repo.write("ledger/allowed_signers", "alice@x ssh-ed25519 notbase64!\n")
+    result = opos("check", "--repo", ledger_repo.path)
+    assert result.code == 1 and result.out.startswith("ledger/allowed_signers:1: ")
+
+
+def test_check_with_another_ledger_dir(tmp_path: Path, keys: dict[str, SshKey]) -> None:
+    repo = LedgerRepo(tmp_path / "top")
+    repo.write("instructions/x-one.yaml", instruction("x-one"))
+    repo.write("allowed_signers", f"a {keys['alice'].public_text}\n")
+    assert opos("check", "--repo", repo.path, "--ledger-dir", ".").code == 0
+    missing = opos("check", "--repo", repo.path)
+    assert missing.code == 2 and "--ledger-dir" in missing.err
+
+
+def test_new_scaffolds_a_file_that_passes_check(ledger_repo: LedgerRepo) -> None:
+    result = opos(
+        "new", "--repo", ledger_repo.path, "--id", "ir-news-check", "--kind", "run", "--test", "web_connectivity",
+        "--title", "Check news: sites", "--reason", "Reports of blocking.\nSecond line.",
+        "--input", "https://www.bbc.com/persian", "--country", "IR", "--network", "AS197207",
+        "--max-probes", "5", "--start", "2026-12-01T00:00:00Z",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    written = ledger_repo.path / "ledger" / "instructions" / "ir-news-check.yaml"
+    assert written.read_text().startswith("# yaml-language-server: $schema=")
+    assert opos("check", "--repo", ledger_repo.path).code == 0
+    again = opos(
+        "new", "--repo", ledger_repo.path, "--id", "ir-news-check", "--kind", "run", "--test", "telegram",
+        "--title", "t", "--reason", "r", "--country", "IR",
+    )  # fmt: skip
+    assert again.code == 2 and "exists already" in again.err
+
+
+def test_new_refuses_an_invalid_instruction(ledger_repo: LedgerRepo) -> None:
+    result = opos(
+        "new", "--repo", ledger_repo.path, "--id", "x-one", "--kind", "schedule", "--test", "telegram",
+        "--title", "t", "--reason", "r", "--country", "IR", "--every", "1m",
+    )  # fmt: skip
+    assert result.code == 1 and "min_every" in result.err
+    assert not (ledger_repo.path / "ledger" / "instructions" / "x-one.yaml").exists()
+
+
+def test_init_then_the_printed_commands_make_a_verified_ledger(tmp_path: Path, keys: dict[str, SshKey]) -> None:
+    target = tmp_path / "new-ledger"
+    result = opos("init", target, "--signer", "alice@ooni.example", "--key", keys["alice"].public)
+    assert result.code == 0, result.err
+    commands = [line.strip() for line in result.out.splitlines() if line.startswith("  ")]
+    assert commands[0] == f"cd {target}"
+    for command in commands[1:]:
+        subprocess.run(command.split("#")[0], shell=True, cwd=target, check=True, capture_output=True)
+    trust_root = subprocess.run(["git", "rev-parse", "HEAD"], cwd=target, capture_output=True, text=True).stdout.strip()
+    assert opos("check", "--repo", target).code == 0
+    verified = opos("verify", "--repo", target, "--trust-root", trust_root)
+    assert verified.code == 0, verified.out
+    log = subprocess.run(["git", "log", "--show-signature", "-1"], cwd=target, capture_output=True, text=True)
+    assert 'Good "git" signature for alice@ooni.example' in log.stdout
+    assert opos("init", target, "--signer", "a", "--key", keys["alice"].public).code == 2
+
+
+def test_init_with_examples_and_bad_keys(tmp_path: Path, keys: dict[str, SshKey]) -> None:
+    assert opos("init", tmp_path / "e", "--signer", "a", "--key", keys["alice"].public, "--examples").code == 0
+    assert len(list((tmp_path / "e" / "ledger" / "instructions").glob("*.yaml"))) == 3
+    assert opos("check", "--repo", tmp_path / "e").code == 0
+    private = opos("init", tmp_path / "p", "--signer", "a", "--key", keys["alice"].private)
+    assert private.code == 1 and "private key" in private.err
+    assert opos("init", tmp_path / "q", "--signer", "a", "--key", tmp_path / "missing.pub").code == 1
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "opos", command, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "usage: opos" in result.stdout and len(result.stdout) > 200
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["verify", "--repo", "/nonexistent"],
+        ["verify", "--repo", ".", "--rev", "no-such-branch"],
+        ["render", "--repo", "/nonexistent", "--key", "/nonexistent", "--out", "/tmp/x"],
+        ["render", "--repo", ".", "--key", "k", "--out", "o", "--head-ttl", "soon"],
+        ["verify-feed", "/nonexistent.json", "--key", "/nonexistent.pub"],
+        ["check", "--repo", "/nonexistent"],
+        ["new", "--id", "x"],
+        ["init"],
+        ["check", "--format", "xml"],
+        ["verify", "--repo", ".", "--ledger-dir", "../outside"],
+    ],
+)
+def test_bad_input_never_gets_a_traceback(argv: list[str], tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "opos", *argv], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode in (1, 2), (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr and (result.stderr.strip() or result.stdout.strip())
+
+
+def test_demo_builds_and_verifies(tmp_path: Path) -> None:
+    result = opos("demo", "--dir", tmp_path / "demo")
+    assert result.code == 0, result.err
+    assert "Verified the feed and the head" in result.out
+    repo = tmp_path / "demo" / "ledger-repo"
+    signers = tmp_path / "signers"
+    signers.write_text(
+        subprocess.run(["git", "show", "HEAD:ledger/allowed_signers"], cwd=repo, capture_output=True, text=True).stdout
+    )
+    commits = subprocess.run(["git", "rev-list", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.split()
+    assert len(commits) == 5
+    for commit in commits:  # every demo commit carries a signature git itself accepts
+        check = subprocess.run(
+            ["git", "-c", f"gpg.ssh.allowedSignersFile={signers}", "verify-commit", commit],
+            cwd=repo,
+            capture_output=True,
+        )
+        assert check.returncode == 0, commit
