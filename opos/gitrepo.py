@@ -104,6 +104,7 @@ class GitLedger:
         self._commits: dict[CommitHash, CommitInfo] = {}
         self._trees: dict[str, dict[bytes, tuple[int, str]]] = {}
         self._ledger_trees: dict[str, str | None] = {}
+        self._signer_files: dict[str, bytes] = {}
 
     def close(self) -> None:
         self.repo.close()
@@ -179,7 +180,16 @@ class GitLedger:
         return self.blob(sha) if mode in _FILE_MODES else None
 
     def allowed_signers(self, commit: CommitInfo) -> bytes | None:
-        return self._ledger_file(commit, "allowed_signers")
+        # the same few versions of the file stand in thousands of commits: read each version once
+        ledger = self.ledger_tree(commit)
+        if ledger is None:
+            return None
+        mode, sha = self.tree(ledger).get(b"allowed_signers", (0, ""))
+        if mode not in _FILE_MODES:
+            return None
+        if sha not in self._signer_files:
+            self._signer_files[sha] = self.blob(sha)
+        return self._signer_files[sha]
 
     # --- ledger contents ---
 
