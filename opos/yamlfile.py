@@ -38,7 +38,7 @@ _PLAIN_SCALAR_TAGS = frozenset(
 )
 
 
-class _Resolver(BaseResolver):
+class CoreResolver(BaseResolver):
     """YAML 1.2 core-schema scalars, plus YAML 1.1 timestamps."""
 
 
@@ -51,6 +51,7 @@ for _tag, _pattern, _first in (
         "-+0123456789.",
     ),
     ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("merge", r"^(?:<<)$", "<"),  # recognised only to be refused, with a message
     (
         "timestamp",
         r"""^(?:[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]
@@ -60,14 +61,14 @@ for _tag, _pattern, _first in (
         "0123456789",
     ),
 ):
-    _Resolver.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern, re.X), list(_first))
+    CoreResolver.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern, re.X), list(_first))
 
 
-class _Loader(CParser, SafeConstructor, _Resolver):
+class _Loader(CParser, SafeConstructor, CoreResolver):
     def __init__(self, stream: bytes) -> None:
         CParser.__init__(self, stream)
         SafeConstructor.__init__(self)
-        _Resolver.__init__(self)
+        CoreResolver.__init__(self)
 
 
 def _construct_int(loader: _Loader, node: ScalarNode) -> int:
@@ -168,7 +169,7 @@ class _Walker:
                 if not isinstance(key_node, ScalarNode):
                     raise self.problem(key_node, "keys must be plain words", where)
                 key = str(key_node.value)
-                if key == "<<":
+                if key_node.tag == "tag:yaml.org,2002:merge":
                     raise self.problem(key_node, "merge keys (<<) are not allowed: write the fields out", where)
                 if key in result:
                     first = self.lines[(*where, key)]
