@@ -153,6 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--ledger-dir", default=os.environ.get("OPOS_LEDGER_DIR", "ledger"), help=LEDGER_DIR_HELP)
     init.add_argument("--examples", action="store_true", help="also copy the example instructions")
 
+    serve = sub.add_parser(
+        "serve",
+        help="run the feed service for development",
+        description="Run the feed service (follow the ledger, serve the signed feed, grant claims) with Flask's "
+        "development server. Configuration: OPOS_* environment variables and an optional file (--config or "
+        "OPOS_CONFIG); at least OPOS_REMOTE, OPOS_DATA_DIR and OPOS_FEED_KEY. In production run gunicorn: "
+        "gunicorn -c webhook/gunicorn.conf.py 'webhook:create_app()'.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="the port (default: 8080)")
+    serve.add_argument("--config", type=Path, default=os.environ.get("OPOS_CONFIG"), help="a YAML or TOML file")
+
     demo = sub.add_parser(
         "demo",
         help="build a demo ledger with signed commits, render and verify its feed",

@@ -234,6 +234,16 @@ def _read_signer_key(path: Path) -> str:
     return f"{parts[0]} {parts[1]}"
 
 
+def serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from webhook import create_app
+    from webhook.config import load_config
+
+    app = create_app(load_config(args.config))
+    print(f"OPOS service on http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=out, flush=True)
+    app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
+    return 0
+
+
 def demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from opos.demo import run_demo
 

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from dulwich.errors import NotGitRepository
+from dulwich.client import get_transport_and_path
+from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
 from dulwich.objects import Blob, Commit, ObjectID, Tree, parse_tree
 from dulwich.objectspec import parse_commit
 from dulwich.refs import Ref
@@ -387,3 +388,35 @@ def write_commit(
     store.add_object(commit)
     ledger.repo.refs[Ref(f"refs/heads/{branch}".encode())] = commit.id
     return CommitHash(commit.id.decode())
+
+
+def fetch_branch(local: Path, remote: str, branch: str) -> CommitHash:
+    """Fetch `branch` from `remote` (a path, file://, git://, https://…) into the bare repository `local`.
+
+    Creates `local` when missing. The remote's commit is recorded as refs/remotes/origin/<branch>
+    and returned; nothing in it is trusted until `history` has verified it.
+    """
+    if not (local / "HEAD").exists():
+        local.mkdir(parents=True, exist_ok=True)
+        Repo.init_bare(str(local)).close()
+    repo = Repo(str(local))
+    wanted = Ref(f"refs/heads/{branch}".encode())
+    try:
+        client, path = get_transport_and_path(remote)
+
+        def determine_wants(refs: Mapping[Ref, ObjectID], depth: int | None = None) -> list[ObjectID]:
+            commit = refs.get(wanted)
+            return [commit] if commit is not None and commit not in repo.object_store else []
+
+        result = client.fetch(path, repo, determine_wants=determine_wants)
+        commit = result.refs.get(wanted)
+        if commit is None:
+            raise RepositoryError(f"{remote} has no branch {branch!r}")
+        repo.refs[Ref(f"refs/remotes/origin/{branch}".encode())] = commit
+        return CommitHash(commit.decode())
+    except RepositoryError:
+        raise
+    except (OSError, GitProtocolError, HangupException, NotGitRepository, ValueError) as err:
+        raise RepositoryError(f"cannot fetch {branch!r} from {remote}: {err}") from None
+    finally:
+        repo.close()

@@ -34,10 +34,13 @@ class Verification:
     checked: rules.CheckMemo = field(default_factory=dict)
 
     @classmethod
-    def open(cls, ledger: GitLedger, revision: CommitHash, trust_root: str | None) -> Verification:
+    def open(
+        cls, ledger: GitLedger, revision: CommitHash, trust_root: str | None, checked: rules.CheckMemo | None = None
+    ) -> Verification:
+        """Verify from the pinned (or default) trust root; `checked` carries parsed files over from earlier runs."""
         root = ledger.resolve(trust_root) if trust_root else ledger.default_trust_root(revision)
         cache = FileCache.for_ledger(ledger, root)
-        return cls(ledger, Verifier(ledger, root, cache), root, cache)
+        return cls(ledger, Verifier(ledger, root, cache), root, cache, checked if checked is not None else {})
 
     def check(self, revision: CommitHash, since: str | None = None) -> Report:
         """Verify history up to `revision`; with `since`, also that it descends from that commit."""
@@ -109,6 +112,17 @@ def published_commit(out: Path) -> CommitHash | None:
         return None
 
 
+def pin(
+    verification: Verification, commit: CommitHash, key: ed25519.Ed25519PrivateKey, out: Path
+) -> tuple[Path, int, bytes]:
+    """Write `out/v1/feed/<commit>.json` for a verified commit: the feed pinned to that commit."""
+    payload = feed_at(verification, commit)
+    envelope = render.sign("feed", payload, key)
+    feed_path = out / "v1" / "feed" / f"{commit}.json"
+    write_atomically(feed_path, envelope)
+    return feed_path, int(json.loads(payload)["sequence"]), envelope
+
+
 def publish(
     verification: Verification,
     commit: CommitHash,
@@ -122,19 +136,15 @@ def publish(
     A commit older than the published head only adds its pinned feed file; a commit that does not
     descend from the published head is refused as rewritten history.
     """
-    payload = feed_at(verification, commit)
-    sequence = json.loads(payload)["sequence"]
-    envelope = render.sign("feed", payload, key)
-    feed_path = out / "v1" / "feed" / f"{commit}.json"
     current = published_commit(out)
     ledger = verification.ledger
     if current is not None and current != commit and not descends_from(ledger, commit, current):
         if descends_from(ledger, current, commit):
-            write_atomically(feed_path, envelope)
+            feed_path, sequence, _ = pin(verification, commit, key, out)
             return Published(commit, sequence, feed_path, False, f"older than the published head {current}")
         reason = f"history rewritten: it does not descend from the published commit {current}"
         raise HistoryRejected([(commit, reason)])
-    write_atomically(feed_path, envelope)
+    feed_path, sequence, envelope = pin(verification, commit, key, out)
     write_atomically(out / "v1" / "feed.json", envelope)
     head = render.sign("head", render.head_payload(commit, sequence, envelope, now, head_ttl), key)
     write_atomically(out / "v1" / "head.json", head)

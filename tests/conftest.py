@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from opos.cli import run
+from servers import POSTGRES_URL, GitDaemon, Service
 
 IDENTITY = {
     "GIT_AUTHOR_NAME": "OONI Staff",
@@ -184,3 +187,73 @@ def opos(*args: str | Path) -> Outcome:
     out, err = io.StringIO(), io.StringIO()
     code = run([str(a) for a in args], out, err)
     return Outcome(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def git_daemon(tmp_path: Path) -> Iterator[GitDaemon]:
+    base = tmp_path / "daemon"
+    base.mkdir()
+    daemon = GitDaemon(base)
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def published_ledger(ledger_repo: LedgerRepo, git_daemon: GitDaemon) -> tuple[LedgerRepo, str]:
+    """The ledger_repo pushed to a bare repository served by git daemon: (staff clone, git:// URL)."""
+    bare = git_daemon.base / "ledger.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    url = git_daemon.url("ledger.git")
+    ledger_repo.git("remote", "add", "origin", url)
+    ledger_repo.git("push", "-q", "origin", "main")
+    return ledger_repo, url
+
+
+@pytest.fixture
+def feed_key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "feed-key"
+    assert opos("keygen", "--out", path).code == 0
+    return path
+
+
+@pytest.fixture
+def start_service(tmp_path: Path, feed_key_file: Path) -> Iterator[Any]:
+    started: list[Service] = []
+
+    def start(remote: str, workers: int = 3, **settings: str) -> Service:
+        data_dir = tmp_path / f"data-{len(started)}"
+        env = {
+            "OPOS_REMOTE": remote,
+            "OPOS_DATA_DIR": str(data_dir),
+            "OPOS_FEED_KEY": str(feed_key_file),
+            "OPOS_WEBHOOK_SECRET": "s3cret",
+            "OPOS_POLL_SECONDS": "3600",
+            **{f"OPOS_{k.upper()}": v for k, v in settings.items()},
+        }
+        service = Service(env, workers)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the test PostgreSQL server, dropped afterwards. Never a silent skip in CI."""
+    import psycopg
+
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
+    except psycopg.Error as error:
+        message = f"PostgreSQL at {POSTGRES_URL} is unreachable ({error}); set OPOS_TEST_POSTGRES_URL"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"opos_test_{secrets.token_hex(6)}"
+    admin.execute(f"CREATE DATABASE {name}")
+    base, _, _ = POSTGRES_URL.rpartition("/")
+    yield f"{base}/{name}"
+    admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    admin.close()

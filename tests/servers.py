@@ -1,0 +1,140 @@
+"""Real servers on 127.0.0.1 for the tests: git daemon, gunicorn running the service, HTTP helpers."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = Path(sys.executable).parent / "gunicorn"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(port: int, seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
+
+
+@dataclass
+class HttpAnswer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> HttpAnswer:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as answer:
+            return HttpAnswer(answer.status, dict(answer.headers), answer.read())
+    except urllib.error.HTTPError as error:
+        return HttpAnswer(error.code, dict(error.headers), error.read())
+
+
+def post_json(url: str, document: Any, headers: dict[str, str] | None = None) -> HttpAnswer:
+    return http("POST", url, json.dumps(document).encode(), {"Content-Type": "application/json", **(headers or {})})
+
+
+class GitDaemon:
+    """`git daemon` on 127.0.0.1 serving bare repositories under `base`, pushes allowed."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            ["git", "daemon", "--reuseaddr", f"--base-path={base}", "--export-all", "--enable=receive-pack",
+             "--listen=127.0.0.1", f"--port={self.port}", str(base)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_port(self.port)
+
+    def url(self, name: str) -> str:
+        return f"git://127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+class Service:
+    """A real gunicorn running the OPOS service on 127.0.0.1."""
+
+    def __init__(self, env: dict[str, str], workers: int = 3) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = Path(env["OPOS_DATA_DIR"]).parent / f"gunicorn-{self.port}.log"
+        self.env = env
+        self.process = subprocess.Popen(
+            [str(GUNICORN), "-c", str(ROOT / "webhook" / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{self.port}",
+             "--workers", str(workers), "webhook:create_app()"],
+            cwd=ROOT, env={**os.environ, **env}, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for_port(self.port)
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> HttpAnswer:
+        return http("GET", self.url + path, headers=headers)
+
+    def head_payload(self) -> dict[str, Any] | None:
+        answer = self.get("/v1/head.json")
+        if answer.status != 200:
+            return None
+        return json.loads(base64.b64decode(json.loads(answer.body)["payload"]))  # type: ignore[no-any-return]
+
+    def wait_for(self, condition: Any, seconds: float = 20, what: str = "") -> Any:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            value = condition()
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what or condition}; log:\n{self.log.read_text()[-3000:]}")
+
+    def served_commit(self) -> str | None:
+        payload = self.head_payload()
+        return payload["commit"] if payload else None
+
+    def webhook(
+        self, secret: str, branch: str = "main", event: str = "push", signature: str | None = None
+    ) -> HttpAnswer:
+        body = json.dumps({"ref": f"refs/heads/{branch}", "after": "0" * 40}).encode()
+        digest = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        headers = {"X-GitHub-Event": event, "X-Hub-Signature-256": signature or digest,
+                   "Content-Type": "application/json"}  # fmt: skip
+        return http("POST", self.url + "/hooks/github", body, headers)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+POSTGRES_URL = os.environ.get("OPOS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -1,0 +1,205 @@
+"""The feed service for real: gunicorn with several workers, a ledger behind git daemon, signed pushes."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import secrets
+import time
+from typing import Any
+
+import jsonschema
+import pytest
+
+from conftest import LedgerRepo, SshKey, instruction
+from opos import resources
+from servers import Service, http, post_json
+
+pytestmark = pytest.mark.slow
+SECRET = "s3cret"
+
+
+def push(repo: LedgerRepo, *extra: str) -> str:
+    repo.git("push", "-q", *extra, "origin", "main")
+    return repo.head()
+
+
+def add_signed(repo: LedgerRepo, key: SshKey, ident: str, **fields: str) -> str:
+    repo.write(f"ledger/instructions/{ident}.yaml", instruction(ident, **fields))
+    repo.commit(f"Add {ident}", key)
+    return push(repo)
+
+
+def health(service: Service) -> dict[str, Any]:
+    return service.get("/healthz").json()  # type: ignore[no-any-return]
+
+
+def test_a_signed_push_is_served_by_every_worker(
+    published_ledger: tuple[LedgerRepo, str], keys: dict[str, SshKey], start_service: Any
+) -> None:
+    repo, url = published_ledger
+    service = start_service(url)
+    first = service.wait_for(service.served_commit, what="the first sync")
+    assert first == repo.head()
+    new = add_signed(repo, keys["alice"], "second-one")
+    answer = service.webhook(SECRET)
+    assert answer.status == 202 and answer.json() == {"sync": "queued"}
+    service.wait_for(lambda: service.served_commit() == new, what="the pushed commit")
+    # each request may land on any of the three workers: all of them serve the new head
+    assert {service.served_commit() for _ in range(30)} == {new}
+    feed = service.get("/v1/feed.json")
+    assert feed.status == 200 and feed.headers["ETag"] == f'"{new}"'
+    assert service.get("/v1/feed.json", {"If-None-Match": f'"{new}"'}).status == 304
+    head = service.get("/v1/head.json")
+    assert "max-age" in head.headers["Cache-Control"] and int(head.headers["Cache-Control"].split("=")[-1]) <= 60
+    assert service.get("/v1/head.json", {"If-None-Match": head.headers["ETag"]}).status == 304
+    pinned = service.get(f"/v1/feed/{first}.json")  # an older commit: rendered on first request
+    assert pinned.status == 200 and "immutable" in pinned.headers["Cache-Control"]
+    assert service.get(f"/v1/feed/{'a' * 40}.json").status == 404
+    assert service.get("/v1/feed/ABC.json").status == 400
+    body = health(service)
+    assert body["status"] == "ok" and body["commit"] == new and body["sequence"] == 1
+
+
+def test_bad_webhooks_change_nothing(
+    published_ledger: tuple[LedgerRepo, str], keys: dict[str, SshKey], start_service: Any
+) -> None:
+    repo, url = published_ledger
+    service = start_service(url)
+    first = service.wait_for(service.served_commit)
+    add_signed(repo, keys["alice"], "second-one")
+    assert service.webhook("wrong").status == 401
+    assert service.webhook(SECRET, signature="sha256=" + "0" * 64).status == 401
+    assert http("POST", service.url + "/hooks/github", b"{}").status == 401
+    assert service.webhook(SECRET, event="ping").json() == {"pong": True}
+    assert "ignored" in service.webhook(SECRET, branch="other").json()
+    assert "ignored" in service.webhook(SECRET, event="issues").json()
+    big = http("POST", service.url + "/hooks/github", b"x" * (2 * 1024 * 1024), {"X-GitHub-Event": "push"})
+    assert big.status == 413 and big.json()["error"]
+    time.sleep(1.5)  # had anything started a sync, it would be done by now
+    assert service.served_commit() == first
+
+
+def test_an_unsigned_commit_is_never_served(
+    published_ledger: tuple[LedgerRepo, str], keys: dict[str, SshKey], start_service: Any
+) -> None:
+    repo, url = published_ledger
+    service = start_service(url)
+    good = service.wait_for(service.served_commit)
+    repo.write("ledger/instructions/evil-one.yaml", instruction("evil-one"))
+    bad = repo.commit("Unsigned", None)
+    push(repo)
+    service.webhook(SECRET)
+    problem = service.wait_for(lambda: health(service)["problem"], what="the problem to be reported")
+    assert bad in problem and "unsigned" in problem
+    answer = service.get("/healthz")
+    assert answer.status == 503 and answer.json()["status"] == "degraded" and answer.json()["commit"] == good
+    assert service.served_commit() == good
+    assert service.get(f"/v1/feed/{bad}.json").status == 404
+    repo.git("reset", "-q", "--hard", good)  # the branch is fixed: it recovers by itself
+    push(repo, "--force")
+    service.webhook(SECRET)
+    service.wait_for(lambda: health(service)["status"] == "ok", what="recovery")
+
+
+def test_a_force_push_is_never_served(
+    published_ledger: tuple[LedgerRepo, str], keys: dict[str, SshKey], start_service: Any
+) -> None:
+    repo, url = published_ledger
+    service = start_service(url)
+    served = service.wait_for(service.served_commit)
+    repo.write("ledger/instructions/other-one.yaml", instruction("other-one"))
+    rewritten = repo.commit("Rewritten trust root", keys["alice"], None, "--amend")  # signed, but not a descendant
+    push(repo, "--force")
+    service.webhook(SECRET)
+    problem = service.wait_for(lambda: health(service)["problem"], what="the rewrite to be reported")
+    assert rewritten in problem and ("does not descend" in problem or "rewritten" in problem)
+    assert service.served_commit() == served
+
+
+def test_the_timer_follows_without_webhooks_and_renews_the_head(
+    published_ledger: tuple[LedgerRepo, str], keys: dict[str, SshKey], start_service: Any
+) -> None:
+    repo, url = published_ledger
+    service = start_service(url, workers=2, poll_seconds="1", head_ttl_seconds="4")
+    service.wait_for(service.served_commit)
+    first_issue = service.head_payload()["issued"]  # type: ignore[index]
+    new = add_signed(repo, keys["alice"], "second-one")
+    service.wait_for(lambda: service.served_commit() == new, what="the timer's sync")
+    service.wait_for(lambda: service.head_payload()["issued"] != first_issue, what="a renewed head")  # type: ignore[index]
+
+
+def _claim(base: str, probe: str, ident: str = "capped-one", country: str = "IR", network: str = "AS197207") -> Any:
+    document = {"instruction": ident, "probe_id": probe, "country": country, "network": network}
+    return post_json(base + "/v1/claims", document)
+
+
+def _capped_ledger(repo: LedgerRepo, keys: dict[str, SshKey]) -> None:
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1)
+    window = f"\n  start: {start:%Y-%m-%dT%H:%M:%SZ}\n  end: {start + dt.timedelta(days=30):%Y-%m-%dT%H:%M:%SZ}"
+    add_signed(
+        repo, keys["alice"], "capped-one", window=window,
+        target="\n  countries: [IR]\n  networks: [AS197207]\n  max_probes: 5",
+    )  # fmt: skip
+
+
+def _many_claims(bases: list[str], count: int) -> list[tuple[str, Any]]:
+    """`count` probes claim at once, spread over the services at `bases`: (probe id, answer) pairs."""
+    probes = [secrets.token_urlsafe(16) for _ in range(count)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
+        answers = pool.map(lambda pair: _claim(bases[pair[0] % len(bases)], pair[1]), enumerate(probes))
+        return list(zip(probes, answers, strict=True))
+
+
+def test_two_hundred_concurrent_claims_for_five_slots_on_sqlite(
+    published_ledger: tuple[LedgerRepo, str], keys: dict[str, SshKey], start_service: Any
+) -> None:
+    repo, url = published_ledger
+    _capped_ledger(repo, keys)
+    service = start_service(url, workers=4)
+    service.wait_for(lambda: service.served_commit() == repo.head())
+    answers = [answer for _, answer in _many_claims([service.url], 200)]
+    assert {a.status for a in answers} == {200}
+    assert sum(a.json()["granted"] for a in answers) == 5
+    schema = resources.schema_document("openapi")["components"]["schemas"]["ClaimResponse"]
+    for answer in answers:
+        jsonschema.validate(answer.json(), schema)
+
+
+def test_two_instances_share_one_cap_on_postgresql(
+    published_ledger: tuple[LedgerRepo, str], keys: dict[str, SshKey], start_service: Any, postgres_url: str
+) -> None:
+    repo, url = published_ledger
+    _capped_ledger(repo, keys)
+    one = start_service(url, workers=2, claims_url=postgres_url)
+    two = start_service(url, workers=2, claims_url=postgres_url)
+    for service in (one, two):
+        service.wait_for(lambda s=service: s.served_commit() == repo.head())
+    answers = _many_claims([one.url, two.url], 200)
+    assert {a.status for _, a in answers} == {200}
+    granted = [probe for probe, a in answers if a.json()["granted"]]
+    assert len(granted) == 5
+    refused = next(probe for probe, a in answers if not a.json()["granted"])
+    # asking again, at either instance, gives the same answer and takes no second slot
+    for probe in granted:
+        again = _claim(two.url, probe).json()
+        assert again["granted"] and again["used"] == 5
+    assert _claim(one.url, refused).json() == {**_claim(two.url, refused).json(), "granted": False}
+
+
+def test_metrics_and_openapi(published_ledger: tuple[LedgerRepo, str], start_service: Any) -> None:
+    _, url = published_ledger
+    service = start_service(url, workers=2)
+    service.wait_for(service.served_commit)
+    service.get("/v1/head.json")
+    text = service.get("/metrics").body.decode()
+    for name in ("opos_http_requests_total", "opos_syncs_total", "opos_sync_duration_seconds",
+                 "opos_claims_total", "opos_verification_failures_total"):  # fmt: skip
+        assert name in text, name
+    document = service.get("/openapi.json").json()
+    assert document["openapi"].startswith("3.1")
+    assert set(document["paths"]) >= {"/v1/head.json", "/v1/feed.json", "/v1/feed/{commit}.json", "/v1/claims",
+                                      "/healthz", "/metrics", "/hooks/github"}  # fmt: skip
+    jsonschema.validate(health(service), document["components"]["schemas"]["Health"])
+    jsonschema.validate(service.get("/v1/head.json").json(), document["components"]["schemas"]["Envelope"])
+    jsonschema.validate(service.get("/nope").json(), document["components"]["schemas"]["Error"])

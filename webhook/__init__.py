@@ -1,0 +1,53 @@
+"""The OPOS feed service: follows the ledger, serves the signed feed, grants claims.
+
+    gunicorn -c webhook/gunicorn.conf.py 'webhook:create_app()'
+
+Configuration comes from OPOS_* environment variables and an optional file (OPOS_CONFIG); see
+webhook/config.py. Everything that is not HTTP is done by the `opos` library.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from webhook import claims, feed, health, hooks, metrics
+from webhook.config import Config, load_config
+from webhook.service import Service
+
+log = logging.getLogger("opos.service")
+
+
+def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
+    """The application; `config` is a Config, or settings that override the environment."""
+    settings = config if isinstance(config, Config) else load_config(overrides=config)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    service = Service(settings)
+    app.extensions["opos"] = service
+    for module in (feed, claims, hooks, health, metrics):
+        app.register_blueprint(module.blueprint)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> tuple[Response, int]:
+        return jsonify(error=error.name, detail=error.description), error.code or 500
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> tuple[Response, int]:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return jsonify(error=InternalServerError.name, detail="an unexpected error; it is logged"), 500
+
+    @app.after_request
+    def count(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.REQUESTS.labels(route, str(response.status_code)).inc()
+        return response
+
+    if settings.follow:
+        service.follower.start()
+    return app

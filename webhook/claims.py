@@ -1,0 +1,64 @@
+"""POST /v1/claims: a slot in an instruction's "at most N probes", granted at most N times."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import jsonschema
+from flask import Blueprint, abort, request
+from flask.typing import ResponseReturnValue
+
+from opos import resources, targeting
+from webhook import metrics
+from webhook.claims_store import ClaimsUnavailable
+from webhook.service import current
+
+blueprint = Blueprint("claims", __name__)
+
+
+def _request_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = resources.schema_document("openapi")["components"]["schemas"]["ClaimRequest"]
+    return schema
+
+
+@blueprint.post("/v1/claims")
+def claim() -> ResponseReturnValue:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(400, "send a JSON object: {instruction, probe_id, country, network, platform}")
+    errors = sorted(jsonschema.Draft202012Validator(_request_schema()).iter_errors(body), key=lambda e: list(e.path))
+    if errors:
+        where = ".".join(str(p) for p in errors[0].absolute_path)
+        abort(400, f"{where + ': ' if where else ''}{errors[0].message}")
+    service = current()
+    feed = service.site.payload("v1/feed.json")
+    if feed is None:
+        abort(503, "no feed is published yet: try again after the first sync")
+    instruction = next((i for i in feed["instructions"] if i["id"] == body["instruction"]), None)
+    if instruction is None:
+        abort(422, f"{body['instruction']!r} is not an instruction of the served feed ({feed['commit']})")
+    limit = instruction["target"]["max_probes"]
+    if limit is None:
+        abort(422, f"{instruction['id']} has no max_probes: run it without a claim")
+    if not targeting.in_window(instruction, dt.datetime.now(dt.UTC)):
+        window = instruction["window"]
+        abort(422, f"{instruction['id']} is outside its window ({window['start']} to {window['end']})")
+    mismatch = targeting.matches(instruction, body["country"], body["network"], body.get("platform"))
+    if mismatch:
+        abort(422, mismatch)
+    if not targeting.in_sample(instruction, body["probe_id"]):
+        abort(422, f"this probe is not in the {instruction['target']['sample']} sample of {instruction['id']}")
+    scope = targeting.claim_scope(instruction, body["country"], body["network"])
+    try:
+        result = service.claims().claim(instruction["id"], scope, body["probe_id"], limit)
+    except ClaimsUnavailable as err:
+        abort(503, err.diagnostics())
+    metrics.CLAIMS.labels("granted" if result.granted else "refused").inc()
+    return {
+        "granted": result.granted,
+        "instruction": instruction["id"],
+        "revision": instruction["revision"],
+        "limit": limit,
+        "used": result.used,
+    }

@@ -1,0 +1,124 @@
+"""The service's configuration: one optional file (YAML or TOML) and OPOS_* environment variables over it.
+
+Every setting has the same name in both places: `remote:` in the file is `OPOS_REMOTE` in the
+environment, which wins. The environment alone is a complete configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from opos.errors import OposError
+
+
+class ConfigError(OposError):
+    """The service's configuration is incomplete or wrong."""
+
+
+@dataclass(frozen=True)
+class Config:
+    remote: str  # the ledger repository: a path, file://, git:// or https:// URL
+    data_dir: Path  # the local clone, caches, the site directory, the SQLite files
+    feed_key: Path  # the Ed25519 private key that signs the feed (opos keygen)
+    branch: str = "main"
+    ledger_dir: str = "ledger"
+    trust_root: str | None = None  # default: the history's single root commit
+    webhook_secret: str | None = None  # the GitHub webhook secret; webhooks are refused without one
+    poll_seconds: float = 30.0  # sync on this timer too, so a lost webhook costs one interval
+    head_ttl_seconds: int = 86_400  # how long a head is valid; it is re-issued at half its life
+    claims_url: str | None = None  # postgresql://… to share caps between instances; default SQLite in data_dir
+    max_body_bytes: int = 1024 * 1024  # larger request bodies get 413
+    follow: bool = True  # run the follower thread (off for tests that drive syncs themselves)
+
+    @property
+    def site_dir(self) -> Path:
+        return self.data_dir / "site"
+
+    @property
+    def clone_dir(self) -> Path:
+        return self.data_dir / "ledger.git"
+
+    @property
+    def claims_location(self) -> str:
+        return self.claims_url or f"sqlite:///{self.data_dir / 'claims.sqlite3'}"
+
+
+_REQUIRED = ("remote", "data_dir", "feed_key")
+_NAMES = [f.name for f in fields(Config)]
+ENVIRONMENT = {f"OPOS_{name.upper()}": name for name in _NAMES}
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"cannot read the configuration file {path}: {err.strerror}") from None
+    try:
+        loaded = tomllib.loads(data.decode()) if path.suffix == ".toml" else yaml.safe_load(data)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {err}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings (remote: …, data_dir: …)")
+    unknown = sorted(set(loaded) - set(_NAMES))
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}; the settings are: {', '.join(_NAMES)}")
+    return loaded
+
+
+def _convert(name: str, value: Any, where: str) -> Any:
+    kind = {f.name: f.type for f in fields(Config)}[name]
+    try:
+        if value is None or kind in ("str", "str | None"):
+            return None if value in (None, "") and "None" in str(kind) else str(value)
+        if kind == "Path":
+            return Path(str(value)).expanduser()
+        if kind == "float":
+            number = float(value)
+        elif kind == "int":
+            number = int(value)
+        elif kind == "bool":
+            return str(value).lower() in ("1", "true", "yes", "on")
+        else:
+            return value
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a number") from None
+    if number <= 0:
+        raise ConfigError(f"{where}: must be more than 0")
+    return number
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """The file (`path`, else $OPOS_CONFIG, else none), then the environment, then `overrides`."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get("OPOS_CONFIG")
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    if path:
+        for name, value in _read_file(Path(path)).items():
+            values[name], origin[name] = value, f"{path}: {name}"
+    for variable, name in ENVIRONMENT.items():
+        if variable in environ:
+            values[name], origin[name] = environ[variable], variable
+    for name, value in (overrides or {}).items():
+        if name not in _NAMES:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name], origin[name] = value, name
+    missing = [name for name in _REQUIRED if values.get(name) in (None, "")]
+    if missing:
+        listed = ", ".join(f"OPOS_{name.upper()}" for name in missing)
+        raise ConfigError(f"the service needs {listed} (in the environment, or in the file given by OPOS_CONFIG)")
+    converted = {name: _convert(name, value, origin[name]) for name, value in values.items()}
+    return replace(Config(remote="", data_dir=Path(), feed_key=Path()), **converted)

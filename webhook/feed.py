@@ -1,0 +1,59 @@
+"""The signed site over HTTP: the same paths a static mirror serves, with ETags and cache headers."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from flask import Blueprint, Response, abort, request
+
+from opos.model import CommitHash
+from webhook.service import current
+
+blueprint = Blueprint("feed", __name__)
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+SHORT_CACHE = "public, max-age=30"
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+def _json(data: bytes, etag: str, cache_control: str) -> Response:
+    response = Response(data, mimetype="application/json")
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = cache_control
+    if request.if_none_match.contains(etag):
+        response.status_code = 304
+        response.set_data(b"")
+    return response
+
+
+@blueprint.get("/v1/head.json")
+def head() -> Response:
+    data = current().site.read("v1/head.json")
+    if data is None:
+        abort(503, "no feed is published yet: the first sync has not finished (see /healthz)")
+    return _json(data, hashlib.sha256(data).hexdigest()[:32], SHORT_CACHE)
+
+
+@blueprint.get("/v1/feed.json")
+def feed() -> Response:
+    site = current().site
+    data, payload = site.read("v1/feed.json"), site.payload("v1/feed.json")
+    if data is None or payload is None:
+        abort(503, "no feed is published yet: the first sync has not finished (see /healthz)")
+    return _json(data, payload["commit"], SHORT_CACHE)
+
+
+@blueprint.get("/v1/feed/<commit>.json")
+def pinned(commit: str) -> Response:
+    if not _COMMIT.match(commit):
+        abort(400, "a commit is 40 lowercase hexadecimal characters")
+    service = current()
+    relative = f"v1/feed/{commit}.json"
+    data = service.site.read(relative)
+    if data is None:
+        if service.syncer.render_pinned(CommitHash(commit)) is None:
+            abort(404, f"{commit} is not a verified commit of the served history")
+        data = service.site.read(relative)
+        if data is None:
+            abort(404, f"{commit} is not a verified commit of the served history")
+    return _json(data, commit, IMMUTABLE)

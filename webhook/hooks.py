@@ -1,0 +1,41 @@
+"""GitHub push webhooks: only a trigger. Nothing in the body is trusted beyond the branch name."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+from flask import Blueprint, abort, request
+from flask.typing import ResponseReturnValue
+
+from webhook.service import current
+
+blueprint = Blueprint("hooks", __name__)
+
+
+@blueprint.post("/hooks/github")
+def github() -> ResponseReturnValue:
+    service = current()
+    secret = service.config.webhook_secret
+    body = request.get_data(cache=False)  # the raw bytes the signature covers; over the limit this is a 413
+    if not secret:
+        abort(401, "webhooks are off: this service has no OPOS_WEBHOOK_SECRET")
+    given = request.headers.get("X-Hub-Signature-256", "")
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        abort(401, "missing or wrong X-Hub-Signature-256: check the webhook's secret")
+    event = request.headers.get("X-GitHub-Event", "")
+    if event == "ping":
+        return {"pong": True}
+    if event != "push":
+        return {"ignored": f"{event or 'an unnamed'} event: only push events start a sync"}
+    try:
+        ref = json.loads(body).get("ref")
+    except (ValueError, AttributeError):
+        abort(400, "a push event's body is a JSON object with a ref")
+    wanted = f"refs/heads/{service.config.branch}"
+    if ref != wanted:
+        return {"ignored": f"a push to {ref}, not {wanted}"}
+    service.follower.request()  # the sync runs in the background: GitHub gets its answer at once
+    return {"sync": "queued"}, 202

@@ -1,0 +1,232 @@
+"""Following the ledger: fetch → verify → render → publish, one sync at a time across all workers.
+
+Every gunicorn worker runs a follower thread. A webhook (or the timer) records a sync request in
+the data directory and wakes the thread; whichever worker holds the sync lock does the work, and
+requests that arrive meanwhile are coalesced into one follow-up sync. Publication is atomic
+(feed files first, head last, each renamed into place), so every worker serves the new head as
+soon as it is on disk, and a crash at any instant leaves the previous complete state served.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import fcntl
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from opos import keys, rules
+from opos.errors import HistoryRejected, LedgerInvalid, OposError
+from opos.files import write_atomically
+from opos.gitrepo import GitLedger, fetch_branch
+from opos.history import descends_from
+from opos.model import CommitHash, format_time, parse_time
+from opos.site import Verification, pin, publish, published_commit
+
+log = logging.getLogger("opos.sync")
+
+
+@dataclass
+class State:
+    """What is served, and how the last sync went (data_dir/state.json, shared by all workers)."""
+
+    commit: str | None = None
+    sequence: int | None = None
+    last_success: str | None = None  # time of the last sync that ended with nothing wrong
+    last_attempt: str | None = None
+    problem: str | None = None  # why the service is degraded, for people
+
+    @classmethod
+    def load(cls, path: Path) -> State:
+        try:
+            return cls(**json.loads(path.read_bytes()))
+        except (OSError, ValueError, TypeError):
+            return cls()
+
+    def save(self, path: Path) -> None:
+        write_atomically(path, json.dumps(asdict(self), indent=1).encode())
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    outcome: str  # "published", "unchanged", "renewed", "rejected", "failed"
+    commit: str | None
+    detail: str = ""
+
+
+class Syncer:
+    """One sync: the work itself, with no locking (the Follower serialises it)."""
+
+    def __init__(
+        self,
+        remote: str,
+        branch: str,
+        data_dir: Path,
+        ledger_dir: str,
+        trust_root: str | None,
+        feed_key: Path,
+        head_ttl: dt.timedelta,
+        on_result: Callable[[SyncResult, float], None] | None = None,
+    ) -> None:
+        self.remote, self.branch, self.data_dir = remote, branch, data_dir
+        self.ledger_dir, self.trust_root, self.feed_key_path = ledger_dir, trust_root, feed_key
+        self.head_ttl = head_ttl
+        self.on_result = on_result
+        self.clone = data_dir / "ledger.git"
+        self.site = data_dir / "site"
+        self.state_path = data_dir / "state.json"
+        self._checked: rules.CheckMemo = {}  # parsed instruction files, kept between syncs
+
+    def state(self) -> State:
+        return State.load(self.state_path)
+
+    def verification(self, commit: CommitHash) -> Verification:
+        ledger = GitLedger(self.clone, self.ledger_dir)  # a fresh view: it sees every object fetched so far
+        return Verification.open(ledger, commit, self.trust_root, self._checked)
+
+    def sync(self, now: dt.datetime | None = None) -> SyncResult:
+        started = time.monotonic()
+        now = now or dt.datetime.now(dt.UTC)
+        state = self.state()
+        state.last_attempt = format_time(now)
+        try:
+            result = self._sync(state, now)
+            if result.outcome in ("rejected",):
+                state.problem = result.detail
+            else:
+                state.problem = None
+                state.last_success = format_time(now)
+        except OposError as err:
+            result = SyncResult("failed", state.commit, err.diagnostics())
+            state.problem = result.detail
+        except Exception as err:  # keep following: the next sync may succeed
+            log.exception("sync failed")
+            result = SyncResult("failed", state.commit, f"internal error: {type(err).__name__}: {err}")
+            state.problem = result.detail
+        state.save(self.state_path)
+        if result.outcome in ("rejected", "failed"):
+            log.warning("sync %s: %s", result.outcome, result.detail)
+        else:
+            log.info("sync %s: %s %s", result.outcome, result.commit, result.detail)
+        if self.on_result:
+            self.on_result(result, time.monotonic() - started)
+        return result
+
+    def _sync(self, state: State, now: dt.datetime) -> SyncResult:
+        remote_commit = fetch_branch(self.clone, self.remote, self.branch)
+        served = published_commit(self.site)
+        if remote_commit == served and not self._head_due(now):
+            return SyncResult("unchanged", served)
+        key = keys.load_private(self.feed_key_path)
+        verification = self.verification(remote_commit)
+        report = verification.check(remote_commit, since=served)
+        if not report.ok:
+            lines = "; ".join(str(f) for f in report.failures)
+            return SyncResult("rejected", served, f"{self.branch} at {remote_commit} was not accepted: {lines}")
+        try:
+            published = publish(verification, remote_commit, key, self.site, now, self.head_ttl)
+        except (HistoryRejected, LedgerInvalid) as err:
+            detail = err.diagnostics().replace("\n", "; ")
+            return SyncResult("rejected", served, f"{self.branch} at {remote_commit} was not accepted: {detail}")
+        state.commit, state.sequence = published.commit, published.sequence
+        return SyncResult("renewed" if remote_commit == served else "published", remote_commit)
+
+    def _head_due(self, now: dt.datetime) -> bool:
+        """Re-issue the head at half its life, so a healthy service never serves an expired one."""
+        try:
+            envelope = json.loads((self.site / "v1" / "head.json").read_bytes())
+            payload = json.loads(base64.b64decode(envelope["payload"]))
+            issued, expires = parse_time(payload["issued"]), parse_time(payload["expires"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return True
+        return now >= issued + (expires - issued) / 2
+
+    def render_pinned(self, commit: CommitHash) -> Path | None:
+        """Render the feed of an older verified commit of the served history; None when it is not one."""
+        served = published_commit(self.site)
+        if served is None:
+            return None
+        try:
+            verification = self.verification(CommitHash(served))
+            if verification.cache.get(commit) is None or not descends_from(verification.ledger, served, commit):
+                return None
+            path, _, _ = pin(verification, commit, keys.load_private(self.feed_key_path), self.site)
+            return path
+        except OposError:
+            return None
+
+
+class Follower:
+    """Runs syncs on request (webhooks) and on a timer; at most one at a time across processes."""
+
+    def __init__(self, syncer: Syncer, data_dir: Path, poll_seconds: float) -> None:
+        self.syncer = syncer
+        self.poll_seconds = poll_seconds
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.lock_path = data_dir / "sync.lock"
+        self.requested_path = data_dir / "sync.requested"
+        self.done_path = data_dir / "sync.done"
+        self.wake = threading.Event()
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    @staticmethod
+    def _read_number(path: Path) -> int:
+        try:
+            return int(path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def request(self) -> None:
+        """Ask for a sync soon. Cheap and safe to call from a request handler."""
+        write_atomically(self.requested_path, str(time.time_ns()).encode())
+        self.wake.set()
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="opos-follower", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.wake.set()
+
+    def _run(self) -> None:
+        self.request()  # sync once on start; what the data directory holds is served meanwhile
+        while not self.stopped.is_set():
+            try:
+                self.drain()
+            except Exception:
+                log.exception("follower")
+            self.wake.wait(timeout=self.poll_seconds)
+            self.wake.clear()
+            if not self.stopped.is_set() and self._since_last_sync() >= self.poll_seconds:
+                self.request()
+
+    def _since_last_sync(self) -> float:
+        try:
+            return time.time() - self.done_path.stat().st_mtime
+        except OSError:
+            return float("inf")
+
+    def drain(self) -> None:
+        """Return once a sync has started after the newest request seen now."""
+        while self._read_number(self.done_path) < self._read_number(self.requested_path):
+            if self.stopped.is_set():
+                return
+            with self.lock_path.open("a") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    time.sleep(0.05)  # another worker is syncing; it will see our request when it is done
+                    continue
+                try:
+                    while self._read_number(self.done_path) < (wanted := self._read_number(self.requested_path)):
+                        self.syncer.sync()
+                        write_atomically(self.done_path, str(wanted).encode())
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
