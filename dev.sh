@@ -19,10 +19,7 @@ need_debian_packages() {
       exit 1
     fi
     echo "dev.sh: installing ${missing[*]} with apt-get" >&2
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
+    apt_install "${missing[@]}"
   fi
   if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     echo "dev.sh: OPOS needs Python 3.11 or newer; python3 is $(python3 --version)" >&2
@@ -44,13 +41,56 @@ setup_venv() {
   fi
 }
 
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "$@"
+}
+
+# The PostgreSQL tests use $OPOS_TEST_POSTGRES_URL (default: the server on 127.0.0.1:5432). When none
+# answers there, start a throwaway server from the installed binaries (installing them when missing).
+postgres_dir=""
+postgres_bin=""
+postgres_as=()
+stop_postgres() {
+  "${postgres_as[@]}" "$postgres_bin/pg_ctl" -D "$postgres_dir/data" -m fast stop >/dev/null || true
+  rm -rf "$postgres_dir"
+}
+ensure_postgres() {
+  local url="${OPOS_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test}"
+  if .venv/bin/python -c 'import sys, psycopg; psycopg.connect(sys.argv[1], connect_timeout=3).close()' "$url" 2>/dev/null; then
+    export OPOS_TEST_POSTGRES_URL="$url"
+    return
+  fi
+  postgres_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  if [ -z "$postgres_bin" ]; then
+    echo "dev.sh: no PostgreSQL at $url; installing one to start a throwaway server" >&2
+    apt_install postgresql
+    postgres_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  fi
+  postgres_dir=$(mktemp -d /tmp/opos-postgres.XXXXXX)
+  local port
+  port=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres "$postgres_dir"
+    postgres_as=(runuser -u postgres --)
+  fi
+  trap stop_postgres EXIT
+  "${postgres_as[@]}" "$postgres_bin/initdb" -D "$postgres_dir/data" -A trust -U postgres >/dev/null
+  "${postgres_as[@]}" "$postgres_bin/pg_ctl" -D "$postgres_dir/data" -l "$postgres_dir/log" -w \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $postgres_dir" start >/dev/null
+  export OPOS_TEST_POSTGRES_URL="postgresql://postgres@127.0.0.1:$port/postgres"
+  echo "dev.sh: started a throwaway PostgreSQL at $OPOS_TEST_POSTGRES_URL" >&2
+}
+
 need_debian_packages
 setup_venv
 
 case "${1:-}" in
   demo)
     shift
-    exec .venv/bin/opos demo "$@"
+    exec .venv/bin/opos demo --serve "$@"
     ;;
   test)
     shift
@@ -60,7 +100,8 @@ case "${1:-}" in
     echo "== mypy (strict)"
     .venv/bin/mypy
     echo "== pytest"
-    exec .venv/bin/pytest -n 2 "$@"
+    ensure_postgres
+    .venv/bin/pytest -n 2 "$@"
     ;;
   *)
     echo "usage: ./dev.sh demo | ./dev.sh test [pytest arguments]" >&2

@@ -167,11 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="build a demo ledger with signed commits, render and verify its feed",
+        help="build a demo ledger with signed commits, render and verify its feed, serve it",
         description="Make a demo ledger repository with real SSH-signed commits, verify it, render its signed "
-        "feed and verify that, printing each step.",
+        "feed and verify that, printing each step. With --serve, then run the feed service (gunicorn on "
+        "127.0.0.1) on the demo ledger, push one more signed commit through a webhook, and keep serving.",
     )
     demo.add_argument("--dir", type=Path, default=Path(".demo"), help="where to build it (default: .demo)")
+    demo.add_argument("--serve", action="store_true", help="then run the feed service on it until Ctrl-C")
+    demo.add_argument("--port", type=int, default=8080, help="the service's port with --serve (default: 8080)")
     return parser
 
 

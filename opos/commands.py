@@ -247,4 +247,4 @@ def serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from opos.demo import run_demo
 
-    return run_demo(args.dir, out)
+    return run_demo(args.dir, out, serve=args.serve, port=args.port)

@@ -116,7 +116,7 @@ def build_demo_ledger(folder: Path, now: dt.datetime) -> tuple[Path, list[str]]:
     return repo_path, log
 
 
-def run_demo(folder: Path, out: TextIO) -> int:
+def run_demo(folder: Path, out: TextIO, serve: bool = False, port: int = 8080) -> int:
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -154,6 +154,11 @@ def run_demo(folder: Path, out: TextIO) -> int:
             f"signed by {item['signer']}",
             file=out,
         )
-    print("\nThe feed payload:", file=out)
-    print(json.dumps(feed.payload, indent=2, ensure_ascii=False), file=out)
-    return 0
+    ledger.close()
+    if not serve:
+        print("\nThe feed payload:", file=out)
+        print(json.dumps(feed.payload, indent=2, ensure_ascii=False), file=out)
+        return 0
+    from opos.demo_service import serve_demo
+
+    return serve_demo(folder, repo_path, feed_key_path, port, out)

@@ -393,8 +393,8 @@ def write_commit(
 def fetch_branch(local: Path, remote: str, branch: str) -> CommitHash:
     """Fetch `branch` from `remote` (a path, file://, git://, https://…) into the bare repository `local`.
 
-    Creates `local` when missing. The remote's commit is recorded as refs/remotes/origin/<branch>
-    and returned; nothing in it is trusted until `history` has verified it.
+    Creates `local` when missing. The remote's commit is recorded as refs/heads/<branch> of the
+    mirror and returned; nothing in it is trusted until `history` has verified it.
     """
     if not (local / "HEAD").exists():
         local.mkdir(parents=True, exist_ok=True)
@@ -412,7 +412,9 @@ def fetch_branch(local: Path, remote: str, branch: str) -> CommitHash:
         commit = result.refs.get(wanted)
         if commit is None:
             raise RepositoryError(f"{remote} has no branch {branch!r}")
-        repo.refs[Ref(f"refs/remotes/origin/{branch}".encode())] = commit
+        # Our clone is a mirror: keeping the commit under refs/heads/ makes it a "have" that the next
+        # fetch advertises, so only new objects come over the wire.
+        repo.refs[wanted] = commit
         return CommitHash(commit.decode())
     except RepositoryError:
         raise

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import os
 import secrets
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -13,7 +18,7 @@ import pytest
 
 from conftest import LedgerRepo, SshKey, instruction
 from opos import resources
-from servers import Service, http, post_json
+from servers import Service, free_port, http, post_json, wait_for_port
 
 pytestmark = pytest.mark.slow
 SECRET = "s3cret"
@@ -203,3 +208,55 @@ def test_metrics_and_openapi(published_ledger: tuple[LedgerRepo, str], start_ser
     jsonschema.validate(health(service), document["components"]["schemas"]["Health"])
     jsonschema.validate(service.get("/v1/head.json").json(), document["components"]["schemas"]["Envelope"])
     jsonschema.validate(service.get("/nope").json(), document["components"]["schemas"]["Error"])
+
+
+def test_opos_serve_runs_the_same_service(
+    published_ledger: tuple[LedgerRepo, str], feed_key_file: Path, tmp_path: Path
+) -> None:
+    _, url = published_ledger
+    port = free_port()
+    env = {
+        **os.environ,
+        "OPOS_REMOTE": url,
+        "OPOS_DATA_DIR": str(tmp_path / "serve"),
+        "OPOS_FEED_KEY": str(feed_key_file),
+    }
+    process = subprocess.Popen([sys.executable, "-m", "opos", "serve", "--port", str(port)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_for_port(port)
+        deadline = time.monotonic() + 20
+        while http("GET", f"http://127.0.0.1:{port}/healthz").status != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert http("GET", f"http://127.0.0.1:{port}/healthz").json()["status"] == "ok"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_opos_serve_without_configuration_says_what_is_missing(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPOS_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "opos", "serve"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1 and "OPOS_REMOTE" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_demo_serves_until_interrupted(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "opos", "demo", "--serve", "--dir", str(tmp_path / "demo"), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("Serving until"):
+            break
+    text = "".join(lines)
+    assert "6. Bob signed a new instruction" in text, text
+    health = http("GET", f"http://127.0.0.1:{port}/healthz").json()
+    assert health["status"] == "ok" and health["sequence"] == 5
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=20) == 0

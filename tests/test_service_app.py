@@ -179,19 +179,20 @@ class SlowSyncer:
 
 def test_requests_during_a_sync_coalesce_and_syncs_never_overlap(tmp_path: Path) -> None:
     syncer = SlowSyncer()
-    workers = [Follower(syncer, tmp_path, 3600) for _ in range(3)]  # type: ignore[arg-type]
-    workers[0].request()
-    first = threading.Thread(target=workers[0].drain)
-    first.start()
-    time.sleep(0.1)  # the first sync is running
-    for _ in range(10):
-        for worker in workers:
-            worker.request()
-    threads = [threading.Thread(target=w.drain) for w in workers]
-    for thread in threads:
-        thread.start()
-    for thread in [first, *threads]:
-        thread.join(timeout=10)
+    followers = [Follower(syncer, tmp_path, 3600) for _ in range(3)]  # type: ignore[arg-type]
+    for follower in followers:
+        follower.start()
+    deadline = time.monotonic() + 10
+    while syncer.running == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for _ in range(10):  # thirty requests, to every worker, while the first sync runs
+        for follower in followers:
+            follower.request()
+    while (followers[0].pending() or syncer.running) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sum(f.leader for f in followers) == 1
+    for follower in followers:
+        follower.stop()
     assert syncer.most == 1
     assert syncer.count == 2  # the running sync, then one follow-up for all thirty requests
 

@@ -14,6 +14,7 @@ import datetime as dt
 import fcntl
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -162,7 +163,16 @@ class Syncer:
 
 
 class Follower:
-    """Runs syncs on request (webhooks) and on a timer; at most one at a time across processes."""
+    """Runs syncs on request (webhooks) and on a timer, in one leader process at a time.
+
+    Every worker runs a follower thread; the one that holds the lock on data_dir/sync.lock is the
+    leader and does every sync, so its caches (parsed instructions, revisions) stay warm. Other
+    workers only record requests, which the leader picks up within 50 ms. When the leader's
+    process exits, the lock is released and another worker takes over within a second.
+    """
+
+    LEADER_CHECK = 0.05
+    FOLLOWER_CHECK = 1.0
 
     def __init__(self, syncer: Syncer, data_dir: Path, poll_seconds: float) -> None:
         self.syncer = syncer
@@ -174,6 +184,7 @@ class Follower:
         self.wake = threading.Event()
         self.stopped = threading.Event()
         self.thread: threading.Thread | None = None
+        self.leader = False
 
     @staticmethod
     def _read_number(path: Path) -> int:
@@ -187,6 +198,9 @@ class Follower:
         write_atomically(self.requested_path, str(time.time_ns()).encode())
         self.wake.set()
 
+    def pending(self) -> bool:
+        return self._read_number(self.done_path) < self._read_number(self.requested_path)
+
     def start(self) -> None:
         self.thread = threading.Thread(target=self._run, name="opos-follower", daemon=True)
         self.thread.start()
@@ -194,18 +208,29 @@ class Follower:
     def stop(self) -> None:
         self.stopped.set()
         self.wake.set()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
 
     def _run(self) -> None:
         self.request()  # sync once on start; what the data directory holds is served meanwhile
-        while not self.stopped.is_set():
-            try:
-                self.drain()
-            except Exception:
-                log.exception("follower")
-            self.wake.wait(timeout=self.poll_seconds)
-            self.wake.clear()
-            if not self.stopped.is_set() and self._since_last_sync() >= self.poll_seconds:
-                self.request()
+        with self.lock_path.open("a") as lock:
+            while not self.stopped.is_set():
+                if not self.leader:
+                    try:
+                        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        self.leader = True
+                        log.info("this worker (pid %d) now runs the syncs", os.getpid())
+                    except BlockingIOError:
+                        pass
+                if self.leader:
+                    if self._since_last_sync() >= self.poll_seconds:
+                        self.request()
+                    try:
+                        self.serve_requests()
+                    except Exception:
+                        log.exception("follower")
+                self.wake.wait(timeout=self.LEADER_CHECK if self.leader else self.FOLLOWER_CHECK)
+                self.wake.clear()
 
     def _since_last_sync(self) -> float:
         try:
@@ -213,20 +238,10 @@ class Follower:
         except OSError:
             return float("inf")
 
-    def drain(self) -> None:
-        """Return once a sync has started after the newest request seen now."""
-        while self._read_number(self.done_path) < self._read_number(self.requested_path):
-            if self.stopped.is_set():
-                return
-            with self.lock_path.open("a") as lock:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    time.sleep(0.05)  # another worker is syncing; it will see our request when it is done
-                    continue
-                try:
-                    while self._read_number(self.done_path) < (wanted := self._read_number(self.requested_path)):
-                        self.syncer.sync()
-                        write_atomically(self.done_path, str(wanted).encode())
-                finally:
-                    fcntl.flock(lock, fcntl.LOCK_UN)
+    def serve_requests(self) -> None:
+        """Sync until every request seen so far is served; requests made during a sync share one more."""
+        while not self.stopped.is_set() and self._read_number(self.done_path) < (
+            wanted := self._read_number(self.requested_path)
+        ):
+            self.syncer.sync()
+            write_atomically(self.done_path, str(wanted).encode())

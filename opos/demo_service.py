@@ -1,0 +1,134 @@
+"""The demo's second half: the feed service under gunicorn on 127.0.0.1, following the demo ledger."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, TextIO
+
+from opos import keys, sshsig
+from opos.gitrepo import GitLedger, write_commit
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _get(url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=body, headers=headers or {}, method="POST" if body else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+    except (OSError, ValueError):
+        return 0, None
+
+
+def _served(base: str) -> str | None:
+    status, health = _get(f"{base}/healthz")
+    return health.get("commit") if status == 200 and isinstance(health, dict) else None
+
+
+def _wait(condition: Any, seconds: float) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    return None
+
+
+def serve_demo(folder: Path, repo: Path, feed_key: Path, port: int, out: TextIO) -> int:
+    port = port if _port_free(port) else _free_port()
+    base = f"http://127.0.0.1:{port}"
+    secret = secrets.token_hex(16)
+    env = {
+        **os.environ,
+        "OPOS_REMOTE": str(repo),
+        "OPOS_DATA_DIR": str(folder / "service"),
+        "OPOS_FEED_KEY": str(feed_key),
+        "OPOS_WEBHOOK_SECRET": secret,
+        "OPOS_POLL_SECONDS": "5",
+        "OPOS_BIND": f"127.0.0.1:{port}",
+        "OPOS_WORKERS": "2",
+    }
+    config = Path(__file__).resolve().parent.parent / "webhook" / "gunicorn.conf.py"
+    log_path = folder / "service.log"
+    command = [sys.executable, "-m", "gunicorn", "-c", str(config), "webhook:create_app()"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        first = _wait(lambda: _served(base), 30)
+        if not first:
+            print(f"The service did not start; see {log_path}", file=out)
+            return 1
+        print(f"5. The feed service (gunicorn, 2 workers) serves the demo ledger at {first[:12]}:", file=out)
+        for path in ("/v1/head.json", "/v1/feed.json", f"/v1/feed/{first}.json", "/healthz", "/metrics",
+                     "/openapi.json"):  # fmt: skip
+            print(f"     {base}{path}", file=out)
+        seconds, commit = _push_and_notify(repo, folder, base, secret)
+        print(f"6. Bob signed a new instruction; after the webhook the service served {commit[:12]} "
+              f"in {seconds:.2f} s", file=out)  # fmt: skip
+        print(f"\nServing until you press Ctrl-C (log: {log_path}). Commits signed into {repo} are", file=out)
+        print(f"followed within 5 s; the staff keys are in {folder / 'staff-keys'}.", file=out, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            process.wait()
+        return 0
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _push_and_notify(repo: Path, folder: Path, base: str, secret: str) -> tuple[float, str]:
+    """A new signed commit by bob, then a signed webhook: how long until the service serves it."""
+    bob = keys.load_private(folder / "staff-keys" / "bob")
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    text = (
+        "id: mm-dns-resolvers\nkind: run\ntitle: Check DNS-over-HTTPS resolvers in Myanmar\n"
+        "reason: A new filter is said to block encrypted DNS.\ntest: dnscheck\n"
+        "inputs:\n  - https://dns.google/dns-query\ntarget:\n  countries: [MM]\n  sample: 0.5\n"
+        f"window:\n  start: {start:%Y-%m-%dT%H:%M:%SZ}\n  end: {start + dt.timedelta(days=7):%Y-%m-%dT%H:%M:%SZ}\n"
+    )
+    ledger = GitLedger(repo)
+    parent = ledger.resolve("HEAD")
+    commit = write_commit(
+        ledger, {"ledger/instructions/mm-dns-resolvers.yaml": text.encode()}, "Check DNS resolvers in Myanmar\n",
+        "OONI staff <staff@ooni.example>", int(time.time()), (parent,), lambda p: sshsig.sign_ed25519(bob, p),
+    )  # fmt: skip
+    ledger.close()
+    started = time.monotonic()
+    body = json.dumps({"ref": "refs/heads/main", "after": commit}).encode()
+    signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    _get(f"{base}/hooks/github", body, {"X-GitHub-Event": "push", "X-Hub-Signature-256": signature})
+    _wait(lambda: _served(base) == commit, 30)
+    return time.monotonic() - started, commit
