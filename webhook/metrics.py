@@ -34,6 +34,11 @@ blueprint = Blueprint("metrics", __name__)
 
 @blueprint.get("/metrics")
 def metrics() -> Response:
+    from webhook.service import current
+
+    head = current().site.payload("v1/head.json")
+    if head is not None:
+        SERVED_SEQUENCE.set(head["sequence"])
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
