@@ -39,6 +39,11 @@ def _add_trust(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _default_state() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "opos-probe"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="opos",
@@ -164,6 +169,51 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="the port (default: 8080)")
     serve.add_argument("--config", type=Path, default=os.environ.get("OPOS_CONFIG"), help="a YAML or TOML file")
+
+    probe = sub.add_parser(
+        "probe",
+        help="poll the feed as a probe would and print its plan",
+        description="Ask the mirrors (in a random order) for the signed head and feed, verify them with the pinned "
+        "key(s), keep the state in --state, and print the plan for this probe: the runs to make and the schedule to "
+        "keep. Without a usable mirror it plans from the cached feed; without a cache, from the default schedule. "
+        "Exit 0 whenever it produced a plan.",
+    )
+    probe.add_argument(
+        "--mirror",
+        action="append",
+        required=True,
+        dest="mirrors",
+        metavar="URL",
+        help="a mirror's base URL (repeat); URL#host=NAME sends Host: NAME (a fronted domain)",
+    )
+    probe.add_argument(
+        "--key",
+        action="append",
+        required=True,
+        dest="keys",
+        type=Path,
+        metavar="PUBFILE",
+        help="a pinned feed public key (repeat, for rotation)",
+    )
+    probe.add_argument("--country", required=True, help="this probe's country code, like IR")
+    probe.add_argument("--network", required=True, help="this probe's network, like AS197207")
+    probe.add_argument("--platform", help="android, ios, linux, macos or windows")
+    probe.add_argument("--claims", metavar="URL", help="the service's base URL for claims (capped instructions)")
+    probe.add_argument("--probe-id", help="the probe's id (default: generated once, kept in --state)")
+    probe.add_argument(
+        "--state", type=Path, default=_default_state(), help="the state directory (default: %(default)s)"
+    )
+    probe.add_argument("--defaults", type=Path, metavar="FILE", help="YAML: test -> interval, the default schedule")
+    probe.add_argument("--json", action="store_true", help="print the plan as JSON (schemas/plan.schema.json)")
+    probe.add_argument("--watch", type=float, metavar="SECONDS", help="keep polling; print each change when noticed")
+    probe.add_argument("--head-limit", type=int, default=64 * 1024, help="largest head in bytes (default: 65536)")
+    probe.add_argument("--feed-limit", type=int, default=16 * 1024 * 1024, help="largest feed in bytes (16 MiB)")
+    probe.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to connect (default: 10)")
+    probe.add_argument("--timeout", type=float, default=30.0, help="seconds for a whole answer (default: 30)")
+    probe.add_argument("--clock-skew", type=float, default=300.0, help="seconds of clock error allowed (default: 300)")
+    probe.add_argument(
+        "--max-delay", type=int, default=900, help="largest start delay of a run, seconds (default: 900)"
+    )
 
     demo = sub.add_parser(
         "demo",

@@ -244,6 +244,12 @@ def serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def probe(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from opos.probe_command import run
+
+    return run(args, out)
+
+
 def demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from opos.demo import run_demo
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -20,7 +19,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from opos import keys, sshsig
+from opos.client import ClientConfig, Mirror, poll
 from opos.gitrepo import GitLedger, write_commit
+from opos.probe_command import describe
 
 
 def _port_free(port: int) -> bool:
@@ -95,10 +96,17 @@ def serve_demo(folder: Path, repo: Path, feed_key: Path, port: int, out: TextIO)
         seconds, commit = _push_and_notify(repo, folder, base, secret)
         print(f"6. Bob signed a new instruction; after the webhook the service served {commit[:12]} "
               f"in {seconds:.2f} s", file=out)  # fmt: skip
+        print("7. A probe in IR / AS197207 polls the service, verifies what it gets and plans:", file=out)
+        probe = _probe(base, feed_key, folder / "probe-state")
+        print("     " + describe(probe).replace("\n", "\n     "), file=out)
+        print("   The same from the command line:", file=out)
+        print(f"     opos probe --mirror {base} --key {feed_key}.pub --country IR --network AS197207 "
+              f"--claims {base} --state {folder / 'probe-state'}", file=out)  # fmt: skip
         print(f"\nServing until you press Ctrl-C (log: {log_path}). Commits signed into {repo} are", file=out)
         print(f"followed within 5 s; the staff keys are in {folder / 'staff-keys'}.", file=out, flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            process.wait()
+        process.wait()
+        return 0
+    except KeyboardInterrupt:  # Ctrl-C is how the demo is meant to stop, at any moment
         return 0
     finally:
         if process.poll() is None:
@@ -107,6 +115,14 @@ def serve_demo(folder: Path, repo: Path, feed_key: Path, port: int, out: TextIO)
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _probe(base: str, feed_key: Path, state: Path) -> dict[str, Any]:
+    config = ClientConfig(
+        mirrors=[Mirror(base)], keys=[keys.load_public(Path(f"{feed_key}.pub"))], country="IR", network="AS197207",
+        state_dir=state, claims_url=base,
+    )  # fmt: skip
+    return poll(config)
 
 
 def _push_and_notify(repo: Path, folder: Path, base: str, secret: str) -> tuple[float, str]:

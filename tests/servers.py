@@ -138,3 +138,83 @@ class Service:
 
 
 POSTGRES_URL = os.environ.get("OPOS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+class Mirror:
+    """A real HTTP server on 127.0.0.1 serving a site's files, or misbehaving on purpose.
+
+    `files` maps paths ("/v1/head.json") to bytes; `behaviour` maps paths to "endless" (streams
+    without end), "trickle" (a byte every 0.2 s) or an HTTP status code. With `host`, requests must
+    carry that Host header (a fronted domain). ETags are honoured for If-None-Match.
+    """
+
+    def __init__(self, files: dict[str, bytes] | None = None, host: str | None = None) -> None:
+        import http.server
+        import threading
+
+        self.files = dict(files or {})
+        self.behaviour: dict[str, Any] = {}
+        self.host = host
+        self.requests: list[str] = []
+        mirror = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                mirror.requests.append(self.path)
+                if mirror.host and self.headers.get("Host") != mirror.host:
+                    self.send_error(421)
+                    return
+                how = mirror.behaviour.get(self.path)
+                if how == "endless":
+                    self.send_response(200)
+                    self.end_headers()
+                    with contextlib.suppress(OSError):
+                        for _ in range(100_000):  # bounded: 6.4 GB at most, the client stops long before
+                            self.wfile.write(b" " * 65536)
+                    return
+                if how == "trickle":
+                    self.send_response(200)
+                    self.end_headers()
+                    with contextlib.suppress(OSError):
+                        for _ in range(300):  # bounded: a minute at most
+                            self.wfile.write(b" ")
+                            self.wfile.flush()
+                            time.sleep(0.2)
+                    return
+                if isinstance(how, int):
+                    self.send_error(how)
+                    return
+                data = mirror.files.get(self.path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+                if self.headers.get("If-None-Match") == etag:
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("ETag", etag)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def of_site(cls, site: Path, host: str | None = None) -> Mirror:
+        return cls({"/" + str(p.relative_to(site)): p.read_bytes() for p in site.rglob("*.json")}, host)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import json
 import os
 import secrets
 import signal
@@ -255,8 +256,54 @@ def test_the_demo_serves_until_interrupted(tmp_path: Path) -> None:
         if line.startswith("Serving until"):
             break
     text = "".join(lines)
-    assert "6. Bob signed a new instruction" in text, text
+    assert "6. Bob signed a new instruction" in text and "claim granted" in text, text
     health = http("GET", f"http://127.0.0.1:{port}/healthz").json()
     assert health["status"] == "ok" and health["sequence"] == 5
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=20) == 0
+
+
+def test_at_most_two_of_five_watching_probes_run_it(
+    published_ledger: tuple[LedgerRepo, str], keys: dict[str, SshKey], start_service: Any, tmp_path: Path,
+    feed_key_file: Path,
+) -> None:  # fmt: skip
+    """End to end: a signed push with max_probes 2; five probes in the network watch; exactly two run it."""
+    repo, url = published_ledger
+    service = start_service(url, workers=3)
+    service.wait_for(service.served_commit)
+
+    def watch(name: str, network: str) -> subprocess.Popen[str]:
+        command = [sys.executable, "-m", "opos", "probe", "--mirror", service.url, "--key", f"{feed_key_file}.pub",
+                   "--country", "IR", "--network", network, "--claims", service.url, "--state", str(tmp_path / name),
+                   "--json", "--watch", "0.5"]  # fmt: skip
+        return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+    probes = {f"probe-{n}": watch(f"probe-{n}", "AS197207") for n in range(5)}
+    outsider = watch("outsider", "AS12880")
+    try:
+        start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
+        window = f"\n  start: {start:%Y-%m-%dT%H:%M:%SZ}\n  end: {start + dt.timedelta(days=2):%Y-%m-%dT%H:%M:%SZ}"
+        add_signed(repo, keys["alice"], "ir-capped", window=window,
+                   target="\n  countries: [IR]\n  networks: [AS197207]\n  max_probes: 2")  # fmt: skip
+        service.webhook(SECRET)
+        claims: dict[str, str] = {}
+        for name, process in probes.items():
+            assert process.stdout is not None
+            for line in process.stdout:  # each change is one JSON line, printed when noticed
+                runs = [r for r in json.loads(line)["runs"] if r["instruction"] == "ir-capped"]
+                if runs:
+                    claims[name] = runs[0]["claim"]
+                    break
+        assert sorted(claims.values()) == ["granted", "granted", "refused", "refused", "refused"]
+        assert outsider.stdout is not None
+        for line in outsider.stdout:  # it sees the new commit, and nothing in it for its network
+            seen = json.loads(line)
+            assert seen["runs"] == []
+            if seen["commit"] == repo.head():
+                break
+        else:
+            raise AssertionError("the outsider never saw the new commit")
+    finally:
+        for process in [*probes.values(), outsider]:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=10)

@@ -212,7 +212,6 @@ class Follower:
             self.thread.join(timeout=30)
 
     def _run(self) -> None:
-        self.request()  # sync once on start; what the data directory holds is served meanwhile
         with self.lock_path.open("a") as lock:
             while not self.stopped.is_set():
                 if not self.leader:
@@ -220,6 +219,7 @@ class Follower:
                         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                         self.leader = True
                         log.info("this worker (pid %d) now runs the syncs", os.getpid())
+                        self.request()  # a new leader syncs at once; what is on disk is served meanwhile
                     except BlockingIOError:
                         pass
                 if self.leader:

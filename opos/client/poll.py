@@ -1,0 +1,195 @@
+"""One poll: mirrors in a random order → a verified head → its feed → saved state → the plan.
+
+The exact algorithm, step by step, is in docs/client.md; each step names the check it makes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from opos import plan
+from opos.client.fetch import Answer, FetchFailed, Limits, Mirror, get, post
+from opos.client.state import State
+from opos.client.verify import Pin, Rejected, SplitView, check_feed, check_head
+from opos.errors import UntrustedDataError
+from opos.model import format_time, parse_time
+from opos.render import verify_envelope
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    mirrors: list[Mirror]
+    keys: list[ed25519.Ed25519PublicKey]
+    country: str
+    network: str
+    state_dir: Path
+    platform: str | None = None
+    claims_url: str | None = None  # the service's base URL; claims go to <claims_url>/v1/claims
+    probe_id: str | None = None  # default: generated once and kept in the state directory
+    defaults: dict[str, int] = field(default_factory=lambda: dict(plan.DEFAULT_SCHEDULE))
+    limits: Limits = field(default_factory=Limits)
+    clock_skew: dt.timedelta = dt.timedelta(minutes=5)
+    max_delay: int = 900  # the largest start delay of a run, in seconds (never past the window)
+    claim_retry: dt.timedelta = dt.timedelta(hours=1)  # ask again this long after a refusal
+
+
+@dataclass
+class _Verified:
+    head_bytes: bytes
+    feed_bytes: bytes
+    head: dict[str, Any]
+    feed: dict[str, Any]
+
+
+def _load_cache(state: State, config: ClientConfig, rejected: list[dict[str, str]]) -> _Verified | None:
+    """The saved head and feed, fully verified again (except expiry: an old feed is still a good fallback)."""
+    head_bytes, feed_bytes = state.cached()
+    if head_bytes is None and feed_bytes is None:
+        return None
+    try:
+        if head_bytes is None or feed_bytes is None:
+            raise Rejected("half a cache (a head without its feed, or the reverse)")
+        document = verify_envelope(head_bytes, config.keys)
+        if document.kind != "head":
+            raise Rejected("head.json holds a feed")
+        feed = check_feed(feed_bytes, document.payload, config.keys)
+        return _Verified(head_bytes, feed_bytes, document.payload, feed)
+    except UntrustedDataError as err:
+        state.discard_cache()
+        rejected.append({"mirror": "cache", "reason": f"the saved state was discarded: {err}"})
+        return None
+
+
+def _fetch_feed(
+    mirrors: list[Mirror], commit: str, head: dict[str, Any], config: ClientConfig
+) -> tuple[Mirror, bytes, dict[str, Any]]:
+    """The feed a verified head names, from the first mirror that gives a good one."""
+    reasons = []
+    for mirror in mirrors:
+        try:
+            answer = get(mirror, f"v1/feed/{commit}.json", config.limits.feed_bytes, config.limits)
+            return mirror, answer.body, check_feed(answer.body, head, config.keys)
+        except (FetchFailed, UntrustedDataError) as err:
+            reasons.append(f"{mirror.url}: {err}")
+    raise Rejected(f"its feed could not be had from any mirror ({'; '.join(reasons)})")
+
+
+def poll(config: ClientConfig, now: dt.datetime | None = None, rng: random.Random | None = None) -> dict[str, Any]:
+    """Poll the mirrors once and return the plan (schemas/plan.schema.json). Never raises for a mirror's fault."""
+    now = now or dt.datetime.now(dt.UTC)  # one "now" for every check of this poll
+    rng = rng or random.SystemRandom()
+    state = State(config.state_dir)
+    probe = plan.Probe(state.probe_id(config.probe_id), config.country.upper(), config.network, config.platform)
+    rejected: list[dict[str, str]] = []
+    cache = _load_cache(state, config, rejected)
+    pin = state.pin()
+    if cache is not None and (pin is None or cache.head["sequence"] > pin.sequence):
+        pin = Pin(cache.head["sequence"], cache.head["commit"])
+    mirrors = list(config.mirrors)
+    rng.shuffle(mirrors)  # so that one stale or hostile mirror cannot hold the probe back
+    accepted: _Verified | None = None
+    source = "none"
+    etags = state.etags()
+    for mirror in mirrors:
+        try:
+            answer = get(mirror, "v1/head.json", config.limits.head_bytes, config.limits,
+                         etags.get(mirror.url) if cache else None)  # fmt: skip
+            head_bytes = cache.head_bytes if answer.status == 304 and cache else answer.body
+            head = check_head(head_bytes, config.keys, now, config.clock_skew, pin)
+            if cache is not None and head["commit"] == cache.head["commit"]:
+                feed_from, feed_bytes, feed = mirror, cache.feed_bytes, cache.feed  # this head confirms the cache
+            else:
+                others = [m for m in mirrors if m != mirror]
+                feed_from, feed_bytes, feed = _fetch_feed([mirror, *others], head["commit"], head, config)
+            accepted = _Verified(head_bytes, feed_bytes, head, feed)
+            state.save(head_bytes, feed_bytes, Pin(head["sequence"], head["commit"]))
+            state.save_etag(mirror.url, answer.etag if answer.status == 200 else etags.get(mirror.url))
+            source = feed_from.url
+            break
+        except SplitView as err:
+            folder = state.save_evidence(now, {"accepted-head.json": cache.head_bytes if cache else b"",
+                                               "other-head.json": head_bytes})  # fmt: skip
+            rejected.append({"mirror": mirror.url, "reason": f"{err} (evidence saved in {folder})"})
+        except (FetchFailed, UntrustedDataError) as err:
+            rejected.append({"mirror": mirror.url, "reason": str(err)})
+    if accepted is None and cache is not None:
+        accepted, source = cache, "cache"
+    return _plan(config, state, probe, accepted, source, rejected, now, rng)
+
+
+def _plan(
+    config: ClientConfig,
+    state: State,
+    probe: plan.Probe,
+    accepted: _Verified | None,
+    source: str,
+    rejected: list[dict[str, str]],
+    now: dt.datetime,
+    rng: random.Random,
+) -> dict[str, Any]:
+    instructions = plan.applicable(accepted.feed, probe, now) if accepted else []
+    runs = []
+    reported: dict[str, str] = {}
+    for instruction in plan.pending_runs(instructions, state.ran()):
+        claim = None
+        if instruction["target"]["max_probes"] is not None:
+            claim = _claim(config, state, probe, instruction, now)
+        if claim in (None, "granted"):
+            reported[instruction["id"]] = instruction["revision"]
+        runs.append(
+            {
+                "instruction": instruction["id"],
+                "revision": instruction["revision"],
+                "test": instruction["test"],
+                "inputs": instruction["inputs"],
+                "delay": plan.jitter(instruction, now, config.max_delay, rng),
+                "claim": claim,
+            }
+        )
+    state.mark_ran(reported)
+    return {
+        "time": format_time(now),
+        "probe_id": probe.probe_id,
+        "commit": accepted.head["commit"] if accepted else None,
+        "sequence": accepted.head["sequence"] if accepted else None,
+        "source": source,
+        "runs": runs,
+        "schedule": plan.schedule(instructions, config.defaults),
+        "rejected": rejected,
+    }
+
+
+def _claim(
+    config: ClientConfig, state: State, probe: plan.Probe, instruction: Mapping[str, Any], now: dt.datetime
+) -> str:
+    """granted, refused or unavailable: a capped instruction runs only with a granted claim."""
+    cached = state.claims().get(instruction["id"])
+    if cached and cached.get("revision") == instruction["revision"]:
+        if cached.get("granted"):
+            return "granted"
+        try:
+            if now - parse_time(str(cached.get("at"))) < config.claim_retry:
+                return "refused"
+        except ValueError:
+            pass
+    if not config.claims_url:
+        return "unavailable"
+    document = {"instruction": instruction["id"], "probe_id": probe.probe_id, "country": probe.country,
+                "network": probe.network, "platform": probe.platform}  # fmt: skip
+    try:
+        answer: Answer = post(Mirror(config.claims_url.rstrip("/")), "v1/claims", document, config.limits)
+        granted = json.loads(answer.body)["granted"]
+        if not isinstance(granted, bool):
+            raise ValueError("granted is not a boolean")
+    except (FetchFailed, ValueError, KeyError, TypeError):
+        return "unavailable"
+    state.save_claim(instruction["id"], instruction["revision"], granted, now)
+    return "granted" if granted else "refused"

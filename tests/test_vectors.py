@@ -1,0 +1,67 @@
+"""The published client test vectors (tests/vectors/): what a port must accept, reject and plan."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opos import plan, targeting
+from opos.client.verify import Pin, Rejected, check_feed, check_head
+from opos.errors import UntrustedDataError
+from opos.keys import load_public
+from opos.model import parse_time
+
+HERE = Path(__file__).parent / "vectors"
+VECTORS: dict[str, Any] = json.loads((HERE / "vectors.json").read_text())
+KEYS = [load_public(HERE / "key.pub")]
+NOW = parse_time(VECTORS["now"])
+SKEW = dt.timedelta(seconds=VECTORS["clock_skew"])
+
+
+def test_the_envelopes_are_reproducible(tmp_path: Path) -> None:
+    """make_vectors.py gives the same bytes again: the files are what the generator says."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, str(HERE / "make_vectors.py"), str(tmp_path)], check=True)
+    made = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert made == {name: (HERE / name).read_bytes() for name in made} and len(made) == 7
+
+
+@pytest.mark.parametrize("case", VECTORS["cases"], ids=lambda c: f"{c['head']}+{c['feed']}+{c['pin']}")
+def test_cases(case: dict[str, Any]) -> None:
+    pin = Pin(**case["pin"]) if case["pin"] else None
+    head_bytes, feed_bytes = (HERE / case["head"]).read_bytes(), (HERE / case["feed"]).read_bytes()
+    if case["accept"]:
+        head = check_head(head_bytes, KEYS, NOW, SKEW, pin)
+        assert check_feed(feed_bytes, head, KEYS)["commit"] == head["commit"]
+        return
+    with pytest.raises((Rejected, UntrustedDataError)) as caught:
+        check_feed(feed_bytes, check_head(head_bytes, KEYS, NOW, SKEW, pin), KEYS)
+    assert case["reason"] in str(caught.value) or (case["reason"] == "signature" and "signature" in str(caught.value))
+
+
+@pytest.mark.parametrize("sample", VECTORS["sample_points"], ids=lambda s: s["probe_id"])
+def test_sample_points(sample: dict[str, Any]) -> None:
+    assert targeting.sample_point(sample["probe_id"], sample["instruction"]) == sample["point"]
+
+
+def test_the_plan() -> None:
+    head = check_head((HERE / "head.json").read_bytes(), KEYS, NOW, SKEW, None)
+    feed = check_feed((HERE / "feed.json").read_bytes(), head, KEYS)
+    probe = plan.Probe(**VECTORS["probe"])
+    applicable = plan.applicable(feed, probe, NOW)
+    runs = [
+        {"instruction": i["id"], "revision": i["revision"], "test": i["test"], "inputs": i["inputs"],
+         "capped": i["target"]["max_probes"] is not None}
+        for i in plan.pending_runs(applicable, {})
+    ]  # fmt: skip
+    assert runs == VECTORS["plan"]["runs"]
+    assert plan.schedule(applicable, VECTORS["defaults"]) == VECTORS["plan"]["schedule"]
+    for run in plan.pending_runs(applicable, {}):
+        assert 0 <= plan.jitter(run, NOW, 900, random.Random(1)) <= 900

@@ -1,0 +1,96 @@
+"""Regenerate the client test vectors: `python tests/vectors/make_vectors.py [DIR]` (deterministic).
+
+The key is a TEST key made from a fixed seed, published here on purpose: never use it to sign a
+real feed. Ed25519 signatures and canonical JSON are deterministic, so these files come out byte
+for byte the same every time; a port of the client checks that it accepts and rejects them as
+vectors.json says, and plans as it says.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from opos import dsse, keys
+from opos.model import FEED_PAYLOAD_TYPE, HEAD_PAYLOAD_TYPE
+
+HERE = Path(__file__).resolve().parent
+SEED = bytes(range(32))  # the test key's seed
+OTHER_SEED = bytes(range(32, 64))
+COMMIT, OTHER_COMMIT = "1" * 40, "2" * 40
+
+
+def instruction(ident: str, **changes: object) -> dict[str, object]:
+    target = {"countries": ["IR"], "networks": ["AS197207"], "platforms": [], "max_probes": None,
+              "max_probes_per": "target", "sample": None}  # fmt: skip
+    target.update(changes.pop("target", {}))  # type: ignore[call-overload]
+    base: dict[str, object] = {
+        "id": ident, "kind": "run", "title": f"Vector {ident}", "reason": "A test vector.", "test": "web_connectivity",
+        "inputs": ["https://example.org/"], "every": None, "target": target,
+        "window": {"start": "2026-12-01T00:00:00Z", "end": "2027-02-01T00:00:00Z"},
+        "revision": COMMIT, "signer": "alice@ooni.example",
+    }  # fmt: skip
+    base.update(changes)
+    return base
+
+
+def feed_payload(commit: str, sequence: int) -> bytes:
+    return dsse.canonical_json(
+        {
+            "type": "opos.feed/v1",
+            "commit": commit,
+            "sequence": sequence,
+            "committed": "2026-12-01T00:00:00Z",
+            "instructions": [
+                instruction("ir-capped", target={"max_probes": 5}),
+                instruction("ir-run"),
+                instruction("ir-telegram-2h", kind="schedule", test="telegram", inputs=[], every=7200),
+                instruction("mm-sample", target={"countries": ["MM"], "networks": [], "sample": 0.5}),
+                instruction("ru-run", target={"countries": ["RU"], "networks": []}),
+            ],
+        }
+    )
+
+
+def head_payload(commit: str, sequence: int, feed: bytes, expires: str) -> bytes:
+    return dsse.canonical_json(
+        {
+            "type": "opos.head/v1", "commit": commit, "sequence": sequence,
+            "feed_sha256": hashlib.sha256(feed).hexdigest(), "issued": "2026-12-01T00:00:00Z", "expires": expires,
+        }
+    )  # fmt: skip
+
+
+def main(out: Path = HERE) -> None:
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(SEED)
+    other = ed25519.Ed25519PrivateKey.from_private_bytes(OTHER_SEED)
+    keyid = keys.key_id(key.public_key())
+    (out / "key.pub").write_text(keys.public_line(key.public_key(), "opos TEST VECTOR key, never trust it"))
+
+    def sign(payload_type: str, payload: bytes, with_key: ed25519.Ed25519PrivateKey = key) -> bytes:
+        return dsse.sign(payload_type, payload, with_key, keyid).to_bytes()
+
+    feed = sign(FEED_PAYLOAD_TYPE, feed_payload(COMMIT, 7))
+    files = {
+        "feed.json": feed,
+        "head.json": sign(HEAD_PAYLOAD_TYPE, head_payload(COMMIT, 7, feed, "2030-01-01T00:00:00Z")),
+        "head-expired.json": sign(HEAD_PAYLOAD_TYPE, head_payload(COMMIT, 7, feed, "2026-12-31T00:00:00Z")),
+        "head-other-key.json": sign(HEAD_PAYLOAD_TYPE, head_payload(COMMIT, 7, feed, "2030-01-01T00:00:00Z"), other),
+        "feed-other-commit.json": sign(FEED_PAYLOAD_TYPE, feed_payload(OTHER_COMMIT, 7)),
+    }
+    tampered = json.loads(files["head.json"])
+    tampered["payload"] = base64.b64encode(
+        base64.b64decode(tampered["payload"]).replace(b'"sequence":7', b'"sequence":8')
+    ).decode()
+    files["head-tampered.json"] = dsse.canonical_json(tampered)
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE)
