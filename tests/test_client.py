@@ -288,14 +288,16 @@ def test_random_mirror_order(sites: Sites, servers: list[Server], tmp_path: Path
 
 def test_the_probe_command(sites: Sites, servers: list[Server], tmp_path: Path) -> None:
     mirror = serve(servers, sites.b)
-    common = ["probe", "--mirror", "http://127.0.0.1:9", "--mirror", mirror.url, "--key", f"{sites.key}.pub",
-              "--country", "ir", "--network", "197207", "--state", tmp_path / "state", "--timeout", "2"]  # fmt: skip
-    text = opos(*common)
+    common = ["--key", f"{sites.key}.pub", "--country", "ir", "--network", "197207", "--state", tmp_path / "state",
+              "--timeout", "2"]  # fmt: skip
+    text = opos("probe", "--mirror", mirror.url, *common)
     assert text.code == 0, text.err
     assert f"feed: commit {sites.commits['b']}, sequence 1, from {mirror.url}" in text.out
     assert "ir-run" in text.out and "uncapped" in text.out and "telegram" in text.out and "(ir-telegram)" in text.out
-    assert "http://127.0.0.1:9: connection refused" in text.out
-    as_json = opos(*common, "--json")
+    offline = opos("probe", "--mirror", "http://127.0.0.1:9", *common)
+    assert offline.code == 0 and "from the cache" in offline.out
+    assert "http://127.0.0.1:9: connection refused" in offline.out
+    as_json = opos("probe", "--mirror", mirror.url, *common, "--json")
     document = check_plan(json.loads(as_json.out))
     assert document["runs"] == [] and document["source"] == mirror.url  # the run was reported already
 
