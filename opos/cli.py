@@ -170,6 +170,56 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080, help="the port (default: 8080)")
     serve.add_argument("--config", type=Path, default=os.environ.get("OPOS_CONFIG"), help="a YAML or TOML file")
 
+    log = sub.add_parser(
+        "log",
+        help="the public event log of the ledger, from a clone",
+        description="Print the ledger's event log (added, changed, removed, expired instructions), newest first, "
+        "straight from a clone, after verifying its history. With --country and --network: the instructions that "
+        "targeted that probe; with --since/--until, those whose window overlapped that period (--period window) or "
+        "the events of that period (--period time).",
+    )
+    _add_repo(log)
+    log.add_argument("--rev", default="HEAD", help="the revision to read (default: HEAD)")
+    _add_trust(log)
+    log.add_argument("--country", help="only instructions that target this country (e.g. IR)")
+    log.add_argument("--network", help="only instructions that target this network (e.g. AS197207)")
+    log.add_argument("--test", help="only instructions of this test")
+    log.add_argument("--instruction", help="only this instruction's history")
+    log.add_argument("--since", help="the start of the period (2026-11-01 or 2026-11-01T00:00:00Z)")
+    log.add_argument("--until", help="the end of the period (exclusive)")
+    log.add_argument(
+        "--period",
+        choices=("window", "time"),
+        default="window",
+        help="window: the instruction's window overlaps the period (default); time: the event's time",
+    )
+    log.add_argument("--json", action="store_true", help="print {events, next} as /v1/log.json does")
+
+    diff = sub.add_parser(
+        "diff",
+        help="the impact preview of a change to the ledger",
+        description="Compare the ledger's instructions at BASE and HEAD: each instruction added, changed or removed, "
+        "with its test, inputs, countries, networks, cap, window and interval, and warnings (a very large target, "
+        "a very short interval, a window that starts in the past, an overlap with another instruction on the same "
+        "test and target). Exit 1 when a file at HEAD is not valid.",
+    )
+    diff.add_argument("base", help="the base revision (the branch merged into)")
+    diff.add_argument("head", help="the revision with the change")
+    _add_repo(diff)
+    diff.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+
+    audit = sub.add_parser(
+        "audit",
+        help="check that a published feed says exactly what the signed history says",
+        description="Verify a feed envelope (a file or an http(s) URL) with the key, verify the clone's history up to "
+        "the feed's commit, re-render the feed payload from the clone and compare byte for byte. Exit 0 when they "
+        "match, 1 (showing the difference) when they do not: the service signed something staff did not commit.",
+    )
+    audit.add_argument("feed", help="a feed file or URL (v1/feed.json or v1/feed/<commit>.json)")
+    audit.add_argument("--key", action="append", required=True, type=Path, help="the feed public key (repeat)")
+    _add_repo(audit)
+    _add_trust(audit)
+
     probe = sub.add_parser(
         "probe",
         help="poll the feed as a probe would and print its plan",

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from opos import keys, resources, rules, sshsig
-from opos.errors import KeyInvalid, LedgerInvalid, Problem, UsageError
+from opos.errors import KeyInvalid, LedgerInvalid, Problem, RepositoryError, UsageError
 from opos.files import read_ledger_dir, write_atomically
 from opos.gitrepo import GitLedger, init_repository, normalise_ledger_dir, set_config
 from opos.site import Verification, publish
@@ -242,6 +242,105 @@ def serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     print(f"OPOS service on http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=out, flush=True)
     app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
     return 0
+
+
+def log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from opos.logindex import LogIndex, LogQuery, log_document, select
+
+    query = LogQuery(
+        country=args.country, network=args.network, test=args.test, instruction=args.instruction,
+        since=_moment("--since", args.since), until=_moment("--until", args.until), period=args.period, limit=10**9,
+    )  # fmt: skip
+    ledger = GitLedger(args.repo, args.ledger_dir)
+    revision = ledger.resolve(args.rev)
+    verification = Verification.open(ledger, revision, args.trust_root)
+    verification.require(revision)
+    index = LogIndex.for_verification(verification)
+    index.update(verification, revision)
+    events, _ = select(index.events(), dt.datetime.now(dt.UTC), query)
+    if args.json:
+        print(json.dumps(log_document(events, None), indent=2, ensure_ascii=False), file=out)
+        return 0
+    for event in events:
+        subject = event.subject
+        target = subject["target"]
+        where = " ".join(target["countries"] + target["networks"])
+        by = f"signed by {event.signer}" if event.signer else "unsigned"
+        print(f"{event.time}  {event.action:8} {event.instruction}  ({subject['test']} in {where})  "
+              f"sequence {event.sequence}, {event.revision[:12]} {by}: {event.message}", file=out)  # fmt: skip
+    print(f"{len(events)} event(s)", file=err)
+    return 0
+
+
+def diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from opos import impact
+
+    ledger = GitLedger(args.repo, args.ledger_dir)
+    sides = {}
+    for name in ("base", "head"):
+        checked = rules.check_ledger(ledger.ledger_files(ledger.commit(ledger.resolve(getattr(args, name)))))
+        if checked.problems and name == "head":
+            raise LedgerInvalid(checked.problems)
+        sides[name] = {ident: i.to_json() for ident, i in checked.instructions.items()}
+    changes = impact.compare(sides["base"], sides["head"], dt.datetime.now(dt.UTC))
+    if args.format == "json":
+        print(json.dumps({"changes": [c.to_json() for c in changes]}, indent=2, ensure_ascii=False), file=out)
+    else:
+        print(impact.as_markdown(changes) if args.format == "markdown" else impact.as_text(changes), file=out)
+    return 0
+
+
+def audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import base64
+    import difflib
+
+    from opos.client.fetch import FetchFailed, Limits, Mirror, get
+    from opos.render import verify_envelope
+    from opos.site import feed_at
+
+    trusted = [keys.load_public(path) for path in args.key]
+    if args.feed.startswith(("http://", "https://")):
+        base, _, name = args.feed.rpartition("/")
+        try:
+            data = get(Mirror(base), name, Limits().feed_bytes, Limits()).body
+        except FetchFailed as error:
+            raise UsageError(f"cannot fetch {args.feed}: {error}") from None
+    else:
+        try:
+            data = Path(args.feed).read_bytes()
+        except OSError as error:
+            raise UsageError(f"cannot read {args.feed}: {error.strerror}") from None
+    document = verify_envelope(data, trusted)
+    if document.kind != "feed":
+        raise UsageError(f"{args.feed} is a {document.kind}: give the feed (v1/feed.json or v1/feed/<commit>.json)")
+    published = base64.b64decode(json.loads(data)["payload"])
+    commit = document.payload["commit"]
+    ledger = GitLedger(args.repo, args.ledger_dir)
+    try:
+        ledger.commit(commit)
+    except RepositoryError:
+        raise UsageError(f"the clone {args.repo} does not have {commit}: fetch the ledger first") from None
+    verification = Verification.open(ledger, commit, args.trust_root)
+    rendered = feed_at(verification, commit)
+    if rendered == published:
+        print(f"ok: the feed at {commit} (sequence {document.payload['sequence']}) is exactly what the signed "
+              f"history says, byte for byte", file=out)  # fmt: skip
+        return 0
+    ours = json.dumps(json.loads(rendered), indent=1, sort_keys=True).splitlines()
+    theirs = json.dumps(document.payload, indent=1, sort_keys=True).splitlines()
+    print(f"MISMATCH: the feed signed by {document.keyid} for {commit} differs from the signed history:", file=out)
+    for line in difflib.unified_diff(ours, theirs, "re-rendered from git", "published feed", lineterm=""):
+        print(line, file=out)
+    return 1
+
+
+def _moment(flag: str, text: str | None) -> dt.datetime | None:
+    if text is None:
+        return None
+    try:
+        return rules.parse_timestamp(text)
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: a date (2026-11-01) or a time with a zone (2026-11-01T00:00:00Z)") from None
 
 
 def probe(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

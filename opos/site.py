@@ -123,6 +123,16 @@ def pin(
     return feed_path, int(json.loads(payload)["sequence"]), envelope
 
 
+def write_log(verification: Verification, commit: CommitHash, out: Path, now: dt.datetime) -> None:
+    """The whole event log as v1/log.json, so that a static mirror publishes it too."""
+    from opos.logindex import LogIndex, LogQuery, log_document, select
+
+    index = LogIndex.for_verification(verification)
+    index.update(verification, commit)
+    events, _ = select(index.events(), now, LogQuery(limit=10**9))
+    write_atomically(out / "v1" / "log.json", json.dumps(log_document(events, None), ensure_ascii=False).encode())
+
+
 def publish(
     verification: Verification,
     commit: CommitHash,
@@ -146,6 +156,7 @@ def publish(
         raise HistoryRejected([(commit, reason)])
     feed_path, sequence, envelope = pin(verification, commit, key, out)
     write_atomically(out / "v1" / "feed.json", envelope)
+    write_log(verification, commit, out, now)
     head = render.sign("head", render.head_payload(commit, sequence, envelope, now, head_ttl), key)
     write_atomically(out / "v1" / "head.json", head)
     return Published(commit, sequence, feed_path, True, "published as the head")

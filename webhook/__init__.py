@@ -15,11 +15,11 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from webhook import claims, feed, health, hooks, metrics
+from webhook import claims, feed, health, hooks, log, metrics
 from webhook.config import Config, load_config
 from webhook.service import Service
 
-log = logging.getLogger("opos.service")
+logger = logging.getLogger("opos.service")
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
@@ -30,7 +30,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     service = Service(settings)
     app.extensions["opos"] = service
-    for module in (feed, claims, hooks, health, metrics):
+    for module in (feed, claims, hooks, health, log, metrics):
         app.register_blueprint(module.blueprint)
 
     @app.errorhandler(HTTPException)
@@ -39,7 +39,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> tuple[Response, int]:
-        log.exception("unexpected error on %s %s", request.method, request.path)
+        logger.exception("unexpected error on %s %s", request.method, request.path)
         return jsonify(error=InternalServerError.name, detail="an unexpected error; it is logged"), 500
 
     @app.after_request

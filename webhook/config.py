@@ -35,6 +35,7 @@ class Config:
     head_ttl_seconds: int = 86_400  # how long a head is valid; it is re-issued at half its life
     claims_url: str | None = None  # postgresql://… to share caps between instances; default SQLite in data_dir
     max_body_bytes: int = 1024 * 1024  # larger request bodies get 413
+    commit_url: str | None = None  # the log links commits here, e.g. https://github.com/ooni/ledger/commit/{commit}
     follow: bool = True  # run the follower thread (off for tests that drive syncs themselves)
 
     @property

@@ -8,6 +8,9 @@ import threading
 
 from flask import current_app
 
+from opos.errors import OposError
+from opos.logindex import LogIndex
+from opos.site import published_commit
 from webhook import metrics
 from webhook.claims_store import ClaimsStore, ClaimsUnavailable, open_store
 from webhook.config import Config
@@ -33,6 +36,7 @@ class Service:
             on_result=self._count,
         )
         self.follower = Follower(self.syncer, config.data_dir, config.poll_seconds)
+        self._log_index: LogIndex | None = None
         self._claims: ClaimsStore | None = None
         self._claims_lock = threading.Lock()
         try:
@@ -46,6 +50,19 @@ class Service:
         metrics.SYNC_SECONDS.observe(seconds)
         if result.outcome == "rejected":
             metrics.VERIFICATION_FAILURES.inc()
+
+    def log_index(self) -> LogIndex | None:
+        """The event log's index, once the first sync has made one (kept by the leader's syncs)."""
+        if self._log_index is None:
+            served = published_commit(self.config.site_dir)
+            if served is None:
+                return None
+            try:
+                verification = self.syncer.verification(served)
+            except OposError:
+                return None
+            self._log_index = LogIndex.for_verification(verification)
+        return self._log_index
 
     def claims(self) -> ClaimsStore:
         with self._claims_lock:

@@ -1,0 +1,188 @@
+"""The event log: the ledger's history as added / changed / removed / expired events. Pure.
+
+The log follows the first-parent chain of the followed branch, which is what the feeds saw: at
+each step, the instruction files that differ from the previous step are events of that commit
+and its sequence. A change that came in through a merge is credited to the commit that made it
+on the merged branch (its `revision`, as `git log -1 -- <file>` says), whose signer signed it.
+Windows that ended are `expired` events at their end time, derived when the log is read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from opos import rules
+from opos.history import CommitInfo
+from opos.model import CommitHash, format_time, parse_time
+from opos.revisions import last_revisions
+
+
+class LedgerSource(Protocol):
+    def commit(self, commit_id: CommitHash) -> CommitInfo: ...
+
+    def instructions_tree(self, commit: CommitInfo) -> str | None: ...
+
+    def instruction_entries(self, commit: CommitInfo) -> Mapping[str, str]: ...
+
+    def ledger_files(self, commit: CommitInfo) -> rules.LedgerFiles: ...
+
+
+@dataclass(frozen=True)
+class Event:
+    action: str  # added, changed, removed, expired
+    instruction: str
+    commit: str  # the commit of the followed branch where the change appeared
+    sequence: int
+    time: str  # when: the commit's time, or the window's end for expired
+    signer: str | None
+    key: str | None
+    message: str  # the first line of the revision's commit message
+    revision: str  # the commit that made the change
+    after: dict[str, Any] | None  # the normalised instruction after the change
+    before: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "instruction": self.instruction,
+            "commit": self.commit,
+            "sequence": self.sequence,
+            "time": self.time,
+            "signer": self.signer,
+            "key": self.key,
+            "message": self.message,
+            "revision": self.revision,
+            "after": self.after,
+            "before": self.before,
+        }
+
+    @property
+    def subject(self) -> dict[str, Any]:
+        """The instruction the event is about: as it stands after, or as it stood before."""
+        subject = self.after or self.before
+        assert subject is not None
+        return subject
+
+
+SignerOf = Callable[[CommitHash], tuple[str | None, str | None]]
+
+
+def _instructions(source: LedgerSource, commit: CommitInfo, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Normalised instructions for the named files at a commit; files that are not valid are left out."""
+    files = source.ledger_files(commit)
+    policy, _ = rules.load_policy(files.policy, "policy.yaml")
+    result = {}
+    for name in names:
+        data = files.instructions.get(name)
+        if data is None or not name.endswith(".yaml"):
+            continue
+        instruction, _ = rules.check_instruction(data, f"{files.root}instructions/{name}", policy)
+        if instruction is not None:
+            result[name] = instruction.to_json()
+    return result
+
+
+def step_events(
+    source: LedgerSource, parent: CommitHash | None, commit: CommitHash, sequence: int, signer_of: SignerOf
+) -> list[Event]:
+    """The events of one first-parent step, from `parent` (None for the trust root) to `commit`."""
+    info = source.commit(commit)
+    parent_info = source.commit(parent) if parent else None
+    if parent_info is not None and source.instructions_tree(parent_info) == source.instructions_tree(info):
+        return []
+    mine = source.instruction_entries(info)
+    theirs = source.instruction_entries(parent_info) if parent_info else {}
+    touched = sorted(n for n in set(mine) | set(theirs) if mine.get(n) != theirs.get(n))
+    after = _instructions(source, info, [n for n in touched if n in mine])
+    before = _instructions(source, parent_info, [n for n in touched if n in theirs]) if parent_info else {}
+    present = [n for n in touched if n in after]
+    revisions = last_revisions(source, commit, present) if len(info.parents) > 1 else dict.fromkeys(present, commit)
+    time = format_time(dt.datetime.fromtimestamp(info.committed, dt.UTC))
+    events = []
+    for name in touched:
+        new, old = after.get(name), before.get(name)
+        if new is None and old is None:
+            continue
+        action = "added" if old is None else "removed" if new is None else "changed"
+        if action == "changed" and new == old:
+            continue  # only formatting or comments changed: the instruction did not
+        revision = revisions.get(name, commit) if new is not None else _remover(source, info, name)
+        signer, key = signer_of(CommitHash(revision))
+        message = source.commit(CommitHash(revision)).message.strip().splitlines()
+        ident = str((new or old or {})["id"])
+        events.append(
+            Event(action, ident, commit, sequence, time, signer, key, message[0] if message else "", revision, new, old)
+        )
+    return events
+
+
+def _remover(source: LedgerSource, merge: CommitInfo, name: str) -> str:
+    """The commit on a merged branch that deleted `name` (walking its first parents), else the merge."""
+    for side in merge.parents[1:]:
+        current = source.commit(side)
+        for _ in range(10_000):
+            if name in source.instruction_entries(current):
+                break
+            if not current.parents:
+                break
+            previous = source.commit(current.parents[0])
+            if name in source.instruction_entries(previous):
+                return current.id
+            current = previous
+    return merge.id
+
+
+def expired_events(events: Iterable[Event], now: dt.datetime) -> list[Event]:
+    """An `expired` event at the end of every window that ended while its version was current."""
+    versions = sorted((e for e in events if e.action != "expired"), key=lambda e: e.time)
+    superseded: dict[int, str] = {}  # index of a version -> the time the next event replaced it
+    last: dict[str, int] = {}
+    for index, event in enumerate(versions):
+        if event.instruction in last:
+            superseded[last[event.instruction]] = event.time
+        last[event.instruction] = index
+    result = []
+    for index, event in enumerate(versions):
+        if event.after is None:
+            continue
+        end = parse_time(event.after["window"]["end"])
+        if end > now or (index in superseded and parse_time(superseded[index]) <= end):
+            continue
+        result.append(replace(event, action="expired", time=format_time(end), after=None, before=event.after))
+    return result
+
+
+def targets(instruction: Mapping[str, Any], country: str | None, network: str | None) -> bool:
+    """Whether the instruction's target takes a probe of this country and network (None: any)."""
+    target = instruction["target"]
+    if country and target["countries"] != ["*"] and country.upper() not in target["countries"]:
+        return False
+    if network:
+        digits = network.upper().removeprefix("AS")
+        wanted = f"AS{int(digits)}" if digits.isdigit() else network
+        if target["networks"] and wanted not in target["networks"]:
+            return False
+    return True
+
+
+def field_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> list[tuple[str, Any, Any]]:
+    """(field, old, new) for every field that differs, target.* and window.* spelled out."""
+
+    def flat(instruction: Mapping[str, Any] | None) -> dict[str, Any]:
+        if instruction is None:
+            return {}
+        result: dict[str, Any] = {}
+        for name, value in instruction.items():
+            if isinstance(value, dict):
+                result.update({f"{name}.{key}": inner for key, inner in value.items()})
+            else:
+                result[name] = value
+        return result
+
+    old, new = flat(before), flat(after)
+    return [
+        (name, old.get(name), new.get(name)) for name in sorted(set(old) | set(new)) if old.get(name) != new.get(name)
+    ]

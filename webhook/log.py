@@ -1,0 +1,149 @@
+"""The public log: /v1/log.json for programs, /log and /log/<id> for people, /log.atom for feed readers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+from xml.etree import ElementTree
+
+from flask import Blueprint, Response, abort, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+
+from opos import rules
+from opos.events import Event, field_changes
+from opos.logindex import LogQuery, log_document, select
+from webhook.service import current
+
+blueprint = Blueprint("log", __name__)
+MAX_LIMIT = 1000
+
+
+def _query(cursor_allowed: bool = True) -> LogQuery:
+    args = request.args
+    moments = {}
+    for name in ("since", "until"):
+        text = args.get(name, "").strip()
+        if text:
+            try:
+                moments[name] = rules.parse_timestamp(text)
+            except ValueError:
+                abort(400, f"{name}: {text!r} is not a date (2026-11-01) or a time with a zone (2026-11-01T00:00:00Z)")
+    country = args.get("country", "").strip().upper() or None
+    if country and not re.fullmatch(r"[A-Z]{2}", country):
+        abort(400, f"country: {country!r} is not a two-letter country code")
+    network = args.get("network", "").strip() or None
+    if network and not re.fullmatch(r"(?i:as)?[0-9]{1,10}", network):
+        abort(400, f"network: {network!r} is not a network like AS197207")
+    period = args.get("period", "window")
+    if period not in ("window", "time"):
+        abort(400, "period: window (the instruction's window overlaps the period) or time (the event's time)")
+    try:
+        limit = int(args.get("limit", "100"))
+    except ValueError:
+        abort(400, "limit: a whole number")
+    if not 1 <= limit <= MAX_LIMIT:
+        abort(400, f"limit: from 1 to {MAX_LIMIT}")
+    cursor = args.get("cursor") or None
+    if cursor and not re.fullmatch(r"[A-Za-z0-9_=-]{1,400}", cursor):
+        abort(400, "cursor: use the `next` value of the previous page")
+    return LogQuery(
+        country=country, network=network, test=args.get("test") or None, instruction=args.get("instruction") or None,
+        since=moments.get("since"), until=moments.get("until"), period=period,
+        cursor=cursor if cursor_allowed else None, limit=limit,
+    )  # fmt: skip
+
+
+def _select(query: LogQuery) -> tuple[list[Event], str | None]:
+    index = current().log_index()
+    if index is None:
+        return [], None
+    try:
+        return select(index.events(), dt.datetime.now(dt.UTC), query)
+    except ValueError:
+        abort(400, "cursor: use the `next` value of the previous page")
+
+
+@blueprint.get("/v1/log.json")
+def log_json() -> ResponseReturnValue:
+    events, cursor = _select(_query())
+    return log_document(events, cursor)
+
+
+def _link(commit: str) -> str | None:
+    template = current().config.commit_url
+    return template.replace("{commit}", commit) if template else None
+
+
+@blueprint.app_template_filter("short")
+def _short(commit: str) -> str:
+    return commit[:12]
+
+
+def _view(event: Event) -> dict[str, Any]:
+    subject = event.subject
+    target = subject["target"]
+    return {
+        "event": event,
+        "subject": subject,
+        "where": ", ".join(target["countries"] + target["networks"]),
+        "link": _link(event.revision),
+        "changes": field_changes(event.before, event.after) if event.action == "changed" else [],
+    }
+
+
+@blueprint.get("/log")
+def log_page() -> ResponseReturnValue:
+    query = _query()
+    events, cursor = _select(query)
+    params: dict[str, Any] = {k: v for k, v in request.args.items() if k != "cursor" and v}
+    return render_template(
+        "log.html",
+        views=[_view(e) for e in events],
+        form=request.args,
+        next_url=url_for("log.log_page", **params, cursor=cursor) if cursor else None,
+        atom_url=url_for("log.atom", **params),
+    )
+
+
+@blueprint.get("/log/<ident>")
+def instruction_page(ident: str) -> ResponseReturnValue:
+    if not re.fullmatch(r"[a-z0-9-]{3,80}", ident):
+        abort(404, "no such instruction")
+    events, _ = _select(LogQuery(instruction=ident, limit=MAX_LIMIT))
+    if not events:
+        abort(404, f"no instruction {ident!r} in the log")
+    return render_template("instruction.html", ident=ident, views=[_view(e) for e in events])
+
+
+@blueprint.get("/log.atom")
+def atom() -> Response:
+    events, _ = _select(_query(cursor_allowed=False))
+    namespace = "http://www.w3.org/2005/Atom"
+    ElementTree.register_namespace("", namespace)
+
+    def element(
+        parent: ElementTree.Element, tag: str, text: str | None = None, **attributes: str
+    ) -> ElementTree.Element:
+        child = ElementTree.SubElement(parent, f"{{{namespace}}}{tag}", attributes)
+        child.text = text
+        return child
+
+    root = ElementTree.Element(f"{{{namespace}}}feed")
+    element(root, "id", request.url)
+    element(root, "title", "OPOS: instructions to OONI probes")
+    element(root, "updated", events[0].time if events else "1970-01-01T00:00:00Z")
+    element(root, "link", href=request.url, rel="self")
+    element(root, "link", href=url_for("log.log_page", _external=True))
+    for event in events:
+        view = _view(event)
+        entry = element(root, "entry")
+        element(entry, "id", f"tag:opos,{event.commit}:{event.action}:{event.instruction}:{event.time}")
+        element(entry, "title", f"{event.action}: {event.instruction} ({view['subject']['test']} in {view['where']})")
+        element(entry, "updated", event.time)
+        element(element(entry, "author"), "name", event.signer or "unsigned")
+        element(entry, "link", href=url_for("log.instruction_page", ident=event.instruction, _external=True))
+        summary = f"{view['subject']['title']}. {view['subject']['reason']}".strip()
+        element(entry, "summary", f"{summary} (sequence {event.sequence}, commit {event.revision}: {event.message})")
+    body = ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+    return Response(body, mimetype="application/atom+xml")
