@@ -1,0 +1,209 @@
+"""The public log and audits tell one story: opos log, /v1/log.json, /log, /log.atom, opos audit."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import LedgerRepo, SshKey, instruction, opos
+from opos import dsse
+from opos.keys import load_private
+from webhook import create_app
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def stamp(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def window(start_days: float, end_days: float) -> str:
+    return f"\n  start: {stamp(NOW + dt.timedelta(days=start_days))}\n  end: {stamp(NOW + dt.timedelta(days=end_days))}"
+
+
+@pytest.fixture
+def story(tmp_path: Path, keys: dict[str, SshKey], feed_key_file: Path) -> dict[str, Any]:
+    """opos init, three signed instructions over several commits, one removed."""
+    target = tmp_path / "ledger"
+    result = opos("init", target, "--signer", "alice@ooni.example", "--key", keys["alice"].public)
+    assert result.code == 0
+    for command in [line.strip() for line in result.out.splitlines() if line.startswith("  ")][1:]:
+        subprocess.run(command.split("#")[0], shell=True, cwd=target, check=True, capture_output=True)
+    repo = LedgerRepo.__new__(LedgerRepo)
+    repo.path = target
+    add = {
+        "ir-last-week": instruction("ir-last-week", window=window(-10, -5)),
+        "ir-all-networks": instruction("ir-all-networks", target="\n  countries: [IR]", window=window(-3, 3)),
+        "ru-telegram": instruction(
+            "ru-telegram",
+            kind="schedule",
+            test="telegram",
+            inputs=None,
+            every="6h",
+            target="\n  countries: [RU]",
+            window=window(-6, 6),
+        ),
+    }
+    for ident, text in add.items():
+        repo.write(f"ledger/instructions/{ident}.yaml", text)
+        repo.commit(f"Add {ident}", keys["alice"])
+    repo.remove("ledger/instructions/ir-all-networks.yaml")
+    repo.commit("Remove ir-all-networks: no longer needed", keys["alice"])
+    app = create_app({"remote": str(target), "data_dir": str(tmp_path / "data"), "feed_key": str(feed_key_file),
+                      "follow": False, "commit_url": "https://example.org/ledger/commit/{commit}"})  # fmt: skip
+    assert app.extensions["opos"].syncer.sync().outcome == "published"
+    return {"repo": repo, "client": app.test_client(), "data": tmp_path / "data", "key": feed_key_file}
+
+
+LAST_WEEK = {"country": "IR", "network": "AS197207", "since": stamp(NOW - dt.timedelta(days=7)), "until": stamp(NOW)}
+
+
+def test_every_view_tells_the_same_story(story: dict[str, Any]) -> None:
+    repo, client = story["repo"], story["client"]
+    cli = json.loads(opos("log", "--repo", repo.path, "--json").out)
+    api = client.get("/v1/log.json").json
+    assert cli == api and api["next"] is None
+    actions = [(e["action"], e["instruction"]) for e in api["events"]]
+    assert sorted(actions) == sorted([
+        ("added", "ir-last-week"), ("added", "ir-all-networks"), ("added", "ru-telegram"),
+        ("removed", "ir-all-networks"), ("expired", "ir-last-week"),
+    ])  # fmt: skip
+    times = [e["time"] for e in api["events"]]
+    assert times == sorted(times, reverse=True)  # newest first
+    removal = next(e for e in api["events"] if e["action"] == "removed")
+    assert removal["after"] is None and removal["before"]["id"] == "ir-all-networks"
+    assert (
+        removal["message"] == "Remove ir-all-networks: no longer needed" and removal["signer"] == "alice@ooni.example"
+    )
+    assert removal["key"].startswith("SHA256:") and removal["sequence"] == 4
+    site_log = json.loads((story["data"] / "site" / "v1" / "log.json").read_bytes())
+    assert site_log == api  # a static mirror publishes the same log
+
+
+def test_what_affected_a_probe_in_as197207_of_ir_last_week(story: dict[str, Any]) -> None:
+    repo, client = story["repo"], story["client"]
+    expected = {"ir-last-week", "ir-all-networks"}  # not ru-telegram: another country
+    args = [f"--{k}={v}" for k, v in LAST_WEEK.items()]
+    cli = json.loads(opos("log", "--repo", repo.path, "--json", *args).out)
+    assert {e["instruction"] for e in cli["events"]} == expected
+    api = client.get("/v1/log.json", query_string=LAST_WEEK).json
+    assert api == cli
+    page = client.get("/log", query_string=LAST_WEEK).data.decode()
+    assert all(f">{ident}<" in page for ident in expected) and "ru-telegram" not in page
+    atom = client.get("/log.atom", query_string=LAST_WEEK).data.decode()
+    assert all(ident in atom for ident in expected) and "ru-telegram" not in atom
+    text = opos("log", "--repo", repo.path, *args).out
+    assert {line.split()[2] for line in text.splitlines()} == expected
+    other = client.get("/v1/log.json", query_string={**LAST_WEEK, "network": "AS12880"}).json
+    assert {e["instruction"] for e in other["events"]} == {"ir-all-networks"}  # it targeted every Iranian network
+
+
+def test_the_audit_agrees_and_catches_a_forgery(story: dict[str, Any], tmp_path: Path) -> None:
+    repo, site = story["repo"], story["data"] / "site"
+    ok = opos("audit", site / "v1" / "feed.json", "--key", f"{story['key']}.pub", "--repo", repo.path)
+    assert ok.code == 0 and "byte for byte" in ok.out
+    envelope = json.loads((site / "v1" / "feed.json").read_bytes())
+    payload = json.loads(base64.b64decode(envelope["payload"]))
+    payload["instructions"][0]["inputs"].append("https://forged.example/")
+    forged = dsse.sign(envelope["payloadType"], dsse.canonical_json(payload), load_private(story["key"]), "k")
+    (tmp_path / "forged.json").write_bytes(forged.to_bytes())
+    caught = opos("audit", tmp_path / "forged.json", "--key", f"{story['key']}.pub", "--repo", repo.path)
+    assert caught.code == 1 and "MISMATCH" in caught.out and "+" in caught.out and "forged.example" in caught.out
+    head = opos("audit", site / "v1" / "head.json", "--key", f"{story['key']}.pub", "--repo", repo.path)
+    assert head.code == 2 and "give the feed" in head.err
+
+
+def test_pages_per_instruction_with_diffs_and_links(story: dict[str, Any], keys: dict[str, SshKey]) -> None:
+    repo, client = story["repo"], story["client"]
+    repo.write("ledger/instructions/ru-telegram.yaml", instruction("ru-telegram", kind="schedule", test="telegram",
+               inputs=None, every="2h", target="\n  countries: [RU]", window=window(-6, 6)))  # fmt: skip
+    repo.commit("Telegram every two hours", keys["alice"])
+    client.application.extensions["opos"].syncer.sync()
+    page = client.get("/log/ru-telegram").data.decode()
+    assert "What changed" in page and "21600" in page and "7200" in page
+    assert "https://example.org/ledger/commit/" in page
+    assert client.get("/log/nothing-here").status_code == 404
+
+
+def test_pagination_walks_every_event_once(story: dict[str, Any]) -> None:
+    client = story["client"]
+    seen, cursor = [], None
+    while True:
+        answer = client.get("/v1/log.json", query_string={"limit": 1, **({"cursor": cursor} if cursor else {})}).json
+        seen.extend(answer["events"])
+        cursor = answer["next"]
+        if cursor is None:
+            break
+    assert seen == client.get("/v1/log.json").json["events"]
+    for bad in (
+        {"limit": 0},
+        {"limit": "x"},
+        {"since": "soon"},
+        {"cursor": "!!"},
+        {"country": "Iran"},
+        {"period": "x"},
+    ):
+        answer = client.get("/v1/log.json", query_string=bad)
+        assert answer.status_code == 400 and answer.json["detail"], bad
+
+
+def test_merged_pull_requests_are_credited_to_their_signer(ledger_repo: LedgerRepo, keys: dict[str, SshKey]) -> None:
+    alice, bob = keys["alice"].public_text, keys["bob"].public_text
+    ledger_repo.signers([f"alice@ooni.example {alice}", f"bob@ooni.example {bob}"])
+    ledger_repo.commit("Allow bob", keys["alice"])
+    ledger_repo.git("checkout", "-q", "-b", "pr")
+    ledger_repo.write("ledger/instructions/from-pr.yaml", instruction("from-pr"))
+    branch_commit = ledger_repo.commit("From a pull request", keys["bob"])
+    ledger_repo.write("ledger/instructions/first-one.yaml", instruction("first-one") + "# a comment only\n")
+    ledger_repo.commit("Only a comment", keys["bob"])
+    ledger_repo.git("checkout", "-q", "main")
+    ledger_repo.git("-c", "commit.gpgsign=false", "merge", "-q", "--no-ff", "-m", "Merge pull request #1", "pr")
+    events = json.loads(opos("log", "--repo", ledger_repo.path, "--json").out)["events"]
+    merged = next(e for e in events if e["instruction"] == "from-pr")
+    assert merged["revision"] == branch_commit and merged["signer"] == "bob@ooni.example"
+    assert merged["commit"] == ledger_repo.head() and merged["message"] == "From a pull request"
+    assert [e["action"] for e in events if e["instruction"] == "first-one"] == ["added"]  # a comment is no change
+
+
+def test_the_index_follows_and_rebuilds(ledger_repo: LedgerRepo, keys: dict[str, SshKey]) -> None:
+    assert len(json.loads(opos("log", "--repo", ledger_repo.path, "--json").out)["events"]) == 1
+    ledger_repo.write("ledger/instructions/second-one.yaml", instruction("second-one"))
+    ledger_repo.commit("Second", keys["alice"])
+    assert len(json.loads(opos("log", "--repo", ledger_repo.path, "--json").out)["events"]) == 2
+    ledger_repo.git("reset", "-q", "--hard", "HEAD~1")
+    ledger_repo.write("ledger/instructions/third-one.yaml", instruction("third-one"))
+    ledger_repo.commit("Third, on a rewritten history", keys["alice"])
+    events = json.loads(opos("log", "--repo", ledger_repo.path, "--json").out)["events"]
+    assert sorted(e["instruction"] for e in events) == ["first-one", "third-one"]
+    for index in (ledger_repo.path / ".git" / "opos").glob("log-*.sqlite3*"):
+        index.unlink()  # the index is only a cache: rebuilt from git
+    assert json.loads(opos("log", "--repo", ledger_repo.path, "--json").out)["events"] == events
+
+
+def test_diff_previews_the_impact(ledger_repo: LedgerRepo, keys: dict[str, SshKey]) -> None:
+    base = ledger_repo.head()
+    ledger_repo.write("ledger/instructions/everywhere.yaml", instruction(
+        "everywhere", kind="schedule", test="telegram", inputs=None, every="20m", target="\n  countries: ['*']",
+        window="\n  start: 2026-01-01\n  end: 2026-03-01"))  # fmt: skip
+    ledger_repo.write("ledger/instructions/twin-one.yaml", instruction("twin-one"))
+    ledger_repo.write("ledger/instructions/first-one.yaml", instruction("first-one", title="Renamed"))
+    ledger_repo.commit("Several", keys["alice"])
+    text = opos("diff", base, "HEAD", "--repo", ledger_repo.path)
+    assert text.code == 0
+    assert "ADDED everywhere" in text.out and "CHANGED first-one" in text.out and "changed title" in text.out
+    assert "a very large target" in text.out and "a very short interval: every 20m" in text.out
+    assert "starts in the past" in text.out and "overlaps first-one" in text.out
+    markdown = opos("diff", base, "HEAD", "--repo", ledger_repo.path, "--format", "markdown").out
+    assert markdown.startswith("### OPOS impact preview: 3 instruction(s) changed") and "> **Warning:**" in markdown
+    document = json.loads(opos("diff", base, "HEAD", "--repo", ledger_repo.path, "--format", "json").out)
+    assert [c["action"] for c in document["changes"]] == ["added", "changed", "added"]
+    ledger_repo.write("ledger/instructions/broken-one.yaml", "id: broken-one\n")
+    ledger_repo.commit("Broken", keys["alice"])
+    broken = opos("diff", base, "HEAD", "--repo", ledger_repo.path)
+    assert broken.code == 1 and "broken-one.yaml" in broken.err
