@@ -100,6 +100,7 @@ case "${1:-}" in
     echo "== mypy (strict)"
     .venv/bin/mypy
     echo "== pytest"
+    command -v chromium >/dev/null || apt_install chromium  # the log pages are tested in a real browser
     ensure_postgres
     .venv/bin/pytest -n 2 "$@"
     ;;

@@ -188,12 +188,15 @@ def init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             continue
         if relative.parts[0] == "instructions" and not args.examples and relative.suffix == ".yaml":
             continue
+        if relative.parts[0] == "templates":
+            continue  # installed at the repository's top by _install_hosting_files
         (folder / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, folder / relative)
     (folder / "instructions").mkdir(parents=True, exist_ok=True)
     (folder / "instructions" / ".gitkeep").touch()
     header = (template / "allowed_signers").read_text(encoding="utf-8").split("\n\n")[0]
     (folder / "allowed_signers").write_text(f"{header}\n\n{args.signer} {key_text}\n", encoding="utf-8")
+    _install_hosting_files(target)
     schemas = target / "schemas"
     schemas.mkdir(exist_ok=True)
     for name in ("instruction.schema.json", "policy.schema.json"):
@@ -216,6 +219,18 @@ def init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     print(f'  git commit -S -m "Start the ledger: trust root, signer {args.signer}"', file=out)
     print("  git rev-parse HEAD   # the trust root: give it as --trust-root / OPOS_TRUST_ROOT", file=out)
     return 0
+
+
+def _install_hosting_files(target: Path) -> None:
+    """The pull-request template, a CODEOWNERS example and the ledger workflow, where the hosting site reads them."""
+    hosting = target / ".github"
+    (hosting / "workflows").mkdir(parents=True, exist_ok=True)
+    templates = resources.data_dir("ledger") / "templates"
+    for name in ("pull_request_template.md", "CODEOWNERS"):
+        shutil.copyfile(templates / name, hosting / name)
+    workflow = (resources.data_dir(".github/workflows") / "ledger.yml").read_text(encoding="utf-8")
+    workflow = workflow.replace('OPOS_INSTALL: "."', 'OPOS_INSTALL: "opos"  # pin the OPOS release you trust')
+    (hosting / "workflows" / "ledger.yml").write_text(workflow, encoding="utf-8")
 
 
 def _read_signer_key(path: Path) -> str:

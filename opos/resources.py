@@ -17,7 +17,7 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def data_dir(name: str) -> Path:
-    """The folder `schemas` or `ledger`, wherever this installation keeps it."""
+    """The folder `schemas`, `ledger` or `.github/workflows`, wherever this installation keeps it."""
     for candidate in (_PACKAGE / "_data" / name, _PACKAGE.parent / name):
         if candidate.is_dir():
             return candidate

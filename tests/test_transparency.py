@@ -126,7 +126,7 @@ def test_pages_per_instruction_with_diffs_and_links(story: dict[str, Any], keys:
     repo.commit("Telegram every two hours", keys["alice"])
     client.application.extensions["opos"].syncer.sync()
     page = client.get("/log/ru-telegram").data.decode()
-    assert "What changed" in page and "21600" in page and "7200" in page
+    assert "What changed" in page and "21600" in page and "7200" in page and "every 2h" in page
     assert "https://example.org/ledger/commit/" in page
     assert client.get("/log/nothing-here").status_code == 404
 

@@ -13,6 +13,7 @@ from flask.typing import ResponseReturnValue
 from opos import rules
 from opos.events import Event, field_changes
 from opos.logindex import LogQuery, log_document, select
+from opos.rules import format_duration
 from webhook.service import current
 
 blueprint = Blueprint("log", __name__)
@@ -73,6 +74,20 @@ def log_json() -> ResponseReturnValue:
 def _link(commit: str) -> str | None:
     template = current().config.commit_url
     return template.replace("{commit}", commit) if template else None
+
+
+@blueprint.app_template_filter("duration")
+def _duration(seconds: int) -> str:
+    return format_duration(seconds)
+
+
+@blueprint.app_template_filter("show")
+def _show(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, list):
+        return "\n".join(str(item) for item in value) or "(none)"
+    return str(value)
 
 
 @blueprint.app_template_filter("short")
