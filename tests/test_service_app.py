@@ -230,3 +230,13 @@ def test_configuration_file_and_environment(tmp_path: Path) -> None:
         load_config(
             environ={"OPOS_REMOTE": "r", "OPOS_DATA_DIR": "d", "OPOS_FEED_KEY": "k", "OPOS_POLL_SECONDS": "often"}
         )
+
+
+def test_openapi_describes_every_route(app_client: Any) -> None:
+    client = app_client()
+    paths = set(client.get("/openapi.json").json["paths"])
+    for rule in client.application.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        documented = rule.rule.replace("<", "{").replace(">", "}").replace("{ident}", "{id}")
+        assert documented in paths, rule.rule

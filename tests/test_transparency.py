@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from conftest import LedgerRepo, SshKey, instruction, opos
@@ -84,6 +85,9 @@ def test_every_view_tells_the_same_story(story: dict[str, Any]) -> None:
     assert removal["key"].startswith("SHA256:") and removal["sequence"] == 4
     site_log = json.loads((story["data"] / "site" / "v1" / "log.json").read_bytes())
     assert site_log == api  # a static mirror publishes the same log
+    document = client.get("/openapi.json").json
+    schema = {**document["components"]["schemas"]["LogPage"], "components": document["components"]}
+    jsonschema.validate(api, schema)
 
 
 def test_what_affected_a_probe_in_as197207_of_ir_last_week(story: dict[str, Any]) -> None:
