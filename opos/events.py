@@ -27,7 +27,12 @@ class LedgerSource(Protocol):
 
     def instruction_entries(self, commit: CommitInfo) -> Mapping[str, str]: ...
 
-    def ledger_files(self, commit: CommitInfo) -> rules.LedgerFiles: ...
+    def instruction_file(self, commit: CommitInfo, name: str) -> bytes | None: ...
+
+    def policy_file(self, commit: CommitInfo) -> bytes | None: ...
+
+    @property
+    def ledger_prefix(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -72,14 +77,16 @@ SignerOf = Callable[[CommitHash], tuple[str | None, str | None]]
 
 def _instructions(source: LedgerSource, commit: CommitInfo, names: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Normalised instructions for the named files at a commit; files that are not valid are left out."""
-    files = source.ledger_files(commit)
-    policy, _ = rules.load_policy(files.policy, "policy.yaml")
+    names = [n for n in names if n.endswith(".yaml")]
+    if not names:
+        return {}
+    policy, _ = rules.load_policy(source.policy_file(commit), "policy.yaml")
     result = {}
     for name in names:
-        data = files.instructions.get(name)
-        if data is None or not name.endswith(".yaml"):
+        data = source.instruction_file(commit, name)
+        if data is None:
             continue
-        instruction, _ = rules.check_instruction(data, f"{files.root}instructions/{name}", policy)
+        instruction, _ = rules.check_instruction(data, f"{source.ledger_prefix}instructions/{name}", policy)
         if instruction is not None:
             result[name] = instruction.to_json()
     return result

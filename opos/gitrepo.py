@@ -106,6 +106,7 @@ class GitLedger:
         self._trees: dict[str, dict[bytes, tuple[int, str]]] = {}
         self._ledger_trees: dict[str, str | None] = {}
         self._signer_files: dict[str, bytes] = {}
+        self._entries: dict[str, dict[str, str]] = {}  # instructions tree id -> file name -> mode:blob
 
     def close(self) -> None:
         self.repo.close()
@@ -203,7 +204,26 @@ class GitLedger:
         tree_id = self.instructions_tree(commit)
         if tree_id is None:
             return {}
-        return {name.decode("utf-8", "replace"): f"{mode:o}:{sha}" for name, (mode, sha) in self.tree(tree_id).items()}
+        entries = self._entries.get(tree_id)
+        if entries is None:
+            entries = {
+                name.decode("utf-8", "replace"): f"{mode:o}:{sha}" for name, (mode, sha) in self.tree(tree_id).items()
+            }
+            if len(self._entries) > 4096:
+                self._entries.clear()
+            self._entries[tree_id] = entries
+        return entries
+
+    def instruction_file(self, commit: CommitInfo, name: str) -> bytes | None:
+        """One file under instructions/ at a commit, or None."""
+        tree_id = self.instructions_tree(commit)
+        if tree_id is None:
+            return None
+        mode, sha = self.tree(tree_id).get(name.encode(), (0, ""))
+        return self.blob(sha) if mode in _FILE_MODES else None
+
+    def policy_file(self, commit: CommitInfo) -> bytes | None:
+        return self._ledger_file(commit, "policy.yaml")
 
     def ledger_files(self, commit: CommitInfo) -> LedgerFiles:
         tree_id = self.instructions_tree(commit)
