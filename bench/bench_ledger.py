@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from opos import keys, sshsig
 from opos.gitrepo import GitLedger, init_repository, write_commit
 from opos.model import CommitHash
-from opos.site import Verification, publish
+from opos.site import publish
+from opos.verification import Verification
 
 START = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 

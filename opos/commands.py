@@ -13,7 +13,8 @@ from opos import keys, resources, rules, sshsig
 from opos.errors import KeyInvalid, LedgerInvalid, Problem, RepositoryError, UsageError
 from opos.files import read_ledger_dir, write_atomically
 from opos.gitrepo import GitLedger, init_repository, normalise_ledger_dir, set_config
-from opos.site import Verification, publish
+from opos.site import publish
+from opos.verification import Verification
 
 
 def _ledger_path(repo: Path, ledger_dir: str) -> tuple[Path, str]:

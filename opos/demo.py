@@ -20,7 +20,8 @@ from opos import keys, sshsig
 from opos.gitrepo import GitLedger, init_repository, write_commit
 from opos.model import CommitHash
 from opos.render import verify_envelope
-from opos.site import Verification, publish
+from opos.site import publish
+from opos.verification import Verification
 
 
 def _staff_key(folder: Path, name: str) -> tuple[ed25519.Ed25519PrivateKey, str]:

@@ -19,7 +19,7 @@ from typing import Any
 from opos import events as ev
 from opos.errors import RepositoryError
 from opos.model import CommitHash, parse_time
-from opos.site import Verification
+from opos.verification import Verification
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -20,43 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from opos import render, revisions, rules
 from opos.errors import HistoryRejected, LedgerInvalid
 from opos.files import write_atomically
-from opos.gitrepo import FileCache, GitLedger
-from opos.history import Failure, Report, Verifier, descends_from
+from opos.history import descends_from
+from opos.logindex import LogIndex, LogQuery, log_document, select
 from opos.model import CommitHash
-
-
-@dataclass
-class Verification:
-    ledger: GitLedger
-    verifier: Verifier
-    trust_root: CommitHash
-    cache: FileCache
-    checked: rules.CheckMemo = field(default_factory=dict)
-
-    @classmethod
-    def open(
-        cls, ledger: GitLedger, revision: CommitHash, trust_root: str | None, checked: rules.CheckMemo | None = None
-    ) -> Verification:
-        """Verify from the pinned (or default) trust root; `checked` carries parsed files over from earlier runs."""
-        root = ledger.resolve(trust_root) if trust_root else ledger.default_trust_root(revision)
-        cache = FileCache.for_ledger(ledger, root)
-        return cls(ledger, Verifier(ledger, root, cache), root, cache, checked if checked is not None else {})
-
-    def check(self, revision: CommitHash, since: str | None = None) -> Report:
-        """Verify history up to `revision`; with `since`, also that it descends from that commit."""
-        report = self.verifier.verify(revision)
-        if since is not None:
-            previous = self.ledger.resolve(since)
-            if not descends_from(self.ledger, revision, previous):
-                reason = f"history rewritten: it does not descend from the previously accepted commit {previous}"
-                report = Report(revision, [*report.failures, Failure(revision, reason)], None)
-        return report
-
-    def require(self, revision: CommitHash, since: str | None = None) -> Report:
-        report = self.check(revision, since)
-        if not report.ok:
-            raise HistoryRejected([(f.commit, f.reason) for f in report.failures])
-        return report
+from opos.verification import Verification
 
 
 def feed_at(verification: Verification, commit: CommitHash) -> bytes:
@@ -125,8 +92,6 @@ def pin(
 
 def write_log(verification: Verification, commit: CommitHash, out: Path, now: dt.datetime) -> None:
     """The whole event log as v1/log.json, so that a static mirror publishes it too."""
-    from opos.logindex import LogIndex, LogQuery, log_document, select
-
     index = LogIndex.for_verification(verification)
     index.update(verification, commit)
     events, _ = select(index.events(), now, LogQuery(limit=10**9))

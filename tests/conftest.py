@@ -87,6 +87,13 @@ class LedgerRepo:
         path.mkdir(parents=True, exist_ok=True)
         self.git("init", "-q", "-b", "main")
 
+    @classmethod
+    def existing(cls, path: Path) -> LedgerRepo:
+        """A repository made elsewhere (by `opos init`, say), driven the same way."""
+        repo = cls.__new__(cls)
+        repo.path = path
+        return repo
+
     def git(self, *args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
         result = subprocess.run(
             ["git", *args],

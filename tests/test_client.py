@@ -18,7 +18,8 @@ from opos import dsse, resources
 from opos.client import ClientConfig, Limits, Mirror, poll
 from opos.gitrepo import GitLedger
 from opos.keys import load_private, load_public
-from opos.site import Verification, publish
+from opos.site import publish
+from opos.verification import Verification
 from servers import Mirror as Server
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)

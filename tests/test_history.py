@@ -246,7 +246,7 @@ def test_verification_is_incremental(ledger_repo: LedgerRepo, keys: dict[str, Ss
             self.read.append(commit_id)
             return super().commit(commit_id)
 
-    from opos.site import Verification
+    from opos.verification import Verification
 
     source = Counting(ledger_repo.path)
     verification = Verification.open(source, newest, None)

@@ -36,8 +36,7 @@ def story(tmp_path: Path, keys: dict[str, SshKey], feed_key_file: Path) -> dict[
     assert result.code == 0
     for command in [line.strip() for line in result.out.splitlines() if line.startswith("  ")][1:]:
         subprocess.run(command.split("#")[0], shell=True, cwd=target, check=True, capture_output=True)
-    repo = LedgerRepo.__new__(LedgerRepo)
-    repo.path = target
+    repo = LedgerRepo.existing(target)
     add = {
         "ir-last-week": instruction("ir-last-week", window=window(-10, -5)),
         "ir-all-networks": instruction("ir-all-networks", target="\n  countries: [IR]", window=window(-3, 3)),

@@ -27,7 +27,8 @@ from opos.files import write_atomically
 from opos.gitrepo import GitLedger, fetch_branch
 from opos.history import descends_from
 from opos.model import CommitHash, format_time, parse_time
-from opos.site import Verification, pin, publish, published_commit
+from opos.site import pin, publish, published_commit
+from opos.verification import Verification
 
 log = logging.getLogger("opos.sync")
 

@@ -1,0 +1,45 @@
+"""Which commits are trusted, for a repository on disk: the verifier, its cache and the parsed-file memo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from opos import rules
+from opos.errors import HistoryRejected
+from opos.gitrepo import FileCache, GitLedger
+from opos.history import Failure, Report, Verifier, descends_from
+from opos.model import CommitHash
+
+
+@dataclass
+class Verification:
+    ledger: GitLedger
+    verifier: Verifier
+    trust_root: CommitHash
+    cache: FileCache
+    checked: rules.CheckMemo = field(default_factory=dict)
+
+    @classmethod
+    def open(
+        cls, ledger: GitLedger, revision: CommitHash, trust_root: str | None, checked: rules.CheckMemo | None = None
+    ) -> Verification:
+        """Verify from the pinned (or default) trust root; `checked` carries parsed files over from earlier runs."""
+        root = ledger.resolve(trust_root) if trust_root else ledger.default_trust_root(revision)
+        cache = FileCache.for_ledger(ledger, root)
+        return cls(ledger, Verifier(ledger, root, cache), root, cache, checked if checked is not None else {})
+
+    def check(self, revision: CommitHash, since: str | None = None) -> Report:
+        """Verify history up to `revision`; with `since`, also that it descends from that commit."""
+        report = self.verifier.verify(revision)
+        if since is not None:
+            previous = self.ledger.resolve(since)
+            if not descends_from(self.ledger, revision, previous):
+                reason = f"history rewritten: it does not descend from the previously accepted commit {previous}"
+                report = Report(revision, [*report.failures, Failure(revision, reason)], None)
+        return report
+
+    def require(self, revision: CommitHash, since: str | None = None) -> Report:
+        report = self.check(revision, since)
+        if not report.ok:
+            raise HistoryRejected([(f.commit, f.reason) for f in report.failures])
+        return report
