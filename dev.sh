@@ -100,7 +100,8 @@ case "${1:-}" in
     echo "== mypy (strict)"
     .venv/bin/mypy
     echo "== pytest"
-    command -v chromium >/dev/null || apt_install chromium  # the log pages are tested in a real browser
+    # the log pages are tested in a real browser: Debian's chromium (or a Chrome that is already there)
+    command -v chromium >/dev/null || command -v google-chrome >/dev/null || apt_install chromium
     ensure_postgres
     .venv/bin/pytest -n 2 "$@"
     ;;
