@@ -12,8 +12,6 @@ CommitHash = NewType("CommitHash", str)
 KeyFingerprint = NewType("KeyFingerprint", str)
 """An OpenSSH fingerprint, `SHA256:` and unpadded base64, as `ssh-keygen -lf` prints it."""
 
-ProbeId = NewType("ProbeId", str)
-
 FEED_PAYLOAD_TYPE = "application/vnd.opos.feed.v1+json"
 HEAD_PAYLOAD_TYPE = "application/vnd.opos.head.v1+json"
 

@@ -189,9 +189,6 @@ class AllowedSigner:
     valid_before: dt.datetime | None = None
     cert_authority: bool = False
 
-    def principal_list(self) -> list[str]:
-        return [p for p in self.principals.split(",") if p]
-
     def allows_namespace(self, namespace: str) -> bool:
         return self.namespaces is None or _match_pattern_list(namespace, self.namespaces)
 

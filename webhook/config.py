@@ -43,10 +43,6 @@ class Config:
         return self.data_dir / "site"
 
     @property
-    def clone_dir(self) -> Path:
-        return self.data_dir / "ledger.git"
-
-    @property
     def claims_location(self) -> str:
         return self.claims_url or f"sqlite:///{self.data_dir / 'claims.sqlite3'}"
 
