@@ -181,7 +181,7 @@ class SlowSyncer:
             self.count += 1
             self.running += 1
             self.most = max(self.most, self.running)
-        time.sleep(0.3)
+        time.sleep(1.0)  # long enough for thirty requests to land while it runs, even on a slow disk
         with self.lock:
             self.running -= 1
 
