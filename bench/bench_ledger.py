@@ -21,11 +21,12 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from opos import keys, sshsig
-from opos.gitrepo import GitLedger, init_repository, write_commit
+from opos.feed import keys
+from opos.feed.site import publish
 from opos.model import CommitHash
-from opos.site import publish
-from opos.verification import Verification
+from opos.trust import sshsig
+from opos.trust.gitrepo import GitLedger, init_repository, write_commit
+from opos.trust.verification import Verification
 
 START = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 

@@ -14,12 +14,13 @@ import jsonschema
 import pytest
 
 from conftest import LedgerRepo, SshKey, instruction, opos
-from opos import dsse, resources
 from opos.client import ClientConfig, Limits, Mirror, poll
-from opos.gitrepo import GitLedger
-from opos.keys import load_private, load_public
-from opos.site import publish
-from opos.verification import Verification
+from opos.feed import dsse
+from opos.feed.keys import load_private, load_public
+from opos.feed.site import publish
+from opos.instructions import resources
+from opos.trust.gitrepo import GitLedger
+from opos.trust.verification import Verification
 from servers import Mirror as Server
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)

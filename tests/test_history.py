@@ -9,8 +9,8 @@ from typing import ClassVar
 import pytest
 
 from conftest import LedgerRepo, SshKey, instruction, opos
-from opos.gitrepo import GitLedger
-from opos.history import Verifier
+from opos.trust.gitrepo import GitLedger
+from opos.trust.history import Verifier
 
 HASH_LINE = re.compile(r"^[0-9a-f]{40} \S")
 
@@ -246,7 +246,7 @@ def test_verification_is_incremental(ledger_repo: LedgerRepo, keys: dict[str, Ss
             self.read.append(commit_id)
             return super().commit(commit_id)
 
-    from opos.verification import Verification
+    from opos.trust.verification import Verification
 
     source = Counting(ledger_repo.path)
     verification = Verification.open(source, newest, None)

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from opos import plan, targeting
+from opos.feed import plan, targeting
 
 NOW = dt.datetime(2026, 12, 5, 12, 0, tzinfo=dt.UTC)
 PROBE = plan.Probe("probe-0000000000000001", "IR", "AS197207", "android")

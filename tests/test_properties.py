@@ -11,9 +11,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opos import dsse, sshsig
 from opos.errors import SignatureInvalid
-from opos.keys import key_id, public_key_blob
+from opos.feed import dsse
+from opos.feed.keys import key_id, public_key_blob
+from opos.trust import sshsig
 
 KEY = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(32))
 OTHER = ed25519.Ed25519PrivateKey.from_private_bytes(bytes([1] * 32))

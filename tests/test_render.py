@@ -12,8 +12,8 @@ from securesystemslib.dsse import Envelope as SslibEnvelope
 from securesystemslib.signer import SSlibKey
 
 from conftest import LedgerRepo, SshKey, instruction, opos
-from opos import keys as feed_keys
-from opos import resources
+from opos.feed import keys as feed_keys
+from opos.instructions import resources
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def test_verify_feed_prints_the_payload(ledger_repo: LedgerRepo, feed_key: Path,
 
 
 def _tampered(envelope: dict, how: str, other_key: Path) -> bytes:  # type: ignore[type-arg]
-    from opos import dsse
+    from opos.feed import dsse
 
     raw = base64.b64decode(envelope["payload"])
     if how == "one byte":

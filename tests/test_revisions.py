@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import LedgerRepo
-from opos.gitrepo import GitLedger
 from opos.model import CommitHash
-from opos.revisions import last_revisions
+from opos.trust.gitrepo import GitLedger
+from opos.trust.revisions import last_revisions
 
 NAMES = [f"item-{n}.yaml" for n in range(6)]
 

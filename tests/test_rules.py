@@ -7,8 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import instruction
+from opos.instructions.rules import (
+    LedgerFiles,
+    check_instruction,
+    check_ledger,
+    format_duration,
+    load_policy,
+    parse_duration,
+)
 from opos.model import Policy
-from opos.rules import LedgerFiles, check_instruction, check_ledger, format_duration, load_policy, parse_duration
 
 PATH = "ledger/instructions/x-one.yaml"
 

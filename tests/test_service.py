@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 
 from conftest import LedgerRepo, SshKey, instruction
-from opos import resources
+from opos.instructions import resources
 from servers import Service, free_port, http, post_json, wait_for_port
 
 pytestmark = pytest.mark.slow

@@ -15,8 +15,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from conftest import LedgerRepo, SshKey, instruction
-from opos import site as site_module
-from opos.targeting import sample_point
+from opos.feed import site as site_module
+from opos.feed.targeting import sample_point
 from webhook import create_app
 from webhook.config import ConfigError, load_config
 from webhook.sync import Follower

@@ -10,9 +10,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from conftest import SshKey
-from opos import keys as feed_keys
-from opos import sshsig
 from opos.errors import SignatureInvalid
+from opos.feed import keys as feed_keys
+from opos.trust import sshsig
 
 NOW = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
 

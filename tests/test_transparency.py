@@ -13,8 +13,8 @@ import jsonschema
 import pytest
 
 from conftest import LedgerRepo, SshKey, instruction, opos
-from opos import dsse
-from opos.keys import load_private
+from opos.feed import dsse
+from opos.feed.keys import load_private
 from webhook import create_app
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from opos import plan, targeting
 from opos.client.verify import Pin, Rejected, check_feed, check_head
 from opos.errors import UntrustedDataError
-from opos.keys import load_public
+from opos.feed import plan, targeting
+from opos.feed.keys import load_public
 from opos.model import parse_time
 
 HERE = Path(__file__).parent / "vectors"

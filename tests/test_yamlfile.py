@@ -12,7 +12,7 @@ from yaml.emitter import Emitter
 from yaml.representer import SafeRepresenter
 from yaml.serializer import Serializer
 
-from opos.yamlfile import CoreResolver, YamlProblem, load
+from opos.instructions.yamlfile import CoreResolver, YamlProblem, load
 
 
 def value(text: str) -> object:

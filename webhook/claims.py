@@ -10,7 +10,8 @@ import jsonschema
 from flask import Blueprint, abort, request
 from flask.typing import ResponseReturnValue
 
-from opos import resources, targeting
+from opos.feed import targeting
+from opos.instructions import resources
 from webhook import metrics
 from webhook.claims_store import ClaimsUnavailable
 from webhook.service import current

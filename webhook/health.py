@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
 
-from opos import resources
+from opos.instructions import resources
 from webhook import metrics
 from webhook.service import current
 

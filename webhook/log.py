@@ -10,10 +10,10 @@ from xml.etree import ElementTree
 from flask import Blueprint, Response, abort, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from opos import rules
-from opos.events import Event, field_changes
-from opos.logindex import LogQuery, log_document, select
-from opos.rules import format_duration
+from opos.eventlog.events import Event, field_changes
+from opos.eventlog.logindex import LogQuery, log_document, select
+from opos.instructions import rules
+from opos.instructions.rules import format_duration
 from webhook.service import current
 
 blueprint = Blueprint("log", __name__)

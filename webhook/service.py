@@ -9,8 +9,8 @@ import threading
 from flask import current_app
 
 from opos.errors import OposError
-from opos.logindex import LogIndex
-from opos.site import published_commit
+from opos.eventlog.logindex import LogIndex
+from opos.feed.site import published_commit
 from webhook import metrics
 from webhook.claims_store import ClaimsStore, ClaimsUnavailable, open_store
 from webhook.config import Config

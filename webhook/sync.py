@@ -21,14 +21,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from opos import keys, rules
+from opos.atomic import write_atomically
 from opos.errors import HistoryRejected, LedgerInvalid, OposError
-from opos.files import write_atomically
-from opos.gitrepo import GitLedger, fetch_branch
-from opos.history import descends_from
+from opos.feed import keys
+from opos.feed.site import pin, publish, published_commit
+from opos.instructions import rules
 from opos.model import CommitHash, format_time, parse_time
-from opos.site import pin, publish, published_commit
-from opos.verification import Verification
+from opos.trust.gitrepo import GitLedger, fetch_branch
+from opos.trust.history import descends_from
+from opos.trust.verification import Verification
 
 log = logging.getLogger("opos.sync")
 

@@ -15,13 +15,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from opos import plan
 from opos.client.fetch import Answer, FetchFailed, Limits, Mirror, get, post
 from opos.client.state import State
 from opos.client.verify import Pin, Rejected, SplitView, check_feed, check_head
 from opos.errors import UntrustedDataError
+from opos.feed import plan
+from opos.feed.render import verify_envelope
 from opos.model import format_time, parse_time
-from opos.render import verify_envelope
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from opos.atomic import write_atomically
 from opos.client.verify import Pin
-from opos.files import write_atomically
 from opos.model import format_time
 
 

@@ -11,8 +11,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from opos.errors import UntrustedDataError
+from opos.feed.render import verify_envelope
 from opos.model import parse_time
-from opos.render import verify_envelope
 
 
 class Rejected(UntrustedDataError):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from opos import dsse, keys
+from opos.feed import dsse, keys
 from opos.model import FEED_PAYLOAD_TYPE, HEAD_PAYLOAD_TYPE
 
 HERE = Path(__file__).resolve().parent

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opos import events as ev
 from opos.errors import RepositoryError
+from opos.eventlog import events as ev
 from opos.model import CommitHash, parse_time
-from opos.verification import Verification
+from opos.trust.verification import Verification
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

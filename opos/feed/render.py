@@ -11,8 +11,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from opos import dsse, keys, resources
 from opos.errors import EnvelopeInvalid
+from opos.feed import dsse, keys
+from opos.instructions import resources
 from opos.model import FEED_PAYLOAD_TYPE, HEAD_PAYLOAD_TYPE, CommitHash, Instruction, format_time
 
 DEFAULT_HEAD_TTL = dt.timedelta(hours=24)

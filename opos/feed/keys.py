@@ -10,11 +10,11 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from opos.atomic import write_atomically
 from opos.errors import KeyInvalid
-from opos.files import write_atomically
 from opos.model import KeyFingerprint
-from opos.sshsig import fingerprint as blob_fingerprint
-from opos.sshsig import ssh_string
+from opos.trust.sshsig import fingerprint as blob_fingerprint
+from opos.trust.sshsig import ssh_string
 
 
 def public_key_blob(public: ed25519.Ed25519PublicKey) -> bytes:

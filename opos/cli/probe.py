@@ -9,11 +9,11 @@ import re
 import time
 from typing import Any, TextIO
 
-from opos import keys, plan
 from opos.client import ClientConfig, Limits, Mirror, poll
 from opos.errors import UsageError
-from opos.rules import format_duration, parse_duration
-from opos.yamlfile import YamlProblem, load
+from opos.feed import keys, plan
+from opos.instructions.rules import format_duration, parse_duration
+from opos.instructions.yamlfile import YamlProblem, load
 
 
 def config_from(args: argparse.Namespace) -> ClientConfig:

@@ -9,12 +9,15 @@ import shutil
 from pathlib import Path
 from typing import TextIO
 
-from opos import keys, resources, rules, sshsig
+from opos.atomic import write_atomically
 from opos.errors import KeyInvalid, LedgerInvalid, Problem, RepositoryError, UsageError
-from opos.files import read_ledger_dir, write_atomically
-from opos.gitrepo import GitLedger, init_repository, normalise_ledger_dir, set_config
-from opos.site import publish
-from opos.verification import Verification
+from opos.feed import keys
+from opos.feed.site import publish
+from opos.instructions import resources, rules
+from opos.instructions.worktree import read_ledger_dir
+from opos.trust import sshsig
+from opos.trust.gitrepo import GitLedger, init_repository, normalise_ledger_dir, set_config
+from opos.trust.verification import Verification
 
 
 def _ledger_path(repo: Path, ledger_dir: str) -> tuple[Path, str]:
@@ -95,7 +98,7 @@ def render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def verify_feed(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from opos.render import verify_envelope
+    from opos.feed.render import verify_envelope
 
     trusted = [keys.load_public(path) for path in args.key]
     try:
@@ -261,7 +264,7 @@ def serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from opos.logindex import LogIndex, LogQuery, log_document, select
+    from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
 
     query = LogQuery(
         country=args.country, network=args.network, test=args.test, instruction=args.instruction,
@@ -289,7 +292,7 @@ def log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from opos import impact
+    from opos.eventlog import impact
 
     ledger = GitLedger(args.repo, args.ledger_dir)
     sides = {}
@@ -311,8 +314,8 @@ def audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import difflib
 
     from opos.client.fetch import FetchFailed, Limits, Mirror, get
-    from opos.render import verify_envelope
-    from opos.site import feed_at
+    from opos.feed.render import verify_envelope
+    from opos.feed.site import feed_at
 
     trusted = [keys.load_public(path) for path in args.key]
     if args.feed.startswith(("http://", "https://")):
@@ -360,12 +363,12 @@ def _moment(flag: str, text: str | None) -> dt.datetime | None:
 
 
 def probe(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from opos.probe_command import run
+    from opos.cli.probe import run
 
     return run(args, out)
 
 
 def demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from opos.demo import run_demo
+    from opos.cli.demo import run_demo
 
     return run_demo(args.dir, out, serve=args.serve, port=args.port)

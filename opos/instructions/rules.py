@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 
 import jsonschema
 
-from opos import resources
 from opos.errors import Problem
+from opos.instructions import resources
+from opos.instructions.yamlfile import LoadedYaml, YamlProblem, dotted, load
 from opos.model import Instruction, Policy, Target, Window
-from opos.yamlfile import LoadedYaml, YamlProblem, dotted, load
 
 MAX_INSTRUCTION_BYTES = 64 * 1024
 MAX_POLICY_BYTES = 16 * 1024

@@ -20,11 +20,11 @@ from dulwich.objectspec import parse_commit
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
+from opos.atomic import write_atomically
 from opos.errors import RepositoryError
-from opos.files import write_atomically
-from opos.history import Accepted, CommitInfo
+from opos.instructions.rules import LedgerFiles
 from opos.model import CommitHash, KeyFingerprint, Signer
-from opos.rules import LedgerFiles
+from opos.trust.history import Accepted, CommitInfo
 
 _TREE_MODE = 0o040000
 _FILE_MODES = (0o100644, 0o100755)

@@ -18,10 +18,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any, TextIO
 
-from opos import keys, sshsig
+from opos.cli.probe import describe
 from opos.client import ClientConfig, Mirror, poll
-from opos.gitrepo import GitLedger, write_commit
-from opos.probe_command import describe
+from opos.feed import keys
+from opos.trust import sshsig
+from opos.trust.gitrepo import GitLedger, write_commit
 
 
 def _port_free(port: int) -> bool:

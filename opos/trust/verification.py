@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from opos import rules
 from opos.errors import HistoryRejected
-from opos.gitrepo import FileCache, GitLedger
-from opos.history import Failure, Report, Verifier, descends_from
+from opos.instructions import rules
 from opos.model import CommitHash
+from opos.trust.gitrepo import FileCache, GitLedger
+from opos.trust.history import Failure, Report, Verifier, descends_from
 
 
 @dataclass

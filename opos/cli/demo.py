@@ -16,12 +16,13 @@ from typing import TextIO
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from opos import keys, sshsig
-from opos.gitrepo import GitLedger, init_repository, write_commit
+from opos.feed import keys
+from opos.feed.render import verify_envelope
+from opos.feed.site import publish
 from opos.model import CommitHash
-from opos.render import verify_envelope
-from opos.site import publish
-from opos.verification import Verification
+from opos.trust import sshsig
+from opos.trust.gitrepo import GitLedger, init_repository, write_commit
+from opos.trust.verification import Verification
 
 
 def _staff_key(folder: Path, name: str) -> tuple[ed25519.Ed25519PrivateKey, str]:
@@ -160,6 +161,6 @@ def run_demo(folder: Path, out: TextIO, serve: bool = False, port: int = 8080) -
         print("\nThe feed payload:", file=out)
         print(json.dumps(feed.payload, indent=2, ensure_ascii=False), file=out)
         return 0
-    from opos.demo_service import serve_demo
+    from opos.cli._demo_service import serve_demo
 
     return serve_demo(folder, repo_path, feed_key_path, port, out)

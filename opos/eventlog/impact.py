@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from opos.events import field_changes
+from opos.eventlog.events import field_changes
+from opos.instructions.rules import format_duration
 from opos.model import parse_time
-from opos.rules import format_duration
 
 LARGE_TARGET_COUNTRIES = 10
 SHORT_INTERVAL = 3600

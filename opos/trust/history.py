@@ -20,9 +20,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from opos import sshsig
 from opos.errors import SignatureInvalid
 from opos.model import CommitHash, KeyFingerprint, Signer
+from opos.trust import sshsig
 
 
 @dataclass(frozen=True)

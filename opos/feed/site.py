@@ -17,13 +17,15 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from opos import render, revisions, rules
+from opos.atomic import write_atomically
 from opos.errors import HistoryRejected, LedgerInvalid
-from opos.files import write_atomically
-from opos.history import descends_from
-from opos.logindex import LogIndex, LogQuery, log_document, select
+from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
+from opos.feed import render
+from opos.instructions import rules
 from opos.model import CommitHash
-from opos.verification import Verification
+from opos.trust import revisions
+from opos.trust.history import descends_from
+from opos.trust.verification import Verification
 
 
 def feed_at(verification: Verification, commit: CommitHash) -> bytes:

@@ -13,8 +13,8 @@ import heapq
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from opos.history import CommitInfo
 from opos.model import CommitHash
+from opos.trust.history import CommitInfo
 
 
 class InstructionSource(Protocol):

@@ -13,7 +13,7 @@ from typing import Any
 
 import jsonschema
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parent.parent  # the opos package
 
 
 def data_dir(name: str) -> Path:

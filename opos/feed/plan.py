@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from opos import targeting
+from opos.feed import targeting
 from opos.model import parse_time
 
 HOUR = 3600

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from opos import __version__, commands
+from opos import __version__
+from opos.cli import commands
 from opos.errors import OposError, UsageError
 
 LEDGER_DIR_HELP = "the ledger directory inside the repository (default: $OPOS_LEDGER_DIR or 'ledger'; '.' for the top)"

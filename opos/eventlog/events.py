@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from opos import rules
-from opos.history import CommitInfo
+from opos.instructions import rules
 from opos.model import CommitHash, format_time, parse_time
-from opos.revisions import last_revisions
+from opos.trust.history import CommitInfo
+from opos.trust.revisions import last_revisions
 
 
 class LedgerSource(Protocol):
