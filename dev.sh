@@ -99,6 +99,8 @@ case "${1:-}" in
     .venv/bin/ruff format --check .
     echo "== mypy (strict)"
     .venv/bin/mypy
+    echo "== import-linter (the layers)"
+    .venv/bin/lint-imports --no-cache
     echo "== pytest"
     # the log pages are tested in a real browser: Debian's chromium (or a Chrome that is already there)
     command -v chromium >/dev/null || command -v google-chrome >/dev/null || apt_install chromium

@@ -92,14 +92,14 @@ def main() -> None:
     out = folder / "site"
 
     def cold_verify() -> None:  # a new process: verdicts come from the on-disk cache only
-        ledger = GitLedger(repo)
-        head = ledger.resolve("HEAD")
-        Verification.open(ledger, head, None).require(head)
+        with GitLedger(repo) as ledger:
+            head = ledger.resolve("HEAD")
+            Verification.open(ledger, head, None).require(head)
 
     def cold_render() -> None:  # `opos render` in a new process
-        ledger = GitLedger(repo)
-        head = ledger.resolve("HEAD")
-        publish(Verification.open(ledger, head, None), head, feed_key, out, START)
+        with GitLedger(repo) as ledger:
+            head = ledger.resolve("HEAD")
+            publish(Verification.open(ledger, head, None), head, feed_key, out, START)
 
     service_ledger = GitLedger(repo)
     service = Verification.open(service_ledger, service_ledger.resolve("HEAD"), None)
@@ -118,6 +118,7 @@ def main() -> None:
     for label, seconds in results:
         print(f"{label:32} {seconds * 1000:9.1f} ms")
     print(f"feed: {(out / 'v1' / 'feed.json').stat().st_size} bytes")
+    service_ledger.close()
     if not args.dir:
         shutil.rmtree(folder)
 

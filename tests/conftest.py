@@ -227,7 +227,7 @@ def feed_key_file(tmp_path: Path) -> Path:
 def start_service(tmp_path: Path, feed_key_file: Path) -> Iterator[Any]:
     started: list[Service] = []
 
-    def start(remote: str, workers: int = 3, **settings: str) -> Service:
+    def start(remote: str, workers: int = 3, gunicorn_args: str = "", **settings: str) -> Service:
         data_dir = tmp_path / f"data-{len(started)}"
         env = {
             "OPOS_REMOTE": remote,
@@ -237,6 +237,8 @@ def start_service(tmp_path: Path, feed_key_file: Path) -> Iterator[Any]:
             "OPOS_POLL_SECONDS": "3600",
             **{f"OPOS_{k.upper()}": v for k, v in settings.items()},
         }
+        if gunicorn_args:
+            env["GUNICORN_CMD_ARGS"] = gunicorn_args
         service = Service(env, workers)
         started.append(service)
         return service

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from conftest import LedgerRepo, SshKey, instruction, opos
+from opos.cli import build_parser, command_names
 
-COMMANDS = ["check", "verify", "render", "verify-feed", "keygen", "new", "init", "demo"]
+COMMANDS = command_names(build_parser())  # from the parser itself, so a new command cannot be missed
+README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
 
 
 def test_check_passes_on_the_example_ledger() -> None:
@@ -108,10 +110,16 @@ def test_init_with_examples_and_bad_keys(tmp_path: Path, keys: dict[str, SshKey]
     assert opos("init", tmp_path / "q", "--signer", "a", "--key", tmp_path / "missing.pub").code == 1
 
 
+def test_the_parser_knows_every_command() -> None:
+    assert set(COMMANDS) == {"init", "new", "check", "diff", "verify", "render", "verify-feed", "keygen", "log",
+                             "audit", "serve", "probe", "demo"}  # fmt: skip
+
+
 @pytest.mark.parametrize("command", COMMANDS)
-def test_every_command_has_help(command: str) -> None:
+def test_every_command_has_help_and_is_in_the_readme(command: str) -> None:
     result = subprocess.run([sys.executable, "-m", "opos", command, "--help"], capture_output=True, text=True)
-    assert result.returncode == 0 and "usage: opos" in result.stdout and len(result.stdout) > 200
+    assert result.returncode == 0 and f"usage: opos {command}" in result.stdout and len(result.stdout) > 200
+    assert f"`opos {command}" in README, f"the README's command list does not mention `opos {command}`"
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 
 from conftest import LedgerRepo, SshKey, instruction, opos
 from opos.client import ClientConfig, Limits, Mirror, poll
+from opos.client.fetch import Deadline, Exchange, Fetcher, FetchFailed
 from opos.feed import dsse
 from opos.feed.keys import load_private, load_public
 from opos.feed.site import publish
@@ -89,6 +91,11 @@ def config(sites: Sites, tmp_path: Path, *mirrors: str, **settings: Any) -> Clie
     return ClientConfig(mirrors=[Mirror.parse(m) for m in mirrors], **{**defaults, **settings})
 
 
+def poll_json(config: ClientConfig, **options: Any) -> dict[str, Any]:
+    """A poll's plan as the JSON document that probes' programs read."""
+    return poll(config, **options).to_json()
+
+
 def check_plan(plan: dict[str, Any]) -> dict[str, Any]:
     jsonschema.validate(plan, resources.schema_document("plan.schema"))
     return plan
@@ -96,27 +103,27 @@ def check_plan(plan: dict[str, Any]) -> dict[str, Any]:
 
 def test_an_honest_mirror(sites: Sites, servers: list[Server], tmp_path: Path) -> None:
     mirror = serve(servers, sites.b)
-    plan = check_plan(poll(config(sites, tmp_path, mirror.url)))
+    plan = check_plan(poll_json(config(sites, tmp_path, mirror.url)))
     assert plan["source"] == mirror.url and plan["commit"] == sites.commits["b"] and plan["sequence"] == 1
     assert [r["instruction"] for r in plan["runs"]] == ["ir-run"] and plan["runs"][0]["claim"] is None
     assert {"test": "telegram", "every": 1800, "instruction": "ir-telegram"} in plan["schedule"]
     assert {"test": "web_connectivity", "every": 3600, "instruction": None} in plan["schedule"]
-    again = check_plan(poll(config(sites, tmp_path, mirror.url)))
+    again = check_plan(poll_json(config(sites, tmp_path, mirror.url)))
     assert again["runs"] == []  # a run is reported once per revision
     assert again["source"] == mirror.url and mirror.requests[-1] == "/v1/head.json"  # a 304: the cached feed is current
 
 
 def test_state_files_are_complete(sites: Sites, servers: list[Server], tmp_path: Path) -> None:
     mirror = serve(servers, sites.b)
-    poll(config(sites, tmp_path, mirror.url))
+    poll_json(config(sites, tmp_path, mirror.url))
     state = tmp_path / "state"
     assert json.loads((state / "pin.json").read_text()) == {"sequence": 1, "commit": sites.commits["b"]}
     assert (state / "feed.json").read_bytes() == (sites.b / "v1" / "feed.json").read_bytes()
     assert not (state / "probe_id").exists()  # a given probe id is not stored
-    plan = poll(config(sites, tmp_path, mirror.url, probe_id=None))
+    plan = poll_json(config(sites, tmp_path, mirror.url, probe_id=None))
     kept = (state / "probe_id").read_text().strip()
     assert plan["probe_id"] == kept and len(kept) >= 16
-    assert poll(config(sites, tmp_path, mirror.url, probe_id=None))["probe_id"] == kept
+    assert poll_json(config(sites, tmp_path, mirror.url, probe_id=None))["probe_id"] == kept
 
 
 def _tamper(envelope_bytes: bytes, how: str, other_key: Path | None = None) -> bytes:
@@ -147,27 +154,27 @@ def test_tampered_answers_are_rejected(
     hostile = serve(servers, sites.b)
     path = "/v1/head.json" if document == "head" else f"/v1/feed/{sites.commits['b']}.json"
     hostile.files[path] = _tamper(hostile.files[path], how, other)
-    plan = check_plan(poll(config(sites, tmp_path, hostile.url)))
+    plan = check_plan(poll_json(config(sites, tmp_path, hostile.url)))
     assert plan["source"] == "none" and plan["commit"] is None and plan["runs"] == []
     assert len(plan["rejected"]) == 1 and plan["rejected"][0]["mirror"] == hostile.url
     honest = serve(servers, sites.b)
-    plan = check_plan(poll(config(sites, tmp_path, hostile.url, honest.url)))
+    plan = check_plan(poll_json(config(sites, tmp_path, hostile.url, honest.url)))
     assert plan["source"] == honest.url and plan["commit"] == sites.commits["b"]
 
 
 def test_rollback_is_refused(sites: Sites, servers: list[Server], tmp_path: Path) -> None:
-    poll(config(sites, tmp_path, serve(servers, sites.b).url))
+    poll_json(config(sites, tmp_path, serve(servers, sites.b).url))
     old = serve(servers, sites.a)
-    plan = check_plan(poll(config(sites, tmp_path, old.url)))
+    plan = check_plan(poll_json(config(sites, tmp_path, old.url)))
     assert plan["source"] == "cache" and plan["commit"] == sites.commits["b"]
     assert "rollback" in plan["rejected"][0]["reason"]
 
 
 def test_a_lost_cache_keeps_the_pin(sites: Sites, servers: list[Server], tmp_path: Path) -> None:
-    poll(config(sites, tmp_path, serve(servers, sites.b).url))
+    poll_json(config(sites, tmp_path, serve(servers, sites.b).url))
     for name in ("head.json", "feed.json"):
         (tmp_path / "state" / name).unlink()
-    plan = check_plan(poll(config(sites, tmp_path, serve(servers, sites.a).url)))
+    plan = check_plan(poll_json(config(sites, tmp_path, serve(servers, sites.a).url)))
     assert plan["source"] == "none" and "rollback" in plan["rejected"][0]["reason"]
 
 
@@ -182,22 +189,22 @@ def _expired_site(sites: Sites, out: Path, issued: dt.datetime) -> Path:
 
 def test_a_frozen_mirror_is_detected(sites: Sites, servers: list[Server], tmp_path: Path) -> None:
     frozen = serve(servers, _expired_site(sites, tmp_path / "frozen", NOW - dt.timedelta(hours=3)))
-    plan = check_plan(poll(config(sites, tmp_path, frozen.url)))
+    plan = check_plan(poll_json(config(sites, tmp_path, frozen.url)))
     assert plan["source"] == "none" and "expired" in plan["rejected"][0]["reason"]
 
 
 def test_clock_skew_within_the_allowance(sites: Sites, servers: list[Server], tmp_path: Path) -> None:
     # the head expired two minutes ago by our clock: a clock that is two minutes fast is allowed for
     late = serve(servers, _expired_site(sites, tmp_path / "late", NOW - dt.timedelta(hours=1, minutes=2)))
-    assert poll(config(sites, tmp_path, late.url))["source"] == late.url
+    assert poll_json(config(sites, tmp_path, late.url))["source"] == late.url
     strict = config(sites, tmp_path, late.url, clock_skew=dt.timedelta(0), state_dir=tmp_path / "strict")
-    assert "expired" in poll(strict)["rejected"][0]["reason"]
+    assert "expired" in poll_json(strict)["rejected"][0]["reason"]
 
 
 def test_mix_and_match_is_refused(sites: Sites, servers: list[Server], tmp_path: Path) -> None:
     mixed = serve(servers, sites.b)
     mixed.files[f"/v1/feed/{sites.commits['b']}.json"] = (sites.a / "v1" / "feed.json").read_bytes()
-    plan = check_plan(poll(config(sites, tmp_path, mixed.url)))
+    plan = check_plan(poll_json(config(sites, tmp_path, mixed.url)))
     assert plan["source"] == "none" and "feed_sha256" in plan["rejected"][0]["reason"]
 
 
@@ -207,11 +214,11 @@ def test_endless_and_slow_answers_stop(
 ) -> None:
     hostile = serve(servers, sites.b)
     hostile.behaviour[f"/v1/feed/{sites.commits['b']}.json"] = how
-    plan = check_plan(poll(config(sites, tmp_path, hostile.url)))
+    plan = check_plan(poll_json(config(sites, tmp_path, hostile.url)))
     assert plan["source"] == "none" and words in plan["rejected"][0]["reason"]
     hostile.behaviour["/v1/head.json"] = how
-    plan = check_plan(poll(config(sites, tmp_path, hostile.url)))
-    assert words in plan["rejected"][0]["reason"] or "time" in plan["rejected"][0]["reason"]
+    plan = check_plan(poll_json(config(sites, tmp_path, hostile.url)))
+    assert words in plan["rejected"][0]["reason"]
 
 
 def test_all_mirrors_down_uses_the_cache_then_nothing(sites: Sites, servers: list[Server], tmp_path: Path) -> None:
@@ -219,14 +226,14 @@ def test_all_mirrors_down_uses_the_cache_then_nothing(sites: Sites, servers: lis
     unresolvable = "http://" + "x" * 70 + ".invalid"  # refused by the resolver library before any query
     erroring = serve(servers)
     erroring.behaviour["/v1/head.json"] = 503
-    fresh = check_plan(poll(config(sites, tmp_path, refused, unresolvable, erroring.url)))
+    fresh = check_plan(poll_json(config(sites, tmp_path, refused, unresolvable, erroring.url)))
     assert fresh["source"] == "none" and fresh["commit"] is None
     assert {item["mirror"] for item in fresh["rejected"]} == {refused, unresolvable, erroring.url}
     reasons = " ".join(item["reason"] for item in fresh["rejected"])
     assert "refused" in reasons and "resolve" in reasons and "503" in reasons
     assert {s["test"] for s in fresh["schedule"]} == {"web_connectivity", "telegram"}  # the defaults
-    poll(config(sites, tmp_path, serve(servers, sites.b).url))
-    cached = check_plan(poll(config(sites, tmp_path, refused)))
+    poll_json(config(sites, tmp_path, serve(servers, sites.b).url))
+    cached = check_plan(poll_json(config(sites, tmp_path, refused)))
     assert cached["source"] == "cache" and cached["commit"] == sites.commits["b"]
 
 
@@ -235,7 +242,7 @@ def test_a_damaged_state_is_discarded_and_refetched(
     sites: Sites, servers: list[Server], tmp_path: Path, damage: str
 ) -> None:
     mirror = serve(servers, sites.b)
-    poll(config(sites, tmp_path, mirror.url))
+    poll_json(config(sites, tmp_path, mirror.url))
     state = tmp_path / "state"
     head = state / "head.json"
     if damage == "truncated":
@@ -246,16 +253,16 @@ def test_a_damaged_state_is_discarded_and_refetched(
         (state / "feed.json").write_bytes((sites.a / "v1" / "feed.json").read_bytes())
     else:
         (state / "feed.json").unlink()
-    plan = check_plan(poll(config(sites, tmp_path, mirror.url)))
+    plan = check_plan(poll_json(config(sites, tmp_path, mirror.url)))
     assert plan["rejected"][0]["mirror"] == "cache" and "discarded" in plan["rejected"][0]["reason"]
     assert plan["source"] == mirror.url and plan["commit"] == sites.commits["b"]
-    assert poll(config(sites, tmp_path, mirror.url))["rejected"] == []
+    assert poll_json(config(sites, tmp_path, mirror.url))["rejected"] == []
 
 
 def test_a_split_view_is_reported_with_evidence(sites: Sites, servers: list[Server], tmp_path: Path) -> None:
-    poll(config(sites, tmp_path, serve(servers, sites.b).url))
+    poll_json(config(sites, tmp_path, serve(servers, sites.b).url))
     other = serve(servers, sites.alt)
-    plan = check_plan(poll(config(sites, tmp_path, other.url)))
+    plan = check_plan(poll_json(config(sites, tmp_path, other.url)))
     assert plan["source"] == "cache" and plan["commit"] == sites.commits["b"]
     assert "split view" in plan["rejected"][0]["reason"]
     evidence = list((tmp_path / "state" / "evidence").rglob("*.json"))
@@ -264,8 +271,8 @@ def test_a_split_view_is_reported_with_evidence(sites: Sites, servers: list[Serv
 
 def test_a_fronted_mirror(sites: Sites, servers: list[Server], tmp_path: Path) -> None:
     fronted = serve(servers, sites.b, host="hidden.example")
-    assert poll(config(sites, tmp_path, fronted.url))["source"] == "none"  # wrong Host: 421
-    plan = poll(config(sites, tmp_path, f"{fronted.url}#host=hidden.example"))
+    assert poll_json(config(sites, tmp_path, fronted.url))["source"] == "none"  # wrong Host: 421
+    plan = poll_json(config(sites, tmp_path, f"{fronted.url}#host=hidden.example"))
     assert plan["source"] == fronted.url and plan["commit"] == sites.commits["b"]
 
 
@@ -274,16 +281,16 @@ def test_key_rotation(sites: Sites, servers: list[Server], tmp_path: Path) -> No
     opos("keygen", "--out", other)
     mirror = serve(servers, sites.b)
     both = [load_public(Path(f"{other}.pub")), load_public(Path(f"{sites.key}.pub"))]
-    assert poll(config(sites, tmp_path, mirror.url, keys=both))["source"] == mirror.url
+    assert poll_json(config(sites, tmp_path, mirror.url, keys=both))["source"] == mirror.url
     only_new = config(sites, tmp_path, mirror.url, keys=both[:1], state_dir=tmp_path / "new")
-    assert poll(only_new)["source"] == "none"
+    assert poll_json(only_new)["source"] == "none"
 
 
 def test_random_mirror_order(sites: Sites, servers: list[Server], tmp_path: Path) -> None:
     first, second = serve(servers, sites.b), serve(servers, sites.b)
     import random
 
-    sources = {poll(config(sites, tmp_path / str(seed), first.url, second.url), rng=random.Random(seed))["source"]
+    sources = {poll_json(config(sites, tmp_path / str(seed), first.url, second.url), rng=random.Random(seed))["source"]
                for seed in range(12)}  # fmt: skip
     assert sources == {first.url, second.url}
 
@@ -337,3 +344,61 @@ def test_defaults_file(sites: Sites, tmp_path: Path) -> None:
     bad = opos("probe", "--mirror", "http://127.0.0.1:9", "--key", f"{sites.key}.pub", "--country", "IR",
                "--network", "AS1", "--state", tmp_path / "s", "--defaults", defaults)  # fmt: skip
     assert bad.code == 2 and "often" in bad.err
+
+
+class MemoryFetcher(Fetcher):
+    """A transport without sockets: each mirror URL is a site directory, or a hostile answer for a path.
+
+    The limits still come from the Fetcher base class, which is what these tests are about.
+    """
+
+    def __init__(self, limits: Limits, sites: dict[str, Path], answers: dict[str, Exchange] | None = None) -> None:
+        super().__init__(limits)
+        self.sites, self.answers = sites, answers or {}
+        self.asked: list[str] = []
+
+    @contextlib.contextmanager
+    def _open(self, method: str, mirror: Mirror, path: str, body: bytes | None, headers: dict[str, str],
+              deadline: Deadline) -> Iterator[Exchange]:  # fmt: skip
+        self.asked.append(f"{mirror.url}/{path}")
+        if path in self.answers:
+            yield self.answers[path]
+            return
+        if mirror.url not in self.sites:
+            raise FetchFailed(f"{mirror.url} is unreachable")
+        file = self.sites[mirror.url] / path
+        if not file.is_file():
+            yield Exchange(404, {}, iter(()))
+            return
+        data = file.read_bytes()
+        yield Exchange(200, {"content-length": str(len(data))}, iter([data]))
+
+
+def endless() -> Iterator[bytes]:
+    while True:
+        yield b"[" * 65536
+
+
+def test_a_poll_through_an_in_memory_transport(sites: Sites, tmp_path: Path) -> None:
+    fetcher = MemoryFetcher(FAST, {"http://b.invalid": sites.b})
+    result = poll(config(sites, tmp_path, "http://down.invalid", "http://b.invalid"), fetcher=fetcher)
+    check_plan(result.to_json())
+    assert result.source == "http://b.invalid" and result.commit == sites.commits["b"]
+    assert [run.instruction for run in result.runs] == ["ir-run"]
+    assert [(r.mirror, r.reason) for r in result.rejected] in (
+        [],
+        [("http://down.invalid", "http://down.invalid is unreachable")],
+    )
+
+
+def test_the_fetcher_caps_an_endless_answer_whatever_the_transport(sites: Sites, tmp_path: Path) -> None:
+    fetcher = MemoryFetcher(FAST, {"http://b.invalid": sites.b}, {"v1/head.json": Exchange(200, {}, endless())})
+    result = poll(config(sites, tmp_path, "http://b.invalid"), fetcher=fetcher).to_json()
+    assert result["source"] == "none"
+    assert result["rejected"] == [
+        {"mirror": "http://b.invalid", "reason": f"v1/head.json is larger than the limit of {FAST.head_bytes} bytes"}
+    ]
+    declared = Exchange(200, {"content-length": str(10**9)}, endless())
+    fetcher = MemoryFetcher(FAST, {"http://b.invalid": sites.b}, {f"v1/feed/{sites.commits['b']}.json": declared})
+    result = poll(config(sites, tmp_path / "other", "http://b.invalid"), fetcher=fetcher).to_json()
+    assert "1000000000 bytes; the limit is" in result["rejected"][0]["reason"]

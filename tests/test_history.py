@@ -254,7 +254,7 @@ def test_verification_is_incremental(ledger_repo: LedgerRepo, keys: dict[str, Ss
     # the new commit, its parent (for the signers and the ledger tree) and the remembered trust root: not the rest
     assert set(Counting.read) <= {newest, ledger_repo.head("HEAD~1"), verification.trust_root}
     Counting.read.clear()
-    again = Verifier(source, verification.trust_root, verification.cache)
+    again = Verifier(source, verification.trust_root, verification.verifier.cache)
     assert again.verify(newest).ok and Counting.read == []
 
 

@@ -10,12 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from opos.feed import plan, targeting
+from opos.feed.documents import Feed, FeedEntry
+from opos.model import CommitHash
 
 NOW = dt.datetime(2026, 12, 5, 12, 0, tzinfo=dt.UTC)
 PROBE = plan.Probe("probe-0000000000000001", "IR", "AS197207", "android")
 
 
-def entry(ident: str, **changes: Any) -> dict[str, Any]:
+def entry(ident: str, **changes: Any) -> FeedEntry:
     target = {"countries": ["IR"], "networks": [], "platforms": [], "max_probes": None, "max_probes_per": "target",
               "sample": None}  # fmt: skip
     target.update(changes.pop("target", {}))
@@ -26,15 +28,15 @@ def entry(ident: str, **changes: Any) -> dict[str, Any]:
         "revision": "a" * 40, "signer": "alice",
     }  # fmt: skip
     base.update(changes)
-    return base
+    return FeedEntry.from_json(base)
 
 
-def feed(*entries: dict[str, Any]) -> dict[str, Any]:
-    return {"instructions": list(entries)}
+def feed(*entries: FeedEntry) -> Feed:
+    return Feed(CommitHash("c" * 40), 1, NOW, entries)
 
 
-def ids(items: list[dict[str, Any]]) -> list[str]:
-    return [i["id"] for i in items]
+def ids(items: list[FeedEntry]) -> list[str]:
+    return [i.id for i in items]
 
 
 def test_window_target_platform() -> None:
@@ -59,7 +61,7 @@ def test_schedules_shortest_wins_and_defaults_fill_in() -> None:
         entry("four", kind="schedule", test="signal", inputs=[], every=4 * 3600),
     ]
     result = plan.schedule(items, {"telegram": 3600 * 24, "web_connectivity": 3600})
-    assert result == [
+    assert [e.to_json() for e in result] == [
         {"test": "signal", "every": 4 * 3600, "instruction": "four"},
         {"test": "telegram", "every": 2 * 3600, "instruction": "two"},
         {"test": "web_connectivity", "every": 3600, "instruction": None},
@@ -68,21 +70,21 @@ def test_schedules_shortest_wins_and_defaults_fill_in() -> None:
 
 def test_a_schedule_may_also_lengthen_the_default() -> None:
     items = [entry("slow", kind="schedule", test="telegram", inputs=[], every=48 * 3600)]
-    assert plan.schedule(items, {"telegram": 3600}) == [{"test": "telegram", "every": 48 * 3600, "instruction": "slow"}]
+    assert plan.schedule(items, {"telegram": 3600}) == (plan.ScheduleEntry("telegram", 48 * 3600, "slow"),)
 
 
 def test_runs_once_per_revision() -> None:
     items = [entry("one"), entry("two"), entry("three", kind="schedule", every=3600)]
-    assert ids(plan.pending_runs(items, {})) == ["one", "two"]  # type: ignore[arg-type]
-    assert ids(plan.pending_runs(items, {"one": "a" * 40, "two": "b" * 40})) == ["two"]  # type: ignore[arg-type]
+    assert ids(plan.pending_runs(items, {})) == ["one", "two"]
+    assert ids(plan.pending_runs(items, {"one": "a" * 40, "two": "b" * 40})) == ["two"]
 
 
 def test_sampling_is_stable_and_proportional() -> None:
     probes = [f"probe-{n:016}" for n in range(4000)]
-    chosen = [p for p in probes if targeting.in_sample(entry("s", target={"sample": 0.1}), p)]
+    chosen = [p for p in probes if targeting.in_sample(entry("s", target={"sample": 0.1}).instruction, p)]
     assert 300 < len(chosen) < 500
-    assert chosen == [p for p in probes if targeting.in_sample(entry("s", target={"sample": 0.1}), p)]
-    other = {p for p in probes if targeting.in_sample(entry("t", target={"sample": 0.1}), p)}
+    assert chosen == [p for p in probes if targeting.in_sample(entry("s", target={"sample": 0.1}).instruction, p)]
+    other = {p for p in probes if targeting.in_sample(entry("t", target={"sample": 0.1}).instruction, p)}
     assert other != set(chosen)  # another instruction samples other probes
 
 

@@ -30,15 +30,18 @@ def test_dsse_sign_then_verify(payload: bytes, payload_type: str) -> None:
         dsse.verify(envelope, [("other", OTHER.public_key())], payload_type)
 
 
-@given(st.binary(max_size=2048), st.integers(min_value=0, max_value=2047), st.integers(min_value=1, max_value=255))
+@given(
+    st.binary(min_size=1, max_size=2048),
+    st.integers(min_value=0, max_value=2047),
+    st.integers(min_value=1, max_value=255),
+)
 def test_dsse_any_changed_byte_is_caught(payload: bytes, where: int, flip: int) -> None:
     envelope = dsse.sign("t", payload, KEY, "k")
-    if payload:
-        index = where % len(payload)
-        changed = payload[:index] + bytes([payload[index] ^ flip]) + payload[index + 1 :]
-        forged = dsse.Envelope("t", changed, envelope.signatures)
-        with pytest.raises(SignatureInvalid):
-            dsse.verify(forged, [("k", KEY.public_key())], "t")
+    index = where % len(payload)
+    changed = payload[:index] + bytes([payload[index] ^ flip]) + payload[index + 1 :]
+    forged = dsse.Envelope("t", changed, envelope.signatures)
+    with pytest.raises(SignatureInvalid):
+        dsse.verify(forged, [("k", KEY.public_key())], "t")
 
 
 @settings(max_examples=50)

@@ -67,6 +67,22 @@ def test_a_signed_push_is_served_by_every_worker(
     assert body["status"] == "ok" and body["commit"] == new and body["sequence"] == 1
 
 
+def test_preloaded_workers_follow_the_ledger(
+    published_ledger: tuple[LedgerRepo, str], keys: dict[str, SshKey], start_service: Any
+) -> None:
+    """With --preload, create_app runs once in the master; each worker starts its own follower after the fork."""
+    repo, url = published_ledger
+    service = start_service(url, workers=2, gunicorn_args="--preload")
+    assert service.wait_for(service.served_commit) == repo.head()
+    new = add_signed(repo, keys["alice"], "after-preload")
+    assert service.webhook(SECRET).status == 202
+    assert service.wait_for(lambda: service.served_commit() == new, what="a sync by a preloaded worker")
+    lock = Path(service.env["OPOS_DATA_DIR"]) / "sync.lock"
+    inode = f":{lock.stat().st_ino} "
+    holders = {int(line.split()[4]) for line in Path("/proc/locks").read_text().splitlines() if inode in line}
+    assert holders and service.process.pid not in holders  # the leader is a worker, never the master
+
+
 def test_bad_webhooks_change_nothing(
     published_ledger: tuple[LedgerRepo, str], keys: dict[str, SshKey], start_service: Any
 ) -> None:
@@ -133,6 +149,9 @@ def test_the_timer_follows_without_webhooks_and_renews_the_head(
     new = add_signed(repo, keys["alice"], "second-one")
     service.wait_for(lambda: service.served_commit() == new, what="the timer's sync")
     service.wait_for(lambda: service.head_payload()["issued"] != first_issue, what="a renewed head")  # type: ignore[index]
+    renewed = service.head_payload()
+    assert renewed is not None and renewed["commit"] == new and renewed["issued"] > first_issue
+    assert renewed["expires"] > renewed["issued"]
 
 
 def _claim(base: str, probe: str, ident: str = "capped-one", country: str = "IR", network: str = "AS197207") -> Any:
@@ -177,8 +196,8 @@ def test_two_instances_share_one_cap_on_postgresql(
 ) -> None:
     repo, url = published_ledger
     _capped_ledger(repo, keys)
-    one = start_service(url, workers=2, claims_url=postgres_url)
-    two = start_service(url, workers=2, claims_url=postgres_url)
+    one = start_service(url, workers=2, claims_database=postgres_url)
+    two = start_service(url, workers=2, claims_database=postgres_url)
     for service in (one, two):
         service.wait_for(lambda s=service: s.served_commit() == repo.head())
     answers = _many_claims([one.url, two.url], 200)

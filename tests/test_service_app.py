@@ -36,14 +36,15 @@ def app_client(
     feed_key_file: Path,
 ) -> Any:
     """An app on a fresh ledger, once with each claims backend: the same claims suite runs on both."""
-    claims_url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    claims_database = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
 
     def ledger_with(**instructions: dict[str, str]) -> FlaskClient:
         for ident, fields in instructions.items():
             ledger_repo.write(f"ledger/instructions/{ident}.yaml", instruction(ident, **{"window": WINDOW, **fields}))
         ledger_repo.commit("Instructions", keys["alice"])
-        settings = {"remote": str(ledger_repo.path), "data_dir": str(tmp_path / "data"), "claims_url": claims_url,
-                    "feed_key": str(feed_key_file), "follow": False, "webhook_secret": "s3cret"}  # fmt: skip
+        settings = {"remote": str(ledger_repo.path), "data_dir": str(tmp_path / "data"),
+                    "claims_database": claims_database, "feed_key": str(feed_key_file), "follow": False,
+                    "webhook_secret": "s3cret"}  # fmt: skip
         app = create_app(settings)
         assert app.extensions["opos"].syncer.sync().outcome == "published"
         return app.test_client()

@@ -39,11 +39,11 @@ def test_cases(case: dict[str, Any]) -> None:
     head_bytes, feed_bytes = (HERE / case["head"]).read_bytes(), (HERE / case["feed"]).read_bytes()
     if case["accept"]:
         head = check_head(head_bytes, KEYS, NOW, SKEW, pin)
-        assert check_feed(feed_bytes, head, KEYS)["commit"] == head["commit"]
+        assert check_feed(feed_bytes, head, KEYS).commit == head.commit
         return
     with pytest.raises((Rejected, UntrustedDataError)) as caught:
         check_feed(feed_bytes, check_head(head_bytes, KEYS, NOW, SKEW, pin), KEYS)
-    assert case["reason"] in str(caught.value) or (case["reason"] == "signature" and "signature" in str(caught.value))
+    assert case["reason"] in str(caught.value)
 
 
 @pytest.mark.parametrize("sample", VECTORS["sample_points"], ids=lambda s: s["probe_id"])
@@ -57,11 +57,11 @@ def test_the_plan() -> None:
     probe = plan.Probe(**VECTORS["probe"])
     applicable = plan.applicable(feed, probe, NOW)
     runs = [
-        {"instruction": i["id"], "revision": i["revision"], "test": i["test"], "inputs": i["inputs"],
-         "capped": i["target"]["max_probes"] is not None}
-        for i in plan.pending_runs(applicable, {})
+        {"instruction": e.id, "revision": e.revision, "test": e.instruction.test, "inputs": list(e.instruction.inputs),
+         "capped": e.instruction.target.max_probes is not None}
+        for e in plan.pending_runs(applicable, {})
     ]  # fmt: skip
     assert runs == VECTORS["plan"]["runs"]
-    assert plan.schedule(applicable, VECTORS["defaults"]) == VECTORS["plan"]["schedule"]
+    assert [e.to_json() for e in plan.schedule(applicable, VECTORS["defaults"])] == VECTORS["plan"]["schedule"]
     for run in plan.pending_runs(applicable, {}):
         assert 0 <= plan.jitter(run, NOW, 900, random.Random(1)) <= 900

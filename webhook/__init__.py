@@ -15,7 +15,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from webhook import claims, feed, health, hooks, log, metrics
+from webhook import claims, feed, health, hooks, metrics, public_log
 from webhook.config import Config, load_config
 from webhook.service import Service
 
@@ -23,14 +23,18 @@ logger = logging.getLogger("opos.service")
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
-    """The application; `config` is a Config, or settings that override the environment."""
+    """The application; `config` is a Config, or settings that override the environment.
+
+    It only configures and registers: the worker process starts the service (`start_service`,
+    from gunicorn's post_worker_init), so that nothing runs in a process that forks afterwards.
+    """
     settings = config if isinstance(config, Config) else load_config(overrides=config)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     service = Service(settings)
     app.extensions["opos"] = service
-    for module in (feed, claims, hooks, health, log, metrics):
+    for module in (feed, claims, hooks, health, public_log):
         app.register_blueprint(module.blueprint)
 
     @app.errorhandler(HTTPException)
@@ -48,6 +52,16 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         metrics.REQUESTS.labels(route, str(response.status_code)).inc()
         return response
 
-    if settings.follow:
-        service.follower.start()
     return app
+
+
+def start_service(app: Flask) -> None:
+    """Open the claims store and start following the ledger, in the process that serves `app`."""
+    service: Service = app.extensions["opos"]
+    service.start()
+
+
+def stop_service(app: Flask) -> None:
+    """Stop following and close what `start_service` opened (gunicorn's worker_exit)."""
+    service: Service = app.extensions["opos"]
+    service.close()

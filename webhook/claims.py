@@ -9,9 +9,11 @@ from typing import Any
 import jsonschema
 from flask import Blueprint, abort, request
 from flask.typing import ResponseReturnValue
+from jsonschema.exceptions import best_match
 
 from opos.feed import targeting
 from opos.instructions import resources
+from opos.model import format_time
 from webhook import metrics
 from webhook.claims_store import ClaimsUnavailable
 from webhook.service import current
@@ -32,38 +34,40 @@ def claim() -> ResponseReturnValue:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         abort(400, "send a JSON object: {instruction, probe_id, country, network, platform}")
-    errors = sorted(_request_validator().iter_errors(body), key=lambda e: list(e.path))
-    if errors:
-        where = ".".join(str(p) for p in errors[0].absolute_path)
-        abort(400, f"{where + ': ' if where else ''}{errors[0].message}")
+    error = best_match(_request_validator().iter_errors(body))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path)
+        abort(400, f"{where + ': ' if where else ''}{error.message}")
     service = current()
-    feed = service.site.payload("v1/feed.json")
+    feed = service.site.feed()
     if feed is None:
         abort(503, "no feed is published yet: try again after the first sync")
-    instruction = next((i for i in feed["instructions"] if i["id"] == body["instruction"]), None)
-    if instruction is None:
-        abort(422, f"{body['instruction']!r} is not an instruction of the served feed ({feed['commit']})")
-    limit = instruction["target"]["max_probes"]
+    entry = feed.entry(body["instruction"])
+    if entry is None:
+        abort(422, f"{body['instruction']!r} is not an instruction of the served feed ({feed.commit})")
+    instruction = entry.instruction
+    limit = instruction.target.max_probes
     if limit is None:
-        abort(422, f"{instruction['id']} has no max_probes: run it without a claim")
+        abort(422, f"{instruction.id} has no max_probes: run it without a claim")
     if not targeting.in_window(instruction, dt.datetime.now(dt.UTC)):
-        window = instruction["window"]
-        abort(422, f"{instruction['id']} is outside its window ({window['start']} to {window['end']})")
+        window = instruction.window
+        start, end = format_time(window.start), format_time(window.end)
+        abort(422, f"{instruction.id} is outside its window ({start} to {end})")
     mismatch = targeting.matches(instruction, body["country"], body["network"], body.get("platform"))
     if mismatch:
         abort(422, mismatch)
     if not targeting.in_sample(instruction, body["probe_id"]):
-        abort(422, f"this probe is not in the {instruction['target']['sample']} sample of {instruction['id']}")
+        abort(422, f"this probe is not in the {instruction.target.sample} sample of {instruction.id}")
     scope = targeting.claim_scope(instruction, body["country"], body["network"])
     try:
-        result = service.claims().claim(instruction["id"], scope, body["probe_id"], limit)
+        result = service.claims().claim(instruction.id, scope, body["probe_id"], limit)
     except ClaimsUnavailable as err:
         abort(503, err.diagnostics())
     metrics.CLAIMS.labels("granted" if result.granted else "refused").inc()
     return {
         "granted": result.granted,
-        "instruction": instruction["id"],
-        "revision": instruction["revision"],
+        "instruction": instruction.id,
+        "revision": entry.revision,
         "limit": limit,
         "used": result.used,
     }

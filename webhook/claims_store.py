@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import psycopg
+
 from opos.errors import OposError
 
 
@@ -74,7 +76,7 @@ def open_store(url: str) -> ClaimsStore:
         return SqliteStore(Path(url.removeprefix("sqlite://")))
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresStore(url)
-    raise ClaimsUnavailable(f"OPOS_CLAIMS_URL {url!r}: use sqlite:///path or postgresql://…")
+    raise ClaimsUnavailable(f"OPOS_CLAIMS_DATABASE {url!r}: use sqlite:///path or postgresql://…")
 
 
 class SqliteStore:
@@ -116,7 +118,7 @@ class SqliteStore:
                 raise
             return result
         except sqlite3.Error as err:
-            raise ClaimsUnavailable(f"the claims database {self.path} failed: {err}") from None
+            raise ClaimsUnavailable(f"the claims database {self.path} failed: {err}") from err
 
     def close(self) -> None:
         connection = getattr(self.local, "connection", None)
@@ -141,12 +143,10 @@ class PostgresStore:
                 for number, statement in enumerate(MIGRATIONS[done:], start=done + 1):
                     connection.execute(statement)
                     connection.execute("INSERT INTO opos_schema_version VALUES (%s)", (number,))
-        except Exception as err:
-            raise ClaimsUnavailable(f"cannot use the claims database: {_describe(err)}") from None
+        except psycopg.Error as err:
+            raise ClaimsUnavailable(f"cannot use the claims database: {_describe(err)}") from err
 
     def _connect(self) -> Any:
-        import psycopg
-
         connection = getattr(self.local, "connection", None)
         if connection is None or connection.closed or connection.broken:
             connection = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
@@ -154,8 +154,6 @@ class PostgresStore:
         return connection
 
     def claim(self, instruction: str, scope: str, probe_id: str, limit: int) -> ClaimResult:
-        import psycopg
-
         try:
             connection = self._connect()
             with connection.transaction():
@@ -166,7 +164,7 @@ class PostgresStore:
                 )  # fmt: skip
             return result
         except psycopg.Error as err:
-            raise ClaimsUnavailable(f"the claims database failed: {_describe(err)}") from None
+            raise ClaimsUnavailable(f"the claims database failed: {_describe(err)}") from err
 
     def close(self) -> None:
         connection = getattr(self.local, "connection", None)

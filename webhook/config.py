@@ -33,7 +33,7 @@ class Config:
     webhook_secret: str | None = None  # the GitHub webhook secret; webhooks are refused without one
     poll_seconds: float = 30.0  # sync on this timer too, so a lost webhook costs one interval
     head_ttl_seconds: int = 86_400  # how long a head is valid; it is re-issued at half its life
-    claims_url: str | None = None  # postgresql://… to share caps between instances; default SQLite in data_dir
+    claims_database: str | None = None  # postgresql://… to share caps between instances; default SQLite in data_dir
     max_body_bytes: int = 1024 * 1024  # larger request bodies get 413
     commit_url: str | None = None  # the log links commits here, e.g. https://github.com/ooni/ledger/commit/{commit}
     follow: bool = True  # run the follower thread (off for tests that drive syncs themselves)
@@ -43,8 +43,8 @@ class Config:
         return self.data_dir / "site"
 
     @property
-    def claims_location(self) -> str:
-        return self.claims_url or f"sqlite:///{self.data_dir / 'claims.sqlite3'}"
+    def claims_database_url(self) -> str:
+        return self.claims_database or f"sqlite:///{self.data_dir / 'claims.sqlite3'}"
 
 
 _REQUIRED = ("remote", "data_dir", "feed_key")

@@ -11,7 +11,7 @@ from opos.model import CommitHash
 from webhook.service import current
 
 blueprint = Blueprint("feed", __name__)
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 SHORT_CACHE = "public, max-age=30"
 IMMUTABLE = "public, max-age=31536000, immutable"
 
@@ -37,15 +37,15 @@ def head() -> Response:
 @blueprint.get("/v1/feed.json")
 def feed() -> Response:
     site = current().site
-    data, payload = site.read("v1/feed.json"), site.payload("v1/feed.json")
-    if data is None or payload is None:
+    data, document = site.read("v1/feed.json"), site.feed()
+    if data is None or document is None:
         abort(503, "no feed is published yet: the first sync has not finished (see /healthz)")
-    return _json(data, payload["commit"], SHORT_CACHE)
+    return _json(data, document.commit, SHORT_CACHE)
 
 
 @blueprint.get("/v1/feed/<commit>.json")
 def pinned(commit: str) -> Response:
-    if not _COMMIT.match(commit):
+    if not _COMMIT.fullmatch(commit):
         abort(400, "a commit is 40 lowercase hexadecimal characters")
     service = current()
     relative = f"v1/feed/{commit}.json"

@@ -22,12 +22,31 @@ errorlog = "-"
 # prometheus-client's multiprocess mode: each worker writes its samples here; /metrics sums them.
 _metrics_dir = Path(os.environ.get("OPOS_DATA_DIR", tempfile.gettempdir())) / "metrics"
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_metrics_dir))
+# With --preload the master imports the application (and so the metrics) before on_starting runs.
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
+    # Samples of an earlier run are stale. The workers' own files appear as they write (each by its pid).
     directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
+
+
+def post_worker_init(worker):  # type: ignore[no-untyped-def]
+    # The worker's own threads and connections start here, after the fork, never in create_app
+    # (which with --preload runs in the master before it forks).
+    from webhook import start_service
+
+    start_service(worker.wsgi)
+
+
+def worker_exit(server, worker):  # type: ignore[no-untyped-def]
+    from webhook import stop_service
+
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions"):
+        stop_service(app)
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]

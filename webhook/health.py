@@ -1,9 +1,10 @@
-"""GET /healthz (what is served, and whether anything is wrong) and GET /openapi.json."""
+"""For operators: GET /healthz (what is served, and whether anything is wrong), /metrics and /openapi.json."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from opos.instructions import resources
 from webhook import metrics
@@ -16,20 +17,27 @@ blueprint = Blueprint("health", __name__)
 def healthz() -> ResponseReturnValue:
     service = current()
     state = service.syncer.state()
-    head = service.site.payload("v1/head.json")
-    commit, sequence = (head["commit"], head["sequence"]) if head else (None, None)
+    head = service.site.head()
     problem = state.problem or (None if head else "no feed is published yet: the first sync has not finished")
-    if sequence is not None:
-        metrics.SERVED_SEQUENCE.set(sequence)
+    if head is not None:
+        metrics.SERVED_SEQUENCE.set(head.sequence)
     body = {
         "status": "degraded" if problem else "ok",
-        "commit": commit,
-        "sequence": sequence,
+        "commit": head.commit if head else None,
+        "sequence": head.sequence if head else None,
         "last_sync": state.last_success,
         "last_attempt": state.last_attempt,
         "problem": problem,
     }
     return body, 503 if problem else 200
+
+
+@blueprint.get("/metrics")
+def metrics_page() -> Response:
+    head = current().site.head()
+    if head is not None:
+        metrics.SERVED_SEQUENCE.set(head.sequence)
+    return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
 
 
 @blueprint.get("/openapi.json")

@@ -1,16 +1,14 @@
-"""Prometheus metrics (prometheus-client), across gunicorn workers in multiprocess mode.
+"""Prometheus metrics (prometheus-client), across gunicorn workers in multiprocess mode: the collectors only.
 
 gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR before any worker imports this module; without it
-(`opos serve`, tests) the process's own registry is used.
+(`opos serve`, tests) the process's own registry is used. The /metrics route is in webhook/health.py.
 """
 
 from __future__ import annotations
 
 import os
 
-from flask import Blueprint, Response
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
@@ -19,6 +17,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from webhook.sync import OUTCOMES
 
 REQUESTS = Counter("opos_http_requests_total", "HTTP requests answered, by route and status", ["route", "status"])
 SYNCS = Counter("opos_syncs_total", "Syncs with the ledger repository, by outcome", ["outcome"])
@@ -29,27 +29,18 @@ VERIFICATION_FAILURES = Counter("opos_verification_failures_total", "Syncs whose
 CLAIMS = Counter("opos_claims_total", "Claims answered, by result", ["result"])
 SERVED_SEQUENCE = Gauge("opos_served_sequence", "The sequence of the served feed", multiprocess_mode="max")
 
-blueprint = Blueprint("metrics", __name__)
 
-
-@blueprint.get("/metrics")
-def metrics() -> Response:
-    from webhook.service import current
-
-    head = current().site.payload("v1/head.json")
-    if head is not None:
-        SERVED_SEQUENCE.set(head["sequence"])
+def exposition() -> bytes:
+    """Every worker's samples (multiprocess mode), or this process's."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        data = generate_latest(registry)
-    else:
-        data = generate_latest(REGISTRY)
-    return Response(data, mimetype=CONTENT_TYPE_LATEST)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
 
 
 # Labels that exist from the start, so dashboards and alerts see zeros rather than nothing.
 for _result in ("granted", "refused"):
     CLAIMS.labels(_result)
-for _outcome in ("published", "unchanged", "renewed", "rejected", "failed"):
+for _outcome in OUTCOMES:
     SYNCS.labels(_outcome)

@@ -1,8 +1,12 @@
-"""The per-process service object: configuration, syncer, follower, claims store, site files."""
+"""The per-process service object: configuration, syncer, follower, claims store, site files.
+
+`create_app` only builds it; `start` (gunicorn's post_worker_init, or `opos serve`) opens what a
+worker process holds, so nothing is opened in a process that forks afterwards (`--preload`), and
+`close` (worker_exit) releases it.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 
@@ -17,7 +21,7 @@ from webhook.config import Config
 from webhook.site_files import SiteFiles
 from webhook.sync import Follower, Syncer, SyncResult
 
-log = logging.getLogger("opos.service")
+logger = logging.getLogger("opos.service")
 
 
 class Service:
@@ -25,24 +29,24 @@ class Service:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.site = SiteFiles(config.site_dir)
-        self.syncer = Syncer(
-            remote=config.remote,
-            branch=config.branch,
-            data_dir=config.data_dir,
-            ledger_dir=config.ledger_dir,
-            trust_root=config.trust_root,
-            feed_key=config.feed_key,
-            head_ttl=dt.timedelta(seconds=config.head_ttl_seconds),
-            on_result=self._count,
-        )
+        self.syncer = Syncer(config, on_result=self._count)
         self.follower = Follower(self.syncer, config.data_dir, config.poll_seconds)
         self._log_index: LogIndex | None = None
         self._claims: ClaimsStore | None = None
         self._claims_lock = threading.Lock()
+        self.started = False
+
+    def start(self) -> None:
+        """In the process that serves: open the claims store (creating or migrating its schema) and follow."""
+        if self.started:
+            return
+        self.started = True
         try:
-            self._claims = open_store(config.claims_location)  # creates or migrates the schema on start
+            self.claims()
         except ClaimsUnavailable as err:
-            log.error("claims: %s (will retry on the next claim)", err)
+            logger.error("claims: %s (will retry on the next claim)", err)
+        if self.config.follow:
+            self.follower.start()
 
     @staticmethod
     def _count(result: SyncResult, seconds: float) -> None:
@@ -58,22 +62,24 @@ class Service:
             if served is None:
                 return None
             try:
-                verification = self.syncer.verification(served)
+                with self.syncer.open_ledger() as ledger:
+                    self._log_index = LogIndex.for_verification(self.syncer.verification(ledger, served))
             except OposError:
                 return None
-            self._log_index = LogIndex.for_verification(verification)
         return self._log_index
 
     def claims(self) -> ClaimsStore:
         with self._claims_lock:
             if self._claims is None:
-                self._claims = open_store(self.config.claims_location)
+                self._claims = open_store(self.config.claims_database_url)
             return self._claims
 
     def close(self) -> None:
         self.follower.stop()
-        if self._claims is not None:
-            self._claims.close()
+        with self._claims_lock:
+            if self._claims is not None:
+                self._claims.close()
+                self._claims = None
 
 
 def current() -> Service:

@@ -2,55 +2,76 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import threading
 from pathlib import Path
-from typing import Any
+
+from opos.errors import EnvelopeInvalid
+from opos.feed.documents import Feed, Head, read_own_feed, read_own_head
+from opos.lru import LRU
+
+_Version = tuple[int, int, int]  # inode, size, mtime: every publication renames a new file into place
 
 
 class SiteFiles:
     """Reads `site/` files, re-reading a file only when its inode, size or mtime changed (atomic renames)."""
 
+    FILES_KEPT = 256
+
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._cache: dict[str, tuple[tuple[int, int, int], bytes, dict[str, Any] | None]] = {}
+        self._files: LRU[str, tuple[_Version, bytes]] = LRU(self.FILES_KEPT)
+        self._documents: dict[str, tuple[_Version, Head | Feed]] = {}
         self._lock = threading.Lock()
 
-    def read(self, relative: str) -> bytes | None:
-        entry = self._entry(relative)
-        return entry[1] if entry else None
-
-    def payload(self, relative: str) -> dict[str, Any] | None:
-        """The decoded payload of one of our own envelopes (trusted: we wrote it after verifying)."""
-        entry = self._entry(relative, decode=True)
-        return entry[2] if entry else None
-
-    def _entry(self, relative: str, decode: bool = False) -> tuple[Any, bytes, dict[str, Any] | None] | None:
-        path = self.root / relative
+    def _version(self, relative: str) -> _Version | None:
         try:
-            status = os.stat(path)
+            status = os.stat(self.root / relative)
         except OSError:
             return None
-        key = (status.st_ino, status.st_size, status.st_mtime_ns)
+        return (status.st_ino, status.st_size, status.st_mtime_ns)
+
+    def read(self, relative: str) -> bytes | None:
+        return self._read(relative)[1]
+
+    def _read(self, relative: str) -> tuple[_Version | None, bytes | None]:
+        version = self._version(relative)
+        if version is None:
+            return None, None
         with self._lock:
-            cached = self._cache.get(relative)
-        if cached and cached[0] == key and (cached[2] is not None or not decode):
+            cached = self._files.get(relative)
+        if cached is not None and cached[0] == version:
             return cached
         try:
-            data = path.read_bytes()
+            data = (self.root / relative).read_bytes()
         except OSError:
-            return None
-        payload = None
-        if decode:
-            try:
-                payload = json.loads(base64.b64decode(json.loads(data)["payload"]))
-            except (ValueError, KeyError, TypeError):
-                payload = None
-        entry = (key, data, payload)
+            return None, None
         with self._lock:
-            if len(self._cache) > 256:
-                self._cache.clear()
-            self._cache[relative] = entry
-        return entry
+            self._files.put(relative, (version, data))
+        return version, data
+
+    def head(self) -> Head | None:
+        """The served head (our own output: trusted, we wrote it after verifying), decoded once per version."""
+        document = self._document("v1/head.json")
+        return document if isinstance(document, Head) else None
+
+    def feed(self) -> Feed | None:
+        """The served feed, decoded once per version."""
+        document = self._document("v1/feed.json")
+        return document if isinstance(document, Feed) else None
+
+    def _document(self, relative: str) -> Head | Feed | None:
+        version, data = self._read(relative)
+        if version is None or data is None:
+            return None
+        with self._lock:
+            cached = self._documents.get(relative)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        try:
+            document: Head | Feed = read_own_head(data) if relative == "v1/head.json" else read_own_feed(data)
+        except EnvelopeInvalid:
+            return None
+        with self._lock:
+            self._documents[relative] = (version, document)
+        return document

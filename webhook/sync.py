@@ -9,7 +9,6 @@ soon as it is on disk, and a crash at any instant leaves the previous complete s
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import fcntl
 import json
@@ -20,22 +19,24 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 from opos.atomic import write_atomically
-from opos.errors import HistoryRejected, LedgerInvalid, OposError
+from opos.errors import HistoryRejected, LedgerInvalid, OposError, RepositoryError
 from opos.feed import keys
-from opos.feed.site import pin, publish, published_commit
+from opos.feed.site import pin, publish, published_commit, published_head
 from opos.instructions import rules
-from opos.model import CommitHash, format_time, parse_time
+from opos.model import CommitHash, format_time
 from opos.trust.gitrepo import GitLedger, fetch_branch
 from opos.trust.history import descends_from
 from opos.trust.verification import Verification
+from webhook.config import Config
 
-log = logging.getLogger("opos.sync")
+logger = logging.getLogger("opos.sync")
 
 
 @dataclass
-class State:
+class ServiceState:
     """What is served, and how the last sync went (data_dir/state.json, shared by all workers)."""
 
     commit: str | None = None
@@ -45,7 +46,7 @@ class State:
     problem: str | None = None  # why the service is degraded, for people
 
     @classmethod
-    def load(cls, path: Path) -> State:
+    def load(cls, path: Path) -> ServiceState:
         try:
             return cls(**json.loads(path.read_bytes()))
         except (OSError, ValueError, TypeError):
@@ -55,9 +56,13 @@ class State:
         write_atomically(path, json.dumps(asdict(self), indent=1).encode())
 
 
+Outcome = Literal["published", "unchanged", "renewed", "rejected", "failed"]
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+
+
 @dataclass(frozen=True)
 class SyncResult:
-    outcome: str  # "published", "unchanged", "renewed", "rejected", "failed"
+    outcome: Outcome
     commit: str | None
     detail: str = ""
 
@@ -65,32 +70,24 @@ class SyncResult:
 class Syncer:
     """One sync: the work itself, with no locking (the Follower serialises it)."""
 
-    def __init__(
-        self,
-        remote: str,
-        branch: str,
-        data_dir: Path,
-        ledger_dir: str,
-        trust_root: str | None,
-        feed_key: Path,
-        head_ttl: dt.timedelta,
-        on_result: Callable[[SyncResult, float], None] | None = None,
-    ) -> None:
-        self.remote, self.branch, self.data_dir = remote, branch, data_dir
-        self.ledger_dir, self.trust_root, self.feed_key_path = ledger_dir, trust_root, feed_key
-        self.head_ttl = head_ttl
+    def __init__(self, config: Config, on_result: Callable[[SyncResult, float], None] | None = None) -> None:
+        self.config = config
+        self.head_ttl = dt.timedelta(seconds=config.head_ttl_seconds)
         self.on_result = on_result
-        self.clone = data_dir / "ledger.git"
-        self.site = data_dir / "site"
-        self.state_path = data_dir / "state.json"
-        self._checked: rules.CheckMemo = {}  # parsed instruction files, kept between syncs
+        self.clone = config.data_dir / "ledger.git"
+        self.site = config.site_dir
+        self.state_path = config.data_dir / "state.json"
+        self._checked = rules.new_check_memo()  # parsed instruction files, kept between syncs
 
-    def state(self) -> State:
-        return State.load(self.state_path)
+    def state(self) -> ServiceState:
+        return ServiceState.load(self.state_path)
 
-    def verification(self, commit: CommitHash) -> Verification:
-        ledger = GitLedger(self.clone, self.ledger_dir)  # a fresh view: it sees every object fetched so far
-        return Verification.open(ledger, commit, self.trust_root, self._checked)
+    def open_ledger(self) -> GitLedger:
+        """A fresh view of the clone (it sees every object fetched so far); the caller closes it."""
+        return GitLedger(self.clone, self.config.ledger_dir)
+
+    def verification(self, ledger: GitLedger, commit: CommitHash) -> Verification:
+        return Verification.open(ledger, commit, self.config.trust_root, self._checked)
 
     def sync(self, now: dt.datetime | None = None) -> SyncResult:
         started = time.monotonic()
@@ -108,60 +105,58 @@ class Syncer:
             result = SyncResult("failed", state.commit, err.diagnostics())
             state.problem = result.detail
         except Exception as err:  # keep following: the next sync may succeed
-            log.exception("sync failed")
+            logger.exception("sync failed")
             result = SyncResult("failed", state.commit, f"internal error: {type(err).__name__}: {err}")
             state.problem = result.detail
         state.save(self.state_path)
         if result.outcome in ("rejected", "failed"):
-            log.warning("sync %s: %s", result.outcome, result.detail)
+            logger.warning("sync %s: %s", result.outcome, result.detail)
         else:
-            log.info("sync %s: %s %s", result.outcome, result.commit, result.detail)
+            logger.info("sync %s: %s %s", result.outcome, result.commit, result.detail)
         if self.on_result:
             self.on_result(result, time.monotonic() - started)
         return result
 
-    def _sync(self, state: State, now: dt.datetime) -> SyncResult:
-        remote_commit = fetch_branch(self.clone, self.remote, self.branch)
-        served = published_commit(self.site)
-        if remote_commit == served and not self._head_due(now):
+    def _sync(self, state: ServiceState, now: dt.datetime) -> SyncResult:
+        branch = self.config.branch
+        remote_commit = fetch_branch(self.clone, self.config.remote, branch)
+        head = published_head(self.site)
+        served = head.commit if head is not None else None
+        if remote_commit == served and head is not None and not head.renewal_due(now):
             return SyncResult("unchanged", served)
-        key = keys.load_private(self.feed_key_path)
-        verification = self.verification(remote_commit)
-        report = verification.check(remote_commit, since=served)
-        if not report.ok:
-            lines = "; ".join(str(f) for f in report.failures)
-            return SyncResult("rejected", served, f"{self.branch} at {remote_commit} was not accepted: {lines}")
-        try:
-            published = publish(verification, remote_commit, key, self.site, now, self.head_ttl)
-        except (HistoryRejected, LedgerInvalid) as err:
-            detail = err.diagnostics().replace("\n", "; ")
-            return SyncResult("rejected", served, f"{self.branch} at {remote_commit} was not accepted: {detail}")
+        key = keys.load_private(self.config.feed_key)
+        with self.open_ledger() as ledger:
+            verification = self.verification(ledger, remote_commit)
+            report = verification.check(remote_commit, since=served)
+            if not report.ok:
+                lines = "; ".join(str(f) for f in report.failures)
+                return SyncResult("rejected", served, f"{branch} at {remote_commit} was not accepted: {lines}")
+            try:
+                published = publish(verification, remote_commit, key, self.site, now, self.head_ttl)
+            except (HistoryRejected, LedgerInvalid) as err:
+                detail = err.diagnostics().replace("\n", "; ")
+                return SyncResult("rejected", served, f"{branch} at {remote_commit} was not accepted: {detail}")
         state.commit, state.sequence = published.commit, published.sequence
         return SyncResult("renewed" if remote_commit == served else "published", remote_commit)
 
-    def _head_due(self, now: dt.datetime) -> bool:
-        """Re-issue the head at half its life, so a healthy service never serves an expired one."""
-        try:
-            envelope = json.loads((self.site / "v1" / "head.json").read_bytes())
-            payload = json.loads(base64.b64decode(envelope["payload"]))
-            issued, expires = parse_time(payload["issued"]), parse_time(payload["expires"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return True
-        return now >= issued + (expires - issued) / 2
-
     def render_pinned(self, commit: CommitHash) -> Path | None:
-        """Render the feed of an older verified commit of the served history; None when it is not one."""
+        """Render the feed of an older verified commit of the served history; None when it is not one.
+
+        Raises OposError (an unreadable key) and OSError (a full disk) for the caller to report as
+        what they are, not as an unknown commit.
+        """
         served = published_commit(self.site)
         if served is None:
             return None
-        try:
-            verification = self.verification(CommitHash(served))
-            if verification.cache.get(commit) is None or not descends_from(verification.ledger, served, commit):
+        with self.open_ledger() as ledger:
+            try:
+                verification = self.verification(ledger, served)
+                if not verification.accepted(commit) or not descends_from(ledger, served, commit):
+                    return None
+            except RepositoryError:
                 return None
-            path, _, _ = pin(verification, commit, keys.load_private(self.feed_key_path), self.site)
+            path, _, _ = pin(verification, commit, keys.load_private(self.config.feed_key), self.site)
             return path
-        except OposError:
-            return None
 
 
 class Follower:
@@ -220,7 +215,7 @@ class Follower:
                     try:
                         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                         self.leader = True
-                        log.info("this worker (pid %d) now runs the syncs", os.getpid())
+                        logger.info("this worker (pid %d) now runs the syncs", os.getpid())
                         self.request()  # a new leader syncs at once; what is on disk is served meanwhile
                     except BlockingIOError:
                         pass
@@ -230,7 +225,7 @@ class Follower:
                     try:
                         self.serve_requests()
                     except Exception:
-                        log.exception("follower")
+                        logger.exception("follower")
                 self.wake.wait(timeout=self.LEADER_CHECK if self.leader else self.FOLLOWER_CHECK)
                 self.wake.clear()
 

@@ -18,9 +18,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any, TextIO
 
+import webhook
 from opos.cli.probe import describe
 from opos.client import ClientConfig, Mirror, poll
 from opos.feed import keys
+from opos.feed.plan import Plan
+from opos.model import format_time
 from opos.trust import sshsig
 from opos.trust.gitrepo import GitLedger, write_commit
 
@@ -80,7 +83,7 @@ def serve_demo(folder: Path, repo: Path, feed_key: Path, port: int, out: TextIO)
         "OPOS_BIND": f"127.0.0.1:{port}",
         "OPOS_WORKERS": "2",
     }
-    config = Path(__file__).resolve().parent.parent / "webhook" / "gunicorn.conf.py"
+    config = Path(webhook.__file__).resolve().parent / "gunicorn.conf.py"
     log_path = folder / "service.log"
     command = [sys.executable, "-m", "gunicorn", "-c", str(config), "webhook:create_app()"]
     with log_path.open("wb") as log:
@@ -118,7 +121,7 @@ def serve_demo(folder: Path, repo: Path, feed_key: Path, port: int, out: TextIO)
                 process.kill()
 
 
-def _probe(base: str, feed_key: Path, state: Path) -> dict[str, Any]:
+def _probe(base: str, feed_key: Path, state: Path) -> Plan:
     config = ClientConfig(
         mirrors=[Mirror(base)], keys=[keys.load_public(Path(f"{feed_key}.pub"))], country="IR", network="AS197207",
         state_dir=state, claims_url=base,
@@ -134,15 +137,14 @@ def _push_and_notify(repo: Path, folder: Path, base: str, secret: str) -> tuple[
         "id: mm-dns-resolvers\nkind: run\ntitle: Check DNS-over-HTTPS resolvers in Myanmar\n"
         "reason: A new filter is said to block encrypted DNS.\ntest: dnscheck\n"
         "inputs:\n  - https://dns.google/dns-query\ntarget:\n  countries: [MM]\n  sample: 0.5\n"
-        f"window:\n  start: {start:%Y-%m-%dT%H:%M:%SZ}\n  end: {start + dt.timedelta(days=7):%Y-%m-%dT%H:%M:%SZ}\n"
+        f"window:\n  start: {format_time(start)}\n  end: {format_time(start + dt.timedelta(days=7))}\n"
     )
-    ledger = GitLedger(repo)
-    parent = ledger.resolve("HEAD")
-    commit = write_commit(
-        ledger, {"ledger/instructions/mm-dns-resolvers.yaml": text.encode()}, "Check DNS resolvers in Myanmar\n",
-        "OONI staff <staff@ooni.example>", int(time.time()), (parent,), lambda p: sshsig.sign_ed25519(bob, p),
-    )  # fmt: skip
-    ledger.close()
+    with GitLedger(repo) as ledger:
+        parent = ledger.resolve("HEAD")
+        commit = write_commit(
+            ledger, {"ledger/instructions/mm-dns-resolvers.yaml": text.encode()}, "Check DNS resolvers in Myanmar\n",
+            "OONI staff <staff@ooni.example>", int(time.time()), (parent,), lambda p: sshsig.sign_ed25519(bob, p),
+        )  # fmt: skip
     started = time.monotonic()
     body = json.dumps({"ref": "refs/heads/main", "after": commit}).encode()
     signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()

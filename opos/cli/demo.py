@@ -6,6 +6,7 @@ are made in-process so the demo needs no git binary and no ssh-agent.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import shutil
@@ -16,10 +17,11 @@ from typing import TextIO
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from opos.cli._common import Commands, add_command
 from opos.feed import keys
-from opos.feed.render import verify_envelope
+from opos.feed.documents import Feed, Head, verify_envelope
 from opos.feed.site import publish
-from opos.model import CommitHash
+from opos.model import CommitHash, format_time
 from opos.trust import sshsig
 from opos.trust.gitrepo import GitLedger, init_repository, write_commit
 from opos.trust.verification import Verification
@@ -54,9 +56,7 @@ def build_demo_ledger(folder: Path, now: dt.datetime) -> tuple[Path, list[str]]:
     repo_path = folder / "ledger-repo"
     ledger = init_repository(repo_path)
     start = now.replace(microsecond=0) - dt.timedelta(hours=1)
-    window = (
-        f"window:\n  start: {start:%Y-%m-%dT%H:%M:%SZ}\n  end: {start + dt.timedelta(days=14):%Y-%m-%dT%H:%M:%SZ}\n"
-    )
+    window = f"window:\n  start: {format_time(start)}\n  end: {format_time(start + dt.timedelta(days=14))}\n"
     files: dict[str, bytes] = {
         "ledger/allowed_signers": f"alice@ooni.example {alice_pub}\n".encode(),
         "ledger/policy.yaml": b"min_every: 15m\nmax_window: 90d\n",
@@ -118,6 +118,23 @@ def build_demo_ledger(folder: Path, now: dt.datetime) -> tuple[Path, list[str]]:
     return repo_path, log
 
 
+def register(commands: Commands) -> None:
+    demo = add_command(
+        commands, "demo", _demo,
+        help="build a demo ledger with signed commits, render and verify its feed, serve it",
+        description="Make a demo ledger repository with real SSH-signed commits, verify it, render its signed "
+        "feed and verify that, printing each step. With --serve, then run the feed service (gunicorn on "
+        "127.0.0.1) on the demo ledger, push one more signed commit through a webhook, and keep serving.",
+    )  # fmt: skip
+    demo.add_argument("--dir", type=Path, default=Path(".demo"), help="where to build it (default: .demo)")
+    demo.add_argument("--serve", action="store_true", help="then run the feed service on it until Ctrl-C")
+    demo.add_argument("--port", type=int, default=8080, help="the service's port with --serve (default: 8080)")
+
+
+def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    return run_demo(args.dir, out, serve=args.serve, port=args.port)
+
+
 def run_demo(folder: Path, out: TextIO, serve: bool = False, port: int = 8080) -> int:
     if folder.exists():
         shutil.rmtree(folder)
@@ -127,39 +144,38 @@ def run_demo(folder: Path, out: TextIO, serve: bool = False, port: int = 8080) -
     print(f"1. Demo ledger with signed commits: {repo_path}", file=out)
     for line in log:
         print(f"     {line}", file=out)
-    ledger = GitLedger(repo_path)
-    head = ledger.resolve("HEAD")
-    verification = Verification.open(ledger, head, None)
-    report = verification.require(head)
-    assert report.accepted is not None
-    print(f"2. Verified every commit from the trust root {verification.trust_root[:12]} to {head[:12]}", file=out)
     feed_key_path = folder / "feed-key"
     public = keys.generate(feed_key_path, "opos demo feed key")
     site = folder / "site"
-    published = publish(verification, head, keys.load_private(feed_key_path), site, now)
+    with GitLedger(repo_path) as ledger:
+        head = ledger.resolve("HEAD")
+        verification = Verification.open(ledger, head, None)
+        verification.require(head)
+        print(f"2. Verified every commit from the trust root {verification.trust_root[:12]} to {head[:12]}", file=out)
+        published = publish(verification, head, keys.load_private(feed_key_path), site, now)
     print(f"3. Rendered the signed feed into {site} (key {keys.key_id(public)}):", file=out)
     for path in sorted(site.rglob("*.json")):
         print(f"     {path.relative_to(site)}  {path.stat().st_size} bytes", file=out)
     feed = verify_envelope(published.feed_path.read_bytes(), [public])
-    head_doc = verify_envelope((site / "v1" / "head.json").read_bytes(), [public])
+    head_document = verify_envelope((site / "v1" / "head.json").read_bytes(), [public]).document
+    assert isinstance(feed.document, Feed) and isinstance(head_document, Head)
     print(f"4. Verified the feed and the head with {feed_key_path}.pub:", file=out)
     print(
-        f"     head: commit {head_doc.payload['commit'][:12]}, sequence {head_doc.payload['sequence']}, "
-        f"expires {head_doc.payload['expires']}",
+        f"     head: commit {head_document.commit[:12]}, sequence {head_document.sequence}, "
+        f"expires {format_time(head_document.expires)}",
         file=out,
     )
-    for item in feed.payload["instructions"]:
-        target = item["target"]
-        where = ",".join(target["countries"] + target["networks"])
+    for entry in feed.document.entries:
+        target = entry.instruction.target
+        where = ",".join(target.countries + target.networks)
         print(
-            f"     {item['id']}: {item['kind']} {item['test']} in {where}, revision {item['revision'][:12]} "
-            f"signed by {item['signer']}",
+            f"     {entry.id}: {entry.instruction.kind} {entry.instruction.test} in {where}, "
+            f"revision {entry.revision[:12]} signed by {entry.signer}",
             file=out,
         )
-    ledger.close()
     if not serve:
         print("\nThe feed payload:", file=out)
-        print(json.dumps(feed.payload, indent=2, ensure_ascii=False), file=out)
+        print(json.dumps(json.loads(feed.payload), indent=2, ensure_ascii=False), file=out)
         return 0
     from opos.cli._demo_service import serve_demo
 

@@ -5,15 +5,61 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import re
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
+from opos.cli._common import Commands, add_command
 from opos.client import ClientConfig, Limits, Mirror, poll
 from opos.errors import UsageError
 from opos.feed import keys, plan
-from opos.instructions.rules import format_duration, parse_duration
 from opos.instructions.yamlfile import YamlProblem, load
+from opos.model import format_duration, parse_country, parse_duration, parse_network
+
+
+def _default_state() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "opos-probe"
+
+
+def register(commands: Commands) -> None:
+    probe = add_command(
+        commands, "probe", run,
+        help="poll the feed as a probe would and print its plan",
+        description="Ask the mirrors (in a random order) for the signed head and feed, verify them with the pinned "
+        "key(s), keep the state in --state, and print the plan for this probe: the runs to make and the schedule to "
+        "keep. Without a usable mirror it plans from the cached feed; without a cache, from the default schedule. "
+        "Exit 0 whenever it produced a plan.",
+    )  # fmt: skip
+    probe.add_argument(
+        "--mirror", action="append", required=True, dest="mirrors", metavar="URL",
+        help="a mirror's base URL (repeat); URL#host=NAME sends Host: NAME (a fronted domain)",
+    )  # fmt: skip
+    probe.add_argument(
+        "--key", action="append", required=True, dest="keys", type=Path, metavar="PUBFILE",
+        help="a pinned feed public key (repeat, for rotation)",
+    )  # fmt: skip
+    probe.add_argument("--country", required=True, help="this probe's country code, like IR")
+    probe.add_argument("--network", required=True, help="this probe's network, like AS197207")
+    probe.add_argument("--platform", help="android, ios, linux, macos or windows")
+    probe.add_argument("--claims", metavar="URL", help="the service's base URL for claims (capped instructions)")
+    probe.add_argument("--probe-id", help="the probe's id (default: generated once, kept in --state)")
+    probe.add_argument(
+        "--state", type=Path, default=_default_state(), help="the state directory (default: %(default)s)"
+    )
+    probe.add_argument("--defaults", type=Path, metavar="FILE", help="YAML: test -> interval, the default schedule")
+    probe.add_argument("--json", action="store_true", help="print the plan as JSON (schemas/plan.schema.json)")
+    probe.add_argument("--watch", type=float, metavar="SECONDS", help="keep polling; print each change when noticed")
+    probe.add_argument("--head-limit", type=int, default=64 * 1024, help="largest head in bytes (default: 65536)")
+    probe.add_argument("--feed-limit", type=int, default=16 * 1024 * 1024, help="largest feed in bytes (16 MiB)")
+    probe.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to connect (default: 10)")
+    probe.add_argument("--timeout", type=float, default=30.0, help="seconds for a whole answer (default: 30)")
+    probe.add_argument("--clock-skew", type=float, default=300.0, help="seconds of clock error allowed (default: 300)")
+    probe.add_argument(
+        "--max-delay", type=int, default=900, help="largest start delay of a run, seconds (default: 900)"
+    )
 
 
 def config_from(args: argparse.Namespace) -> ClientConfig:
@@ -21,17 +67,17 @@ def config_from(args: argparse.Namespace) -> ClientConfig:
         mirrors = [Mirror.parse(text) for text in args.mirrors]
     except ValueError as err:
         raise UsageError(f"--mirror: {err}") from None
-    if not re.fullmatch(r"[A-Za-z]{2}", args.country):
-        raise UsageError(f"--country {args.country!r}: a two-letter country code, like IR")
-    if not re.fullmatch(r"(?i:as)?[0-9]{1,10}", args.network):
-        raise UsageError(f"--network {args.network!r}: a network like AS197207")
+    try:
+        country = parse_country(args.country)
+        network = parse_network(args.network)
+    except ValueError as err:
+        raise UsageError(f"--country/--network: {err}") from None
     if args.probe_id and not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", args.probe_id):
         raise UsageError("--probe-id: 16 to 64 characters of A-Z a-z 0-9 _ -")
-    network = "AS" + args.network.upper().removeprefix("AS")
     return ClientConfig(
         mirrors=mirrors,
         keys=[keys.load_public(path) for path in args.keys],
-        country=args.country.upper(),
+        country=country,
         network=network,
         platform=args.platform,
         claims_url=args.claims,
@@ -65,37 +111,38 @@ def _defaults(path: Any) -> dict[str, int]:
         raise UsageError(f"--defaults: {err}") from None
 
 
-def describe(result: dict[str, Any]) -> str:
+def describe(result: plan.Plan) -> str:
     """The plan for people."""
-    lines = [f"Plan for probe {result['probe_id']} at {result['time']}"]
-    if result["source"] == "none":
+    document = result.to_json()
+    lines = [f"Plan for probe {result.probe_id} at {document['time']}"]
+    if result.source == "none":
         lines.append("feed: none (no mirror answered and nothing is cached): the default schedule only")
     else:
-        where = "the cache (no mirror gave an acceptable answer)" if result["source"] == "cache" else result["source"]
-        lines.append(f"feed: commit {result['commit']}, sequence {result['sequence']}, from {where}")
-    lines.append("runs:" if result["runs"] else "runs: none")
-    for run in result["runs"]:
-        claim = {None: "uncapped", "granted": "claim granted"}.get(run["claim"], f"claim {run['claim']}: do not run")
-        lines.append(f"  {run['instruction']} ({run['revision'][:12]}): {run['test']} in {run['delay']} s, {claim}")
-        lines.extend(f"      {item}" for item in run["inputs"])
+        where = "the cache (no mirror gave an acceptable answer)" if result.source == "cache" else result.source
+        lines.append(f"feed: commit {result.commit}, sequence {result.sequence}, from {where}")
+    lines.append("runs:" if result.runs else "runs: none")
+    for run in result.runs:
+        claim = {None: "uncapped", "granted": "claim granted"}.get(run.claim, f"claim {run.claim}: do not run")
+        lines.append(f"  {run.instruction} ({run.revision[:12]}): {run.test} in {run.delay} s, {claim}")
+        lines.extend(f"      {item}" for item in run.inputs)
     lines.append("schedule:")
-    for entry in result["schedule"]:
-        why = entry["instruction"] or "default"
-        lines.append(f"  {entry['test']:32} every {format_duration(entry['every']):>5}  ({why})")
-    if result["rejected"]:
+    for entry in result.schedule:
+        why = entry.instruction or "default"
+        lines.append(f"  {entry.test:32} every {format_duration(entry.every):>5}  ({why})")
+    if result.rejected:
         lines.append("rejected:")
-        lines.extend(f"  {item['mirror']}: {item['reason']}" for item in result["rejected"])
+        lines.extend(f"  {item.mirror}: {item.reason}" for item in result.rejected)
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace, out: TextIO) -> int:
+def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     config = config_from(args)
     result = poll(config)
     if not args.watch:
-        print(json.dumps(result, indent=2) if args.json else describe(result), file=out, flush=True)
+        print(json.dumps(result.to_json(), indent=2) if args.json else describe(result), file=out, flush=True)
         return 0
     # watching: JSON Lines (one plan a line) for programs, or the plan for people, then each change
-    print(json.dumps(result) if args.json else describe(result), file=out, flush=True)
+    print(json.dumps(result.to_json()) if args.json else describe(result), file=out, flush=True)
     seen = _essence(result)
     try:
         while True:
@@ -104,12 +151,13 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             if _essence(result) != seen:
                 seen = _essence(result)
                 if args.json:
-                    print(json.dumps({"noticed": result["time"], **result}), file=out, flush=True)
+                    print(json.dumps({"noticed": result.to_json()["time"], **result.to_json()}), file=out, flush=True)
                 else:
-                    print(f"\nchanged, noticed at {result['time']}\n{describe(result)}", file=out, flush=True)
+                    noticed = result.to_json()["time"]
+                    print(f"\nchanged, noticed at {noticed}\n{describe(result)}", file=out, flush=True)
     except KeyboardInterrupt:
         return 0
 
 
-def _essence(result: dict[str, Any]) -> tuple[Any, ...]:
-    return (result["commit"], [r["instruction"] for r in result["runs"]], result["schedule"], result["source"])
+def _essence(result: plan.Plan) -> tuple[Any, ...]:
+    return (result.commit, [r.instruction for r in result.runs], result.schedule, result.source)

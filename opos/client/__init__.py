@@ -3,13 +3,25 @@
     from opos.client import ClientConfig, Mirror, poll
     config = ClientConfig(mirrors=[Mirror("https://mirror.example/opos")], keys=[public_key],
                           country="IR", network="AS197207", state_dir=Path("state"))
-    plan = poll(config)   # a dict as in schemas/plan.schema.json; never raises for a mirror's fault
+    plan = poll(config)   # never raises for a mirror's fault; plan.to_json() is schemas/plan.schema.json
 
+The transport is a `Fetcher` (HttpFetcher by default), which owns the size caps and the deadline.
 docs/client.md specifies every step precisely enough to port it.
 """
 
-from opos.client.fetch import FetchFailed, Limits, Mirror
+from opos.client.fetch import Fetcher, FetchFailed, HttpFetcher, Limits, Mirror
 from opos.client.poll import ClientConfig, poll
 from opos.client.verify import Pin, Rejected, SplitView
 
-__all__ = ["ClientConfig", "FetchFailed", "Limits", "Mirror", "Pin", "Rejected", "SplitView", "poll"]
+__all__ = [
+    "ClientConfig",
+    "FetchFailed",
+    "Fetcher",
+    "HttpFetcher",
+    "Limits",
+    "Mirror",
+    "Pin",
+    "Rejected",
+    "SplitView",
+    "poll",
+]

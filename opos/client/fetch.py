@@ -1,16 +1,22 @@
-"""HTTP for the probe: bounded in size and time, through any mirror, optionally domain-fronted.
+"""Fetching for the probe: bounded in size and time, through any mirror, optionally domain-fronted.
 
-Every failure becomes a FetchFailed with a reason a person can read; the caller moves on to the
-next mirror. Nothing here trusts what it downloads: verification is the caller's.
+`Fetcher` owns the limits, as python-tuf's FetcherInterface does: one deadline for the whole
+exchange and a cap on the body, whatever the transport. A transport (`HttpFetcher` over sockets,
+or an in-memory one in tests) only opens an exchange and hands over the status, the headers and
+the body in pieces. Every failure becomes a FetchFailed with a reason a person can read; the caller
+moves on to the next mirror. Nothing here trusts what it downloads: verification is the caller's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
 import ssl
 import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,10 +51,11 @@ class Mirror:
 @dataclass(frozen=True)
 class Limits:
     connect_seconds: float = 10.0
-    total_seconds: float = 30.0  # for a whole answer, however slowly it trickles
+    total_seconds: float = 30.0  # for a whole exchange, however slowly it trickles
     gap_seconds: float = 10.0  # the longest silence while reading
     head_bytes: int = 64 * 1024
     feed_bytes: int = 16 * 1024 * 1024
+    answer_bytes: int = 64 * 1024  # a claims answer
 
 
 @dataclass(frozen=True)
@@ -58,72 +65,136 @@ class Answer:
     etag: str | None
 
 
-def get(mirror: Mirror, path: str, max_bytes: int, limits: Limits, etag: str | None = None) -> Answer:
-    """GET mirror.url/path. Raises FetchFailed; answers 200 (with the body) or 304."""
-    return _request("GET", mirror, path, None, max_bytes, limits, etag)
+class Deadline:
+    """The one moment by which an exchange must be over."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+    def check(self, what: str) -> None:
+        if self.left() <= 0:
+            raise FetchFailed(f"{what} took longer than {self.seconds:g} s")
 
 
-def post(mirror: Mirror, path: str, document: Any, limits: Limits) -> Answer:
-    """POST a JSON document to mirror.url/path; a 200 answer of at most 64 KiB, or FetchFailed."""
-    return _request("POST", mirror, path, json.dumps(document).encode(), 64 * 1024, limits, None)
+@dataclass
+class Exchange:
+    """What a transport hands over: the status, the headers (lower-case names) and the body in pieces."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: Iterator[bytes]
 
 
-def _request(
-    method: str, mirror: Mirror, path: str, body: bytes | None, max_bytes: int, limits: Limits, etag: str | None
-) -> Answer:
-    parts = urlsplit(mirror.url)
-    deadline = time.monotonic() + limits.total_seconds
-    connection: http.client.HTTPConnection
-    if parts.scheme == "https":
-        connection = http.client.HTTPSConnection(
-            parts.hostname or "", parts.port, timeout=limits.connect_seconds, context=ssl.create_default_context()
-        )
-    else:
-        connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=limits.connect_seconds)
-    headers = {"Accept": "application/json", "User-Agent": "opos-probe/1", "Accept-Encoding": "identity"}
-    if mirror.host:
-        headers["Host"] = mirror.host
-    if etag:
-        headers["If-None-Match"] = etag
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-    try:
-        connection.connect()
-        if connection.sock is not None:
-            connection.sock.settimeout(limits.gap_seconds)
-        connection.request(method, parts.path.rstrip("/") + "/" + path, body=body, headers=headers)
-        response = connection.getresponse()
-        if response.status == 304 and method == "GET":
-            return Answer(304, b"", etag)
-        if response.status != 200:
-            raise FetchFailed(f"HTTP {response.status} for {path}")
-        declared = response.getheader("Content-Length")
-        if declared and declared.isdigit() and int(declared) > max_bytes:
-            raise FetchFailed(f"{path} is {declared} bytes; the limit is {max_bytes}")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            if time.monotonic() > deadline:
-                raise FetchFailed(f"{path} took longer than {limits.total_seconds:g} s")
-            chunk = response.read1(65536)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > max_bytes:
-                raise FetchFailed(f"{path} is larger than the limit of {max_bytes} bytes")
-            chunks.append(chunk)
-        return Answer(200, b"".join(chunks), response.getheader("ETag"))
-    except FetchFailed:
-        raise
-    except TimeoutError:
-        raise FetchFailed(f"{path}: no answer within the time limit") from None
-    except socket.gaierror as err:
-        raise FetchFailed(f"cannot resolve {parts.hostname}: {err.strerror}") from None
-    except UnicodeError:
-        raise FetchFailed(f"cannot resolve {parts.hostname}: not a valid host name") from None
-    except ConnectionRefusedError:
-        raise FetchFailed(f"connection refused by {parts.hostname}:{parts.port or ''}") from None
-    except (OSError, http.client.HTTPException) as err:
-        raise FetchFailed(f"{path}: {type(err).__name__}: {err}") from None
-    finally:
-        connection.close()
+class Fetcher(ABC):
+    """GET and POST with the limits applied; subclasses supply `_open`, the transport."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+
+    @abstractmethod
+    def _open(
+        self, method: str, mirror: Mirror, path: str, body: bytes | None, headers: dict[str, str], deadline: Deadline
+    ) -> contextlib.AbstractContextManager[Exchange]:
+        """Start the exchange; raise FetchFailed when it cannot be had. Reads must not outlive `deadline`."""
+
+    def get(self, mirror: Mirror, path: str, max_bytes: int, etag: str | None = None) -> Answer:
+        """GET mirror.url/path: 200 with the body, or 304 in answer to `etag`. Raises FetchFailed."""
+        headers = {"If-None-Match": etag} if etag else {}
+        return self._request("GET", mirror, path, None, headers, max_bytes, etag)
+
+    def post(self, mirror: Mirror, path: str, document: Any) -> Answer:
+        """POST a JSON document to mirror.url/path; a 200 answer of at most answer_bytes, or FetchFailed."""
+        body = json.dumps(document).encode()
+        headers = {"Content-Type": "application/json"}
+        return self._request("POST", mirror, path, body, headers, self.limits.answer_bytes, None)
+
+    def _request(
+        self,
+        method: str,
+        mirror: Mirror,
+        path: str,
+        body: bytes | None,
+        extra: dict[str, str],
+        max_bytes: int,
+        etag: str | None,
+    ) -> Answer:
+        deadline = Deadline(self.limits.total_seconds)
+        headers = {"Accept": "application/json", "User-Agent": "opos-probe/1", "Accept-Encoding": "identity", **extra}
+        if mirror.host:
+            headers["Host"] = mirror.host
+        with self._open(method, mirror, path, body, headers, deadline) as exchange:
+            if exchange.status == 304 and method == "GET":
+                return Answer(304, b"", etag)
+            if exchange.status != 200:
+                raise FetchFailed(f"HTTP {exchange.status} for {path}")
+            declared = exchange.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise FetchFailed(f"{path} is {declared} bytes; the limit is {max_bytes}")
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in exchange.body:
+                deadline.check(path)
+                size += len(chunk)
+                if size > max_bytes:
+                    raise FetchFailed(f"{path} is larger than the limit of {max_bytes} bytes")
+                chunks.append(chunk)
+            deadline.check(path)
+            return Answer(200, b"".join(chunks), exchange.headers.get("etag"))
+
+
+class HttpFetcher(Fetcher):
+    """HTTP and HTTPS over sockets, with http.client: the transport of real probes."""
+
+    @contextlib.contextmanager
+    def _open(
+        self, method: str, mirror: Mirror, path: str, body: bytes | None, headers: dict[str, str], deadline: Deadline
+    ) -> Iterator[Exchange]:
+        parts = urlsplit(mirror.url)
+        limits = self.limits
+        connect = max(0.001, min(limits.connect_seconds, deadline.left()))
+        connection: http.client.HTTPConnection
+        if parts.scheme == "https":
+            connection = http.client.HTTPSConnection(
+                parts.hostname or "", parts.port, timeout=connect, context=ssl.create_default_context()
+            )
+        else:
+            connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=connect)
+
+        def read_timeout() -> float:
+            return max(0.001, min(limits.gap_seconds, deadline.left()))
+
+        def pieces(response: http.client.HTTPResponse) -> Iterator[bytes]:
+            while True:
+                if connection.sock is not None:
+                    connection.sock.settimeout(read_timeout())
+                chunk = response.read1(65536)
+                if not chunk:
+                    return
+                yield chunk
+
+        try:
+            connection.connect()
+            if connection.sock is not None:
+                connection.sock.settimeout(read_timeout())
+            connection.request(method, parts.path.rstrip("/") + "/" + path, body=body, headers=headers)
+            response = connection.getresponse()
+            names = {name.lower(): value for name, value in response.getheaders()}
+            yield Exchange(response.status, names, pieces(response))
+        except FetchFailed:
+            raise
+        except TimeoutError as err:
+            raise FetchFailed(f"{path}: no answer within the time limit") from err
+        except socket.gaierror as err:
+            raise FetchFailed(f"cannot resolve {parts.hostname}: {err.strerror}") from err
+        except UnicodeError as err:
+            raise FetchFailed(f"cannot resolve {parts.hostname}: not a valid host name") from err
+        except ConnectionRefusedError as err:
+            raise FetchFailed(f"connection refused by {parts.hostname}:{parts.port or ''}") from err
+        except (OSError, http.client.HTTPException) as err:
+            raise FetchFailed(f"{path}: {type(err).__name__}: {err}") from err
+        finally:
+            connection.close()

@@ -8,20 +8,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from opos.client.fetch import Answer, FetchFailed, Limits, Mirror, get, post
-from opos.client.state import State
-from opos.client.verify import Pin, Rejected, SplitView, check_feed, check_head
+from opos.client.fetch import Fetcher, FetchFailed, HttpFetcher, Limits, Mirror
+from opos.client.state import ProbeState
+from opos.client.verify import Pin, Rejected, SplitView, check_feed, check_head, verify_head
 from opos.errors import UntrustedDataError
 from opos.feed import plan
-from opos.feed.render import verify_envelope
-from opos.model import format_time, parse_time
+from opos.feed.documents import Feed, FeedEntry, Head
+from opos.model import parse_time
 
 
 @dataclass(frozen=True)
@@ -41,15 +39,15 @@ class ClientConfig:
     claim_retry: dt.timedelta = dt.timedelta(hours=1)  # ask again this long after a refusal
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Verified:
     head_bytes: bytes
     feed_bytes: bytes
-    head: dict[str, Any]
-    feed: dict[str, Any]
+    head: Head
+    feed: Feed
 
 
-def _load_cache(state: State, config: ClientConfig, rejected: list[dict[str, str]]) -> _Verified | None:
+def _load_cache(state: ProbeState, config: ClientConfig, rejected: list[plan.RejectedSource]) -> _Verified | None:
     """The saved head and feed, fully verified again (except expiry: an old feed is still a good fallback)."""
     head_bytes, feed_bytes = state.cached()
     if head_bytes is None and feed_bytes is None:
@@ -57,122 +55,123 @@ def _load_cache(state: State, config: ClientConfig, rejected: list[dict[str, str
     try:
         if head_bytes is None or feed_bytes is None:
             raise Rejected("half a cache (a head without its feed, or the reverse)")
-        document = verify_envelope(head_bytes, config.keys)
-        if document.kind != "head":
-            raise Rejected("head.json holds a feed")
-        feed = check_feed(feed_bytes, document.payload, config.keys)
-        return _Verified(head_bytes, feed_bytes, document.payload, feed)
+        head = verify_head(head_bytes, config.keys)
+        feed = check_feed(feed_bytes, head, config.keys)
+        return _Verified(head_bytes, feed_bytes, head, feed)
     except UntrustedDataError as err:
         state.discard_cache()
-        rejected.append({"mirror": "cache", "reason": f"the saved state was discarded: {err}"})
+        rejected.append(plan.RejectedSource("cache", f"the saved state was discarded: {err}"))
         return None
 
 
 def _fetch_feed(
-    mirrors: list[Mirror], commit: str, head: dict[str, Any], config: ClientConfig
-) -> tuple[Mirror, bytes, dict[str, Any]]:
+    mirrors: list[Mirror], head: Head, config: ClientConfig, fetcher: Fetcher
+) -> tuple[Mirror, bytes, Feed]:
     """The feed a verified head names, from the first mirror that gives a good one."""
     reasons = []
     for mirror in mirrors:
         try:
-            answer = get(mirror, f"v1/feed/{commit}.json", config.limits.feed_bytes, config.limits)
+            answer = fetcher.get(mirror, f"v1/feed/{head.commit}.json", config.limits.feed_bytes)
             return mirror, answer.body, check_feed(answer.body, head, config.keys)
         except (FetchFailed, UntrustedDataError) as err:
             reasons.append(f"{mirror.url}: {err}")
     raise Rejected(f"its feed could not be had from any mirror ({'; '.join(reasons)})")
 
 
-def poll(config: ClientConfig, now: dt.datetime | None = None, rng: random.Random | None = None) -> dict[str, Any]:
-    """Poll the mirrors once and return the plan (schemas/plan.schema.json). Never raises for a mirror's fault."""
+def poll(
+    config: ClientConfig,
+    now: dt.datetime | None = None,
+    rng: random.Random | None = None,
+    fetcher: Fetcher | None = None,
+) -> plan.Plan:
+    """Poll the mirrors once and return the plan. Never raises for a mirror's fault.
+
+    `fetcher` is the transport (default: HTTP with `config.limits`); tests pass their own.
+    """
     now = now or dt.datetime.now(dt.UTC)  # one "now" for every check of this poll
     rng = rng or random.SystemRandom()
-    state = State(config.state_dir)
+    fetcher = fetcher or HttpFetcher(config.limits)
+    state = ProbeState(config.state_dir)
     probe = plan.Probe(state.probe_id(config.probe_id), config.country.upper(), config.network, config.platform)
-    rejected: list[dict[str, str]] = []
+    rejected: list[plan.RejectedSource] = []
     cache = _load_cache(state, config, rejected)
     pin = state.pin()
-    if cache is not None and (pin is None or cache.head["sequence"] > pin.sequence):
-        pin = Pin(cache.head["sequence"], cache.head["commit"])
+    if cache is not None and (pin is None or cache.head.sequence > pin.sequence):
+        pin = Pin(cache.head.sequence, cache.head.commit)
     mirrors = list(config.mirrors)
     rng.shuffle(mirrors)  # so that one stale or hostile mirror cannot hold the probe back
     accepted: _Verified | None = None
     source = "none"
     etags = state.etags()
     for mirror in mirrors:
+        head_bytes = b""
         try:
-            answer = get(mirror, "v1/head.json", config.limits.head_bytes, config.limits,
-                         etags.get(mirror.url) if cache else None)  # fmt: skip
+            answer = fetcher.get(mirror, "v1/head.json", config.limits.head_bytes,
+                                 etags.get(mirror.url) if cache else None)  # fmt: skip
             head_bytes = cache.head_bytes if answer.status == 304 and cache else answer.body
             head = check_head(head_bytes, config.keys, now, config.clock_skew, pin)
-            if cache is not None and head["commit"] == cache.head["commit"]:
+            if cache is not None and head.commit == cache.head.commit:
                 feed_from, feed_bytes, feed = mirror, cache.feed_bytes, cache.feed  # this head confirms the cache
             else:
                 others = [m for m in mirrors if m != mirror]
-                feed_from, feed_bytes, feed = _fetch_feed([mirror, *others], head["commit"], head, config)
+                feed_from, feed_bytes, feed = _fetch_feed([mirror, *others], head, config, fetcher)
             accepted = _Verified(head_bytes, feed_bytes, head, feed)
-            state.save(head_bytes, feed_bytes, Pin(head["sequence"], head["commit"]))
+            state.save(head_bytes, feed_bytes, Pin(head.sequence, head.commit))
             state.save_etag(mirror.url, answer.etag if answer.status == 200 else etags.get(mirror.url))
             source = feed_from.url
             break
         except SplitView as err:
             folder = state.save_evidence(now, {"accepted-head.json": cache.head_bytes if cache else b"",
                                                "other-head.json": head_bytes})  # fmt: skip
-            rejected.append({"mirror": mirror.url, "reason": f"{err} (evidence saved in {folder})"})
+            rejected.append(plan.RejectedSource(mirror.url, f"{err} (evidence saved in {folder})"))
         except (FetchFailed, UntrustedDataError) as err:
-            rejected.append({"mirror": mirror.url, "reason": str(err)})
+            rejected.append(plan.RejectedSource(mirror.url, str(err)))
     if accepted is None and cache is not None:
         accepted, source = cache, "cache"
-    return _plan(config, state, probe, accepted, source, rejected, now, rng)
+    return _plan(config, fetcher, state, probe, accepted, source, rejected, now, rng)
 
 
 def _plan(
     config: ClientConfig,
-    state: State,
+    fetcher: Fetcher,
+    state: ProbeState,
     probe: plan.Probe,
     accepted: _Verified | None,
     source: str,
-    rejected: list[dict[str, str]],
+    rejected: list[plan.RejectedSource],
     now: dt.datetime,
     rng: random.Random,
-) -> dict[str, Any]:
-    instructions = plan.applicable(accepted.feed, probe, now) if accepted else []
+) -> plan.Plan:
+    entries = plan.applicable(accepted.feed, probe, now) if accepted else []
     runs = []
     reported: dict[str, str] = {}
-    for instruction in plan.pending_runs(instructions, state.ran()):
-        claim = None
-        if instruction["target"]["max_probes"] is not None:
-            claim = _claim(config, state, probe, instruction, now)
+    for entry in plan.pending_runs(entries, state.ran()):
+        claim: plan.Claim | None = None
+        if entry.instruction.target.max_probes is not None:
+            claim = _claim(config, fetcher, state, probe, entry, now)
         if claim in (None, "granted"):
-            reported[instruction["id"]] = instruction["revision"]
-        runs.append(
-            {
-                "instruction": instruction["id"],
-                "revision": instruction["revision"],
-                "test": instruction["test"],
-                "inputs": instruction["inputs"],
-                "delay": plan.jitter(instruction, now, config.max_delay, rng),
-                "claim": claim,
-            }
-        )
+            reported[entry.id] = entry.revision
+        delay = plan.jitter(entry, now, config.max_delay, rng)
+        runs.append(plan.Run(entry.id, entry.revision, entry.instruction.test, entry.instruction.inputs, delay, claim))
     state.mark_ran(reported)
-    return {
-        "time": format_time(now),
-        "probe_id": probe.probe_id,
-        "commit": accepted.head["commit"] if accepted else None,
-        "sequence": accepted.head["sequence"] if accepted else None,
-        "source": source,
-        "runs": runs,
-        "schedule": plan.schedule(instructions, config.defaults),
-        "rejected": rejected,
-    }
+    return plan.Plan(
+        time=now,
+        probe_id=probe.probe_id,
+        commit=accepted.head.commit if accepted else None,
+        sequence=accepted.head.sequence if accepted else None,
+        source=source,
+        runs=tuple(runs),
+        schedule=plan.schedule(entries, config.defaults),
+        rejected=tuple(rejected),
+    )
 
 
 def _claim(
-    config: ClientConfig, state: State, probe: plan.Probe, instruction: Mapping[str, Any], now: dt.datetime
-) -> str:
+    config: ClientConfig, fetcher: Fetcher, state: ProbeState, probe: plan.Probe, entry: FeedEntry, now: dt.datetime
+) -> plan.Claim:
     """granted, refused or unavailable: a capped instruction runs only with a granted claim."""
-    cached = state.claims().get(instruction["id"])
-    if cached and cached.get("revision") == instruction["revision"]:
+    cached = state.claims().get(entry.id)
+    if cached and cached.get("revision") == entry.revision:
         if cached.get("granted"):
             return "granted"
         try:
@@ -182,14 +181,14 @@ def _claim(
             pass
     if not config.claims_url:
         return "unavailable"
-    document = {"instruction": instruction["id"], "probe_id": probe.probe_id, "country": probe.country,
+    document = {"instruction": entry.id, "probe_id": probe.probe_id, "country": probe.country,
                 "network": probe.network, "platform": probe.platform}  # fmt: skip
     try:
-        answer: Answer = post(Mirror(config.claims_url.rstrip("/")), "v1/claims", document, config.limits)
+        answer = fetcher.post(Mirror(config.claims_url.rstrip("/")), "v1/claims", document)
         granted = json.loads(answer.body)["granted"]
         if not isinstance(granted, bool):
             raise ValueError("granted is not a boolean")
     except (FetchFailed, ValueError, KeyError, TypeError):
         return "unavailable"
-    state.save_claim(instruction["id"], instruction["revision"], granted, now)
+    state.save_claim(entry.id, entry.revision, granted, now)
     return "granted" if granted else "refused"

@@ -22,7 +22,7 @@ from opos.client.verify import Pin
 from opos.model import format_time
 
 
-class State:
+class ProbeState:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)

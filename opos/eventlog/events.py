@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from opos.instructions import rules
 from opos.model import CommitHash, format_time, parse_time
@@ -35,9 +35,12 @@ class LedgerSource(Protocol):
     def ledger_prefix(self) -> str: ...
 
 
+Action = Literal["added", "changed", "removed", "expired"]
+
+
 @dataclass(frozen=True)
 class Event:
-    action: str  # added, changed, removed, expired
+    action: Action
     instruction: str
     commit: str  # the commit of the followed branch where the change appeared
     sequence: int
@@ -113,7 +116,7 @@ def step_events(
         new, old = after.get(name), before.get(name)
         if new is None and old is None:
             continue
-        action = "added" if old is None else "removed" if new is None else "changed"
+        action: Action = "added" if old is None else "removed" if new is None else "changed"
         if action == "changed" and new == old:
             continue  # only formatting or comments changed: the instruction did not
         revision = revisions.get(name, commit) if new is not None else _remover(source, info, name)
@@ -160,19 +163,6 @@ def expired_events(events: Iterable[Event], now: dt.datetime) -> list[Event]:
             continue
         result.append(replace(event, action="expired", time=format_time(end), after=None, before=event.after))
     return result
-
-
-def targets(instruction: Mapping[str, Any], country: str | None, network: str | None) -> bool:
-    """Whether the instruction's target takes a probe of this country and network (None: any)."""
-    target = instruction["target"]
-    if country and target["countries"] != ["*"] and country.upper() not in target["countries"]:
-        return False
-    if network:
-        digits = network.upper().removeprefix("AS")
-        wanted = f"AS{int(digits)}" if digits.isdigit() else network
-        if target["networks"] and wanted not in target["networks"]:
-            return False
-    return True
 
 
 def field_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> list[tuple[str, Any, Any]]:

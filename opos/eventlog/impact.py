@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opos.eventlog.events import field_changes
-from opos.instructions.rules import format_duration
-from opos.model import parse_time
+from opos.model import format_duration, parse_time
 
 LARGE_TARGET_COUNTRIES = 10
 SHORT_INTERVAL = 3600

@@ -14,17 +14,20 @@ import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from opos.errors import RepositoryError
 from opos.eventlog import events as ev
-from opos.model import CommitHash, parse_time
+from opos.model import CommitHash, Target, parse_time
 from opos.trust.verification import Verification
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (ord INTEGER PRIMARY KEY, commit_id TEXT NOT NULL, data TEXT NOT NULL);
 """
+
+
+Period = Literal["window", "time"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class LogQuery:
     instruction: str | None = None
     since: dt.datetime | None = None
     until: dt.datetime | None = None
-    period: str = "window"  # "window": the instruction's window overlaps [since, until); "time": the event's time
+    period: Period = "window"  # "window": the instruction's window overlaps [since, until); "time": the event's time
     cursor: str | None = None
     limit: int = 100
 
@@ -48,7 +51,7 @@ class LogIndex:
 
     @classmethod
     def for_verification(cls, verification: Verification) -> LogIndex:
-        return cls(verification.ledger.state_dir() / f"log-{verification.cache.key}.sqlite3")
+        return cls(verification.ledger.state.log_index_file(verification.scope))
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -131,7 +134,9 @@ def _matches(event: ev.Event, query: LogQuery) -> bool:
         return False
     if query.test and not any(v["test"] == query.test for v in versions):
         return False
-    if (query.country or query.network) and not any(ev.targets(v, query.country, query.network) for v in versions):
+    if (query.country or query.network) and all(
+        Target.from_json(v["target"]).excludes(query.country, query.network) for v in versions
+    ):
         return False
     if query.period == "time":
         moment = parse_time(event.time)

@@ -50,17 +50,17 @@ def load_private(path: Path) -> ed25519.Ed25519PrivateKey:
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise KeyInvalid(f"cannot read the key {path}: {err.strerror}") from None
+        raise KeyInvalid(f"cannot read the key {path}: {err.strerror}") from err
     key: object
     try:
         if b"OPENSSH PRIVATE KEY" in data:
             key = serialization.load_ssh_private_key(data, password=None)
         else:
             key = serialization.load_pem_private_key(data, password=None)
-    except TypeError:
-        raise KeyInvalid(f"{path} is protected by a passphrase: the feed key must load unattended") from None
+    except TypeError as err:
+        raise KeyInvalid(f"{path} is protected by a passphrase: the feed key must load unattended") from err
     except (ValueError, UnsupportedAlgorithm) as err:
-        raise KeyInvalid(f"{path} is not a private key OPOS can read ({err}); make one with `opos keygen`") from None
+        raise KeyInvalid(f"{path} is not a private key OPOS can read ({err}); make one with `opos keygen`") from err
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise KeyInvalid(f"{path} is not an Ed25519 key; make one with `opos keygen`")
     return key
@@ -71,13 +71,13 @@ def load_public(path: Path) -> ed25519.Ed25519PublicKey:
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise KeyInvalid(f"cannot read the key {path}: {err.strerror}") from None
+        raise KeyInvalid(f"cannot read the key {path}: {err.strerror}") from err
     if b"PRIVATE KEY" in data:
         return load_private(path).public_key()
     try:
         key = serialization.load_ssh_public_key(data.strip())
     except (ValueError, UnsupportedAlgorithm) as err:
-        raise KeyInvalid(f"{path} is not an OpenSSH public key ({err})") from None
+        raise KeyInvalid(f"{path} is not an OpenSSH public key ({err})") from err
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise KeyInvalid(f"{path} is not an Ed25519 key; feeds are signed with Ed25519")
     return key

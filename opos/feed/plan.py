@@ -6,6 +6,8 @@
   a test no instruction sets keeps the probe's default interval.
 - Runs: each applicable `run` instruction once per revision, after a random delay (jitter) so
   that probes neither run at the same second nor are easy to enumerate.
+
+`Plan.to_json` is the document of schemas/plan.schema.json (`opos probe --json`).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import datetime as dt
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from opos.feed import targeting
-from opos.model import parse_time
+from opos.feed.documents import Feed, FeedEntry
+from opos.model import CommitHash, format_time
 
 HOUR = 3600
 # What ooniprobe runs unattended today, about every hour (cmd/ooniprobe/internal/autorun); performance
@@ -40,6 +43,8 @@ DEFAULT_SCHEDULE: dict[str, int] = dict.fromkeys(
     HOUR,
 )
 
+Claim = Literal["granted", "refused", "unavailable"]
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -49,41 +54,103 @@ class Probe:
     platform: str | None = None
 
 
-def applicable(feed: Mapping[str, Any], probe: Probe, now: dt.datetime) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Run:
+    """A run instruction to carry out: after `delay` seconds, when its claim is None (uncapped) or granted."""
+
+    instruction: str
+    revision: CommitHash
+    test: str
+    inputs: tuple[str, ...]
+    delay: int
+    claim: Claim | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "instruction": self.instruction,
+            "revision": self.revision,
+            "test": self.test,
+            "inputs": list(self.inputs),
+            "delay": self.delay,
+            "claim": self.claim,
+        }
+
+
+@dataclass(frozen=True)
+class ScheduleEntry:
+    test: str
+    every: int  # seconds
+    instruction: str | None  # None: the probe's default
+
+    def to_json(self) -> dict[str, Any]:
+        return {"test": self.test, "every": self.every, "instruction": self.instruction}
+
+
+@dataclass(frozen=True)
+class RejectedSource:
+    """An answer not used (a mirror's, or "cache" for a discarded state), and why."""
+
+    mirror: str
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"mirror": self.mirror, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Plan:
+    time: dt.datetime
+    probe_id: str
+    commit: CommitHash | None
+    sequence: int | None
+    source: str  # the mirror whose answer was used, "cache" or "none"
+    runs: tuple[Run, ...]
+    schedule: tuple[ScheduleEntry, ...]
+    rejected: tuple[RejectedSource, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "time": format_time(self.time),
+            "probe_id": self.probe_id,
+            "commit": self.commit,
+            "sequence": self.sequence,
+            "source": self.source,
+            "runs": [run.to_json() for run in self.runs],
+            "schedule": [entry.to_json() for entry in self.schedule],
+            "rejected": [item.to_json() for item in self.rejected],
+        }
+
+
+def applicable(feed: Feed, probe: Probe, now: dt.datetime) -> list[FeedEntry]:
     """The feed's instructions that apply to this probe at this moment."""
     return [
-        instruction
-        for instruction in feed["instructions"]
-        if targeting.in_window(instruction, now)
-        and targeting.matches(instruction, probe.country, probe.network, probe.platform) is None
-        and targeting.in_sample(instruction, probe.probe_id)
+        entry
+        for entry in feed.entries
+        if targeting.in_window(entry.instruction, now)
+        and targeting.matches(entry.instruction, probe.country, probe.network, probe.platform) is None
+        and targeting.in_sample(entry.instruction, probe.probe_id)
     ]
 
 
-def schedule(instructions: Iterable[Mapping[str, Any]], defaults: Mapping[str, int]) -> list[dict[str, Any]]:
+def schedule(entries: Iterable[FeedEntry], defaults: Mapping[str, int]) -> tuple[ScheduleEntry, ...]:
     """Per test: the shortest interval an applicable schedule sets, else the default."""
-    chosen: dict[str, dict[str, Any]] = {
-        test: {"test": test, "every": every, "instruction": None} for test, every in defaults.items()
-    }
-    for instruction in instructions:
-        if instruction["kind"] != "schedule":
+    chosen = {test: ScheduleEntry(test, every, None) for test, every in defaults.items()}
+    for entry in entries:
+        instruction = entry.instruction
+        if instruction.kind != "schedule" or instruction.every is None:
             continue
-        current = chosen.get(instruction["test"])
-        if current is None or current["instruction"] is None or instruction["every"] < current["every"]:
-            chosen[instruction["test"]] = {
-                "test": instruction["test"],
-                "every": instruction["every"],
-                "instruction": instruction["id"],
-            }
-    return [chosen[test] for test in sorted(chosen)]
+        current = chosen.get(instruction.test)
+        if current is None or current.instruction is None or instruction.every < current.every:
+            chosen[instruction.test] = ScheduleEntry(instruction.test, instruction.every, instruction.id)
+    return tuple(chosen[test] for test in sorted(chosen))
 
 
-def pending_runs(instructions: Iterable[Mapping[str, Any]], ran: Mapping[str, str]) -> list[Mapping[str, Any]]:
+def pending_runs(entries: Iterable[FeedEntry], ran: Mapping[str, str]) -> list[FeedEntry]:
     """Applicable run instructions not yet reported at their current revision."""
-    return [i for i in instructions if i["kind"] == "run" and ran.get(i["id"]) != i["revision"]]
+    return [e for e in entries if e.instruction.kind == "run" and ran.get(e.id) != e.revision]
 
 
-def jitter(instruction: Mapping[str, Any], now: dt.datetime, max_delay: int, rng: random.Random) -> int:
+def jitter(entry: FeedEntry, now: dt.datetime, max_delay: int, rng: random.Random) -> int:
     """A random delay in seconds, within max_delay and within what is left of the window."""
-    left = int((parse_time(instruction["window"]["end"]) - now).total_seconds())
+    left = int((entry.instruction.window.end - now).total_seconds())
     return rng.randint(0, max(0, min(max_delay, left - 1)))

@@ -9,7 +9,6 @@ The CLI (`opos render`) and the service both publish through here.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 from dataclasses import dataclass
@@ -18,9 +17,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from opos.atomic import write_atomically
-from opos.errors import HistoryRejected, LedgerInvalid
+from opos.errors import EnvelopeInvalid, HistoryRejected, LedgerInvalid
 from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
 from opos.feed import render
+from opos.feed.documents import FeedEntry, Head, read_own_head
 from opos.instructions import rules
 from opos.model import CommitHash
 from opos.trust import revisions
@@ -34,13 +34,11 @@ def feed_at(verification: Verification, commit: CommitHash) -> bytes:
     report = verification.require(commit)
     assert report.accepted is not None
     info = ledger.commit(commit)
-    if len(verification.checked) > 50_000:
-        verification.checked.clear()
     checked = rules.check_ledger(ledger.ledger_files(info), verification.checked)
     if checked.problems:
         raise LedgerInvalid(checked.problems)
     by_name = {f"{i.id}.yaml": i for i in checked.instructions.values()}
-    memo_path = ledger.state_dir() / f"revisions-{verification.cache.key}.json"
+    memo_path = ledger.state.revisions_file(verification.scope)
     known = _load_memo(memo_path)
     last = revisions.last_revisions(ledger, commit, by_name, known)
     write_atomically(memo_path, json.dumps({commit: last}).encode())
@@ -48,7 +46,7 @@ def feed_at(verification: Verification, commit: CommitHash) -> bytes:
     for name, instruction in by_name.items():
         accepted = verification.verifier.cache.get(last[name])
         signer = accepted.signer.principal if accepted is not None and accepted.signer is not None else None
-        entries.append(render.Entry(instruction, last[name], signer))
+        entries.append(FeedEntry(instruction, last[name], signer))
     committed = dt.datetime.fromtimestamp(info.committed, dt.UTC)
     return render.feed_payload(commit, report.accepted.sequence, committed, entries)
 
@@ -70,15 +68,18 @@ class Published:
     note: str
 
 
-def published_commit(out: Path) -> CommitHash | None:
-    """The commit named by the site's current head (our own output, read only to decide what to replace)."""
+def published_head(out: Path) -> Head | None:
+    """The site's current head (our own output, read only to decide what to publish next), or None."""
     try:
-        envelope = json.loads((out / "v1" / "head.json").read_bytes())
-        payload = json.loads(base64.b64decode(envelope["payload"]))
-        commit = payload["commit"]
-        return CommitHash(commit) if isinstance(commit, str) and len(commit) == 40 else None
-    except (OSError, ValueError, KeyError, TypeError):
+        return read_own_head((out / "v1" / "head.json").read_bytes())
+    except (OSError, EnvelopeInvalid):
         return None
+
+
+def published_commit(out: Path) -> CommitHash | None:
+    """The commit named by the site's current head, or None."""
+    head = published_head(out)
+    return head.commit if head is not None else None
 
 
 def pin(
@@ -89,7 +90,9 @@ def pin(
     envelope = render.sign("feed", payload, key)
     feed_path = out / "v1" / "feed" / f"{commit}.json"
     write_atomically(feed_path, envelope)
-    return feed_path, int(json.loads(payload)["sequence"]), envelope
+    accepted = verification.verifier.cache.get(commit)
+    assert accepted is not None  # feed_at required it
+    return feed_path, accepted.sequence, envelope
 
 
 def write_log(verification: Verification, commit: CommitHash, out: Path, now: dt.datetime) -> None:

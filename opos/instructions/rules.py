@@ -6,7 +6,6 @@ Nothing here opens a file: the adapters read the ledger (working tree or commit)
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 import ipaddress
 import re
@@ -20,13 +19,21 @@ import jsonschema
 from opos.errors import Problem
 from opos.instructions import resources
 from opos.instructions.yamlfile import LoadedYaml, YamlProblem, dotted, load
-from opos.model import Instruction, Policy, Target, Window
+from opos.lru import LRU
+from opos.model import (
+    Instruction,
+    Policy,
+    Target,
+    Window,
+    format_duration,
+    normalise_network,
+    parse_duration,
+    parse_timestamp,
+)
 
 MAX_INSTRUCTION_BYTES = 64 * 1024
 MAX_POLICY_BYTES = 16 * 1024
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_ISO_DURATION = re.compile(r"^P(?:(\d+)W|(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?)$")
 _DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.I)
 
 
@@ -44,34 +51,6 @@ class LedgerFiles:
 class CheckResult:
     instructions: dict[str, Instruction] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
-
-
-def parse_duration(text: str) -> int:
-    """`30m`, `6h`, `1d`, `90s`, `2w` or ISO 8601 (`PT6H`, `P1D`) in seconds. Raises ValueError."""
-    if text[-1:] in _UNITS and text[:-1].isdigit():
-        return int(text[:-1]) * _UNITS[text[-1]]
-    match = _ISO_DURATION.match(text)
-    if not match or text in ("P", "PT") or text.endswith("T"):
-        raise ValueError(f"{text!r} is not a duration such as 30m, 6h, 1d or PT6H")
-    weeks, days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
-    return (((weeks * 7 + days) * 24 + hours) * 60 + minutes) * 60 + seconds
-
-
-def parse_timestamp(text: str) -> dt.datetime:
-    """A timestamp with a time zone, or a date (midnight UTC), as an aware UTC datetime."""
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-        return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
-    moment = dt.datetime.fromisoformat(re.sub(r"\s+(?=[Zz+-]\d*[:\d]*$)", "", text).replace("z", "Z"))
-    if moment.tzinfo is None:
-        raise ValueError("needs a time zone")
-    return moment.astimezone(dt.UTC).replace(microsecond=0)
-
-
-def format_duration(seconds: int) -> str:
-    for unit in ("w", "d", "h", "m"):
-        if seconds % _UNITS[unit] == 0:
-            return f"{seconds // _UNITS[unit]}{unit}"
-    return f"{seconds}s"
 
 
 def schema_problems(loaded: LoadedYaml, schema: str, path: str) -> list[Problem]:
@@ -264,7 +243,7 @@ class _Meaning:
         for index, code in enumerate(countries):
             if code != "*" and code not in resources.countries():
                 self.problem(("target", "countries", index), f"{code!r} is not an ISO 3166-1 alpha-2 country code")
-        networks = [f"AS{int(str(n).upper().removeprefix('AS'))}" for n in target.get("networks", [])]
+        networks = [normalise_network(str(n)) for n in target.get("networks", [])]
         for name, values in (
             ("countries", countries),
             ("networks", networks),
@@ -374,7 +353,13 @@ def _endpoint_error(text: str) -> str | None:
     return None
 
 
-CheckMemo = dict[tuple[Policy, str, bytes], tuple[Instruction | None, list[Problem]]]
+CheckMemo = LRU[tuple[Policy, str, bytes], tuple[Instruction | None, list[Problem]]]
+CHECK_MEMO_SIZE = 20_000
+
+
+def new_check_memo() -> CheckMemo:
+    """Verdicts by (policy, path, contents), for callers that check one commit after another."""
+    return LRU(CHECK_MEMO_SIZE)
 
 
 def check_ledger(files: LedgerFiles, memo: CheckMemo | None = None) -> CheckResult:
@@ -400,12 +385,12 @@ def check_ledger(files: LedgerFiles, memo: CheckMemo | None = None) -> CheckResu
                 result.problems.append(Problem(path, None, "", f"instructions/ holds only <id>.yaml files{hint}"))
             continue
         key = (policy, path, files.instructions[name])
-        if memo is not None and key in memo:
-            instruction, problems = memo[key]
-        else:
-            instruction, problems = check_instruction(files.instructions[name], path, policy)
+        verdict = memo.get(key) if memo is not None else None
+        if verdict is None:
+            verdict = check_instruction(files.instructions[name], path, policy)
             if memo is not None:
-                memo[key] = (instruction, problems)
+                memo.put(key, verdict)
+        instruction, problems = verdict
         result.problems.extend(problems)
         if instruction is None:
             continue

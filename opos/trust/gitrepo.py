@@ -6,7 +6,6 @@ signature check is byte for byte what git signed (git's `parse_buffer_signed_by_
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -23,8 +22,10 @@ from dulwich.repo import Repo
 from opos.atomic import write_atomically
 from opos.errors import RepositoryError
 from opos.instructions.rules import LedgerFiles
+from opos.lru import LRU
 from opos.model import CommitHash, KeyFingerprint, Signer
 from opos.trust.history import Accepted, CommitInfo
+from opos.trust.statedir import StateDir
 
 _TREE_MODE = 0o040000
 _FILE_MODES = (0o100644, 0o100755)
@@ -91,33 +92,38 @@ def parse_raw_commit(commit_id: CommitHash, raw: bytes) -> CommitInfo:
     )
 
 
-class GitLedger:
-    """A ledger repository read through dulwich: a `CommitSource` for `history`, and ledger files."""
+class GitObjects:
+    """Raw object access to one repository: commits, trees and blobs by id, each read once into bounded caches.
 
-    def __init__(self, path: str | os.PathLike[str], ledger_dir: str = "ledger") -> None:
+    A context manager: the repository's files are closed on exit (or by `close`).
+    """
+
+    COMMITS_KEPT = 20_000
+    TREES_KEPT = 20_000
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         try:
             self.repo = Repo(str(path))
-        except (NotGitRepository, FileNotFoundError):
-            raise RepositoryError(f"{path} is not a git repository: give the ledger's clone with --repo") from None
+        except (NotGitRepository, FileNotFoundError) as err:
+            raise RepositoryError(f"{path} is not a git repository: give the ledger's clone with --repo") from err
         self.path = Path(path)
-        self.ledger_parts = normalise_ledger_dir(ledger_dir)
-        self.ledger_prefix = "".join(f"{p}/" for p in self.ledger_parts)
-        self._commits: dict[CommitHash, CommitInfo] = {}
-        self._trees: dict[str, dict[bytes, tuple[int, str]]] = {}
-        self._ledger_trees: dict[str, str | None] = {}
-        self._signer_files: dict[str, bytes] = {}
-        self._entries: dict[str, dict[str, str]] = {}  # instructions tree id -> file name -> mode:blob
+        self._commits: LRU[CommitHash, CommitInfo] = LRU(self.COMMITS_KEPT)
+        self._trees: LRU[str, dict[bytes, tuple[int, str]]] = LRU(self.TREES_KEPT)
+
+    def __enter__(self) -> GitObjects:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def close(self) -> None:
         self.repo.close()
 
-    # --- objects ---
-
     def _raw(self, object_id: str, expected: int, what: str) -> bytes:
         try:
             kind, raw = self.repo.object_store.get_raw(ObjectID(object_id.encode()))
-        except KeyError:
-            raise RepositoryError(f"{what} {object_id} is missing from the repository (fetch it again)") from None
+        except KeyError as err:
+            raise RepositoryError(f"{what} {object_id} is missing from the repository (fetch it again)") from err
         if kind != expected:
             raise RepositoryError(f"{object_id} is not a {what}")
         return bytes(raw)
@@ -136,14 +142,14 @@ class GitLedger:
                 elif number:
                     commit = self.commit(commit).parents[number - 1]
             return commit
-        except (KeyError, ValueError, NotImplementedError, IndexError, RepositoryError):
-            raise RepositoryError(f"no commit named {revision!r} in {self.path}") from None
+        except (KeyError, ValueError, NotImplementedError, IndexError, RepositoryError) as err:
+            raise RepositoryError(f"no commit named {revision!r} in {self.path}") from err
 
     def commit(self, commit_id: CommitHash) -> CommitInfo:
         info = self._commits.get(commit_id)
         if info is None:
             info = parse_raw_commit(commit_id, self._raw(commit_id, _COMMIT, "commit"))
-            self._commits[commit_id] = info
+            self._commits.put(commit_id, info)
         return info
 
     def tree(self, tree_id: str) -> dict[bytes, tuple[int, str]]:
@@ -151,91 +157,20 @@ class GitLedger:
         if entries is None:
             raw = self._raw(tree_id, _TREE, "tree")
             entries = {name: (mode, sha.decode()) for name, mode, sha in parse_tree(raw, 20)}
-            if len(self._trees) > 50_000:
-                self._trees.clear()
-            self._trees[tree_id] = entries
+            self._trees.put(tree_id, entries)
         return entries
 
     def blob(self, blob_id: str) -> bytes:
         return self._raw(blob_id, _BLOB, "file")
 
-    def _subtree(self, tree_id: str, parts: Iterable[str]) -> str | None:
+    def subtree(self, tree_id: str, parts: Iterable[str]) -> str | None:
+        """The id of the tree at `parts` below `tree_id`, or None when there is no such folder."""
         for part in parts:
             mode, sha = self.tree(tree_id).get(part.encode(), (0, ""))
             if mode != _TREE_MODE:
                 return None
             tree_id = sha
         return tree_id
-
-    # --- CommitSource ---
-
-    def ledger_tree(self, commit: CommitInfo) -> str | None:
-        if commit.tree not in self._ledger_trees:
-            self._ledger_trees[commit.tree] = self._subtree(commit.tree, self.ledger_parts)
-        return self._ledger_trees[commit.tree]
-
-    def _ledger_file(self, commit: CommitInfo, name: str) -> bytes | None:
-        ledger = self.ledger_tree(commit)
-        if ledger is None:
-            return None
-        mode, sha = self.tree(ledger).get(name.encode(), (0, ""))
-        return self.blob(sha) if mode in _FILE_MODES else None
-
-    def allowed_signers(self, commit: CommitInfo) -> bytes | None:
-        # the same few versions of the file stand in thousands of commits: read each version once
-        ledger = self.ledger_tree(commit)
-        if ledger is None:
-            return None
-        mode, sha = self.tree(ledger).get(b"allowed_signers", (0, ""))
-        if mode not in _FILE_MODES:
-            return None
-        if sha not in self._signer_files:
-            self._signer_files[sha] = self.blob(sha)
-        return self._signer_files[sha]
-
-    # --- ledger contents ---
-
-    def instructions_tree(self, commit: CommitInfo) -> str | None:
-        ledger = self.ledger_tree(commit)
-        return None if ledger is None else self._subtree(ledger, ["instructions"])
-
-    def instruction_entries(self, commit: CommitInfo) -> Mapping[str, str]:
-        """File name under instructions/ → blob id (mode included, so a mode change is a change)."""
-        tree_id = self.instructions_tree(commit)
-        if tree_id is None:
-            return {}
-        entries = self._entries.get(tree_id)
-        if entries is None:
-            entries = {
-                name.decode("utf-8", "replace"): f"{mode:o}:{sha}" for name, (mode, sha) in self.tree(tree_id).items()
-            }
-            if len(self._entries) > 4096:
-                self._entries.clear()
-            self._entries[tree_id] = entries
-        return entries
-
-    def instruction_file(self, commit: CommitInfo, name: str) -> bytes | None:
-        """One file under instructions/ at a commit, or None."""
-        tree_id = self.instructions_tree(commit)
-        if tree_id is None:
-            return None
-        mode, sha = self.tree(tree_id).get(name.encode(), (0, ""))
-        return self.blob(sha) if mode in _FILE_MODES else None
-
-    def policy_file(self, commit: CommitInfo) -> bytes | None:
-        return self._ledger_file(commit, "policy.yaml")
-
-    def ledger_files(self, commit: CommitInfo) -> LedgerFiles:
-        tree_id = self.instructions_tree(commit)
-        files: dict[str, bytes] = {}
-        not_files: list[str] = []
-        for name, (mode, sha) in (self.tree(tree_id) if tree_id else {}).items():
-            text = name.decode("utf-8", "replace")
-            if mode in _FILE_MODES:
-                files[text] = self.blob(sha)
-            else:
-                not_files.append(text)
-        return LedgerFiles(self.ledger_prefix, files, self._ledger_file(commit, "policy.yaml"), tuple(not_files))
 
     def root_commits(self, revision: CommitHash) -> list[CommitHash]:
         roots: list[CommitHash] = []
@@ -252,16 +187,122 @@ class GitLedger:
             stack.extend(info.parents)
         return roots
 
+
+class GitLedger:
+    """The ledger directory of a repository: a `CommitSource` for `history`, and the ledger's files.
+
+    A context manager that closes the repository on exit (or by `close`); open it with `with`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], ledger_dir: str = "ledger") -> None:
+        self.ledger_parts = normalise_ledger_dir(ledger_dir)
+        self.ledger_prefix = "".join(f"{p}/" for p in self.ledger_parts)
+        self.objects = GitObjects(path)
+        self.path = self.objects.path
+        self._ledger_trees: LRU[str, str | None] = LRU(100_000)
+        self._signer_files: LRU[str, bytes] = LRU(64)
+        self._entries: LRU[str, dict[str, str]] = LRU(4096)  # instructions tree id -> file name -> mode:blob
+        self._state: StateDir | None = None
+
+    def __enter__(self) -> GitLedger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.objects.close()
+
+    def resolve(self, revision: str) -> CommitHash:
+        return self.objects.resolve(revision)
+
+    def commit(self, commit_id: CommitHash) -> CommitInfo:
+        return self.objects.commit(commit_id)
+
+    # --- CommitSource ---
+
+    def ledger_tree(self, commit: CommitInfo) -> str | None:
+        found = self._ledger_trees.get(commit.tree)
+        if found is None and commit.tree not in self._ledger_trees:
+            found = self.objects.subtree(commit.tree, self.ledger_parts)
+            self._ledger_trees.put(commit.tree, found)
+        return found
+
+    def _ledger_file(self, commit: CommitInfo, name: str) -> bytes | None:
+        ledger = self.ledger_tree(commit)
+        if ledger is None:
+            return None
+        mode, sha = self.objects.tree(ledger).get(name.encode(), (0, ""))
+        return self.objects.blob(sha) if mode in _FILE_MODES else None
+
+    def allowed_signers(self, commit: CommitInfo) -> bytes | None:
+        # the same few versions of the file stand in thousands of commits: read each version once
+        ledger = self.ledger_tree(commit)
+        if ledger is None:
+            return None
+        mode, sha = self.objects.tree(ledger).get(b"allowed_signers", (0, ""))
+        if mode not in _FILE_MODES:
+            return None
+        data = self._signer_files.get(sha)
+        if data is None:
+            data = self.objects.blob(sha)
+            self._signer_files.put(sha, data)
+        return data
+
+    # --- ledger contents ---
+
+    def instructions_tree(self, commit: CommitInfo) -> str | None:
+        ledger = self.ledger_tree(commit)
+        return None if ledger is None else self.objects.subtree(ledger, ["instructions"])
+
+    def instruction_entries(self, commit: CommitInfo) -> Mapping[str, str]:
+        """File name under instructions/ → blob id (mode included, so a mode change is a change)."""
+        tree_id = self.instructions_tree(commit)
+        if tree_id is None:
+            return {}
+        entries = self._entries.get(tree_id)
+        if entries is None:
+            entries = {
+                name.decode("utf-8", "replace"): f"{mode:o}:{sha}"
+                for name, (mode, sha) in self.objects.tree(tree_id).items()
+            }
+            self._entries.put(tree_id, entries)
+        return entries
+
+    def instruction_file(self, commit: CommitInfo, name: str) -> bytes | None:
+        """One file under instructions/ at a commit, or None."""
+        tree_id = self.instructions_tree(commit)
+        if tree_id is None:
+            return None
+        mode, sha = self.objects.tree(tree_id).get(name.encode(), (0, ""))
+        return self.objects.blob(sha) if mode in _FILE_MODES else None
+
+    def policy_file(self, commit: CommitInfo) -> bytes | None:
+        return self._ledger_file(commit, "policy.yaml")
+
+    def ledger_files(self, commit: CommitInfo) -> LedgerFiles:
+        tree_id = self.instructions_tree(commit)
+        files: dict[str, bytes] = {}
+        not_files: list[str] = []
+        for name, (mode, sha) in (self.objects.tree(tree_id) if tree_id else {}).items():
+            text = name.decode("utf-8", "replace")
+            if mode in _FILE_MODES:
+                files[text] = self.objects.blob(sha)
+            else:
+                not_files.append(text)
+        return LedgerFiles(self.ledger_prefix, files, self._ledger_file(commit, "policy.yaml"), tuple(not_files))
+
     # --- local state kept beside the repository ---
 
-    def state_dir(self) -> Path:
-        path = Path(self.repo.controldir()) / "opos"
-        path.mkdir(exist_ok=True)
-        return path
+    @property
+    def state(self) -> StateDir:
+        if self._state is None:
+            self._state = StateDir(Path(self.objects.repo.controldir()) / "opos")
+        return self._state
 
     def default_trust_root(self, revision: CommitHash) -> CommitHash:
         """The single root commit of the revision's history (remembered, so a long history is walked once)."""
-        remembered = self.state_dir() / "trust-root"
+        remembered = self.state.trust_root_file
         if remembered.exists():
             candidate = CommitHash(remembered.read_text().strip())
             try:
@@ -269,7 +310,7 @@ class GitLedger:
                     return candidate
             except RepositoryError:
                 pass
-        roots = self.root_commits(revision)
+        roots = self.objects.root_commits(revision)
         if len(roots) != 1:
             listed = ", ".join(roots)
             raise RepositoryError(f"the history has {len(roots)} root commits ({listed}): pin one with --trust-root")
@@ -280,9 +321,8 @@ class GitLedger:
 class FileCache:
     """Accepted commits in a tab-separated file, appended as they are verified."""
 
-    def __init__(self, path: Path, key: str = "") -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.key = key  # names the trust root and ledger directory the verdicts hold for
         self.entries: dict[CommitHash, Accepted] = {}
         try:
             text = path.read_text(encoding="utf-8")
@@ -295,11 +335,6 @@ class FileCache:
             commit, sequence, key, principal = fields
             signer = Signer(principal, KeyFingerprint(key)) if key else None
             self.entries[CommitHash(commit)] = Accepted(CommitHash(commit), int(sequence), signer)
-
-    @classmethod
-    def for_ledger(cls, ledger: GitLedger, trust_root: CommitHash) -> FileCache:
-        key = hashlib.sha256(f"{trust_root}\n{ledger.ledger_prefix}".encode()).hexdigest()[:16]
-        return cls(ledger.state_dir() / f"verified-{key}.tsv", key)
 
     def get(self, commit: CommitHash) -> Accepted | None:
         return self.entries.get(commit)
@@ -356,7 +391,7 @@ def write_commit(
     commit without that header, exactly what `git commit -S` makes. Only the trees on changed
     paths are rewritten, so long histories are cheap to build.
     """
-    store = ledger.repo.object_store
+    store = ledger.objects.repo.object_store
     nested: dict[str, Any] = {}
     for path, data in changes.items():
         folder = nested
@@ -366,7 +401,7 @@ def write_commit(
         folder[name] = data
 
     def build(tree_id: str | None, edits: dict[str, Any]) -> ObjectID | None:
-        entries = dict(ledger.tree(tree_id)) if tree_id else {}
+        entries = dict(ledger.objects.tree(tree_id)) if tree_id else {}
         for name, value in edits.items():
             key = name.encode()
             if isinstance(value, dict):
@@ -406,7 +441,7 @@ def write_commit(
     if sign is not None:
         commit.gpgsig = sign(commit.as_raw_string())
     store.add_object(commit)
-    ledger.repo.refs[Ref(f"refs/heads/{branch}".encode())] = commit.id
+    ledger.objects.repo.refs[Ref(f"refs/heads/{branch}".encode())] = commit.id
     return CommitHash(commit.id.decode())
 
 
@@ -439,6 +474,6 @@ def fetch_branch(local: Path, remote: str, branch: str) -> CommitHash:
     except RepositoryError:
         raise
     except (OSError, GitProtocolError, HangupException, NotGitRepository, ValueError) as err:
-        raise RepositoryError(f"cannot fetch {branch!r} from {remote}: {err}") from None
+        raise RepositoryError(f"cannot fetch {branch!r} from {remote}: {err}") from err
     finally:
         repo.close()

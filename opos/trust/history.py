@@ -9,8 +9,8 @@ The rules (issue: signed history):
 - a merge without such a signature passes only if its ledger is identical to one parent's (what a
   merge button produces for an up-to-date branch): it adds nothing nobody signed.
 
-The graph comes from a `CommitSource` (dulwich in `gitrepo`, or memory in tests); this module does
-no I/O of its own.
+The graph comes from a `CommitSource` (dulwich in `gitrepo`; dictionaries in tests/test_history_rules.py);
+this module does no I/O of its own.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from opos.errors import SignatureInvalid
-from opos.model import CommitHash, KeyFingerprint, Signer
+from opos.model import CommitHash, Signer
 from opos.trust import sshsig
 
 
@@ -193,7 +193,7 @@ class Verifier:
             return Failure(info.id, f"signer not valid at that time: {err}"), None
         except SignatureInvalid as err:
             return Failure(info.id, f"bad signature: {err}"), None
-        return None, Accepted(info.id, sequence, Signer(verified.principal, KeyFingerprint(verified.fingerprint)))
+        return None, Accepted(info.id, sequence, verified)
 
     def _allowed_signers(self, commit: CommitInfo) -> list[sshsig.AllowedSigner]:
         data = self.source.allowed_signers(commit) or b""

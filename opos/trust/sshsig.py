@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from opos.errors import Problem, SignatureInvalid
-from opos.model import KeyFingerprint
+from opos.model import KeyFingerprint, Signer, format_time
 
 MAGIC = b"SSHSIG"
 ARMOR_BEGIN = b"-----BEGIN SSH SIGNATURE-----"
@@ -280,12 +280,6 @@ def _parse_line(line: str, number: int) -> AllowedSigner:
     )
 
 
-@dataclass(frozen=True)
-class Verified:
-    principal: str
-    fingerprint: KeyFingerprint
-
-
 class SignerUnknown(SignatureInvalid):
     """The signature's key is on no line of the allowed-signers file."""
 
@@ -296,7 +290,7 @@ class SignerNotValid(SignatureInvalid):
 
 def verify(
     armored: bytes, message: bytes, signers: list[AllowedSigner], moment: dt.datetime, namespace: str = "git"
-) -> Verified:
+) -> Signer:
     """Verify an armoured SSHSIG over `message` as `ssh-keygen -Y verify` would for git at `moment`.
 
     Raises SignatureInvalid (or its subclasses SignerUnknown, SignerNotValid) with the reason.
@@ -313,6 +307,6 @@ def verify(
         raise SignerUnknown(f"key {key_id} is not in allowed_signers")
     for line in lines:
         if line.allows_namespace(namespace) and line.valid_at(moment):
-            return Verified(line.principals, key_id)
-    when = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+            return Signer(line.principals, key_id)
+    when = format_time(moment)
     raise SignerNotValid(f"key {key_id} ({lines[0].principals}) is not allowed for {namespace!r} at {when}")

@@ -9,15 +9,18 @@ from opos.instructions import rules
 from opos.model import CommitHash
 from opos.trust.gitrepo import FileCache, GitLedger
 from opos.trust.history import Failure, Report, Verifier, descends_from
+from opos.trust.statedir import scope_of
 
 
 @dataclass
 class Verification:
+    """The verified history of one ledger (a `GitLedger` the caller opened and closes) from its trust root."""
+
     ledger: GitLedger
     verifier: Verifier
     trust_root: CommitHash
-    cache: FileCache
-    checked: rules.CheckMemo = field(default_factory=dict)
+    scope: str  # names the trust root and ledger directory in the state directory's file names
+    checked: rules.CheckMemo = field(default_factory=rules.new_check_memo)
 
     @classmethod
     def open(
@@ -25,8 +28,13 @@ class Verification:
     ) -> Verification:
         """Verify from the pinned (or default) trust root; `checked` carries parsed files over from earlier runs."""
         root = ledger.resolve(trust_root) if trust_root else ledger.default_trust_root(revision)
-        cache = FileCache.for_ledger(ledger, root)
-        return cls(ledger, Verifier(ledger, root, cache), root, cache, checked if checked is not None else {})
+        scope = scope_of(root, ledger.ledger_prefix)
+        cache = FileCache(ledger.state.verdicts_file(scope))
+        memo = checked if checked is not None else rules.new_check_memo()
+        return cls(ledger, Verifier(ledger, root, cache), root, scope, memo)
+
+    def accepted(self, commit: CommitHash) -> bool:
+        return self.verifier.cache.get(commit) is not None
 
     def check(self, revision: CommitHash, since: str | None = None) -> Report:
         """Verify history up to `revision`; with `since`, also that it descends from that commit."""

@@ -1,4 +1,4 @@
-"""What each `opos` command does, given parsed arguments: call the library, format the answer."""
+"""Staff's commands: start a ledger (init), write an instruction (new), check it (check), preview a change (diff)."""
 
 from __future__ import annotations
 
@@ -10,24 +10,87 @@ from pathlib import Path
 from typing import TextIO
 
 from opos.atomic import write_atomically
-from opos.errors import KeyInvalid, LedgerInvalid, Problem, RepositoryError, UsageError
-from opos.feed import keys
-from opos.feed.site import publish
+from opos.cli._common import Commands, add_command, add_ledger_dir, add_repo, ledger_path, open_ledger
+from opos.errors import KeyInvalid, LedgerInvalid, Problem, UsageError
+from opos.eventlog import impact
 from opos.instructions import resources, rules
 from opos.instructions.worktree import read_ledger_dir
+from opos.model import format_time, parse_timestamp
 from opos.trust import sshsig
-from opos.trust.gitrepo import GitLedger, init_repository, normalise_ledger_dir, set_config
-from opos.trust.verification import Verification
+from opos.trust.gitrepo import init_repository, set_config
 
 
-def _ledger_path(repo: Path, ledger_dir: str) -> tuple[Path, str]:
-    parts = normalise_ledger_dir(ledger_dir)
-    return repo.joinpath(*parts), "".join(f"{p}/" for p in parts)
+def register(commands: Commands) -> None:
+    init_parser = add_command(
+        commands, "init", init,
+        help="create a new ledger repository",
+        description="Create a git repository at DIR with the template ledger and one allowed signer, and print "
+        "the `git commit -S` command that makes the signed trust-root commit (pin its hash).",
+    )  # fmt: skip
+    init_parser.add_argument("dir", type=Path)
+    init_parser.add_argument("--signer", required=True, help="the signer's principal, usually an e-mail address")
+    init_parser.add_argument("--key", type=Path, required=True, help="the signer's SSH public key file (.pub)")
+    add_ledger_dir(init_parser)
+    init_parser.add_argument("--examples", action="store_true", help="also copy the example instructions")
+
+    new_parser = add_command(
+        commands, "new", new,
+        help="scaffold an instruction file",
+        description="Write <ledger>/instructions/<id>.yaml from the flags, checked before it is written. "
+        "Then commit it with `git commit -S` and open a pull request.",
+    )  # fmt: skip
+    add_repo(new_parser)
+    new_parser.add_argument("--id", required=True, help="lowercase letters, digits and -, 3 to 80 characters")
+    new_parser.add_argument("--kind", choices=("run", "schedule"), required=True)
+    new_parser.add_argument("--test", required=True, help="the nettest, like web_connectivity")
+    new_parser.add_argument("--title", required=True, help="one line: the public summary")
+    new_parser.add_argument("--reason", required=True, help="the public justification")
+    new_parser.add_argument("--input", action="append", default=[], dest="inputs", help="an input (repeat)")
+    new_parser.add_argument("--every", help="schedule only: the new interval (30m, 6h, 1d, PT6H)")
+    new_parser.add_argument(
+        "--country", action="append", default=[], dest="countries", required=True,
+        help="a country code, or '*' for all (repeat)",
+    )  # fmt: skip
+    new_parser.add_argument(
+        "--network", action="append", default=[], dest="networks", help="an ASN like AS1234 (repeat)"
+    )
+    new_parser.add_argument("--platform", action="append", default=[], dest="platforms", help="a platform (repeat)")
+    new_parser.add_argument("--max-probes", type=int, help="at most this many probes")
+    new_parser.add_argument("--max-probes-per", choices=("target", "country", "network"))
+    new_parser.add_argument("--sample", type=float, help="the fraction of matching probes (0 < f <= 1)")
+    new_parser.add_argument("--start", help="window start (default: now), like 2026-12-01T00:00:00Z")
+    new_parser.add_argument("--end", help="window end (default: start + 7 days)")
+
+    check_parser = add_command(
+        commands, "check", check,
+        help="validate the ledger's files in the working tree",
+        description="Validate every instruction file, policy.yaml and allowed_signers in the working tree: "
+        "schema, meaning, policy, id and file name, duplicate ids. One `path:line: field: message` line per "
+        "problem; exit 1 if there is any.",
+    )  # fmt: skip
+    add_repo(check_parser)
+    check_parser.add_argument(
+        "--format", choices=("text", "json", "github"), default="text",
+        help="text (default), json, or github (GitHub Actions ::error annotations)",
+    )  # fmt: skip
+
+    diff_parser = add_command(
+        commands, "diff", diff,
+        help="the impact preview of a change to the ledger",
+        description="Compare the ledger's instructions at BASE and HEAD: each instruction added, changed or removed, "
+        "with its test, inputs, countries, networks, cap, window and interval, and warnings (a very large target, "
+        "a very short interval, a window that starts in the past, an overlap with another instruction on the same "
+        "test and target). Exit 1 when a file at HEAD is not valid.",
+    )  # fmt: skip
+    diff_parser.add_argument("base", help="the base revision (the branch merged into)")
+    diff_parser.add_argument("head", help="the revision with the change")
+    add_repo(diff_parser)
+    diff_parser.add_argument("--format", choices=("text", "markdown", "json"), default="text")
 
 
 def collect_problems(repo: Path, ledger_dir: str) -> tuple[list[Problem], int]:
     """Every problem of the working tree's ledger, and how many instructions are valid."""
-    folder, shown = _ledger_path(repo, ledger_dir)
+    folder, shown = ledger_path(repo, ledger_dir)
     if not folder.is_dir():
         hint = "" if ledger_dir != "ledger" else " (use --ledger-dir, or `opos init` to start a ledger)"
         raise UsageError(f"there is no ledger directory {folder}{hint}")
@@ -69,60 +132,6 @@ def check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 1 if problems else 0
 
 
-def verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    ledger = GitLedger(args.repo, args.ledger_dir)
-    revision = ledger.resolve(args.rev)
-    verification = Verification.open(ledger, revision, args.trust_root)
-    report = verification.check(revision, args.since)
-    for failure in report.failures:
-        print(failure, file=out)
-    if not report.ok:
-        return 1
-    assert report.accepted is not None
-    print(f"ok: {revision} (sequence {report.accepted.sequence}) from trust root {verification.trust_root}", file=err)
-    return 0
-
-
-def render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    try:
-        ttl = dt.timedelta(seconds=rules.parse_duration(args.head_ttl))
-    except ValueError as error:
-        raise UsageError(f"--head-ttl: {error}") from None
-    key = keys.load_private(args.key)
-    ledger = GitLedger(args.repo, args.ledger_dir)
-    revision = ledger.resolve(args.rev)
-    verification = Verification.open(ledger, revision, args.trust_root)
-    published = publish(verification, revision, key, args.out, dt.datetime.now(dt.UTC), ttl)
-    print(f"{published.feed_path} (sequence {published.sequence}): {published.note}", file=out)
-    return 0
-
-
-def verify_feed(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from opos.feed.render import verify_envelope
-
-    trusted = [keys.load_public(path) for path in args.key]
-    try:
-        data = args.file.read_bytes()
-    except OSError as error:
-        raise UsageError(f"cannot read {args.file}: {error.strerror}") from None
-    document = verify_envelope(data, trusted)
-    if document.kind == "head":
-        expires = dt.datetime.strptime(document.payload["expires"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-        if expires < dt.datetime.now(dt.UTC):
-            print(f"{args.file}: the head expired at {document.payload['expires']}", file=err)
-            return 1
-    print(json.dumps(document.payload, indent=2, ensure_ascii=False), file=out)
-    print(f"ok: {document.kind} signed by {document.keyid}", file=err)
-    return 0
-
-
-def keygen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    public = keys.generate(args.out)
-    print(f"{args.out} (private, keep it secret) and {args.out}.pub", file=out)
-    print(f"key id: {keys.key_id(public)}", file=out)
-    return 0
-
-
 def _schema_line(target: Path, repo: Path) -> str:
     schema = repo / "schemas" / "instruction.schema.json"
     relative = Path(*[".."] * len(target.parent.relative_to(repo).parts)) / "schemas" / "instruction.schema.json"
@@ -135,14 +144,14 @@ def _yaml_list(items: list[str]) -> str:
 
 
 def new(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    folder, shown = _ledger_path(args.repo, args.ledger_dir)
+    folder, shown = ledger_path(args.repo, args.ledger_dir)
     target = folder / "instructions" / f"{args.id}.yaml"
     if target.exists():
         raise UsageError(f"{target} exists already: edit it, or choose another --id")
     now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
-    start = args.start or now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    start = args.start or format_time(now)
     try:
-        end = args.end or (rules.parse_timestamp(start) + dt.timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        end = args.end or format_time(parse_timestamp(start) + dt.timedelta(days=7))
     except ValueError:
         raise UsageError(f"--start {start!r} is not a timestamp with a time zone like 2026-12-01T00:00:00Z") from None
     lines = [
@@ -184,7 +193,7 @@ def init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError(f"{target} exists and is not empty: choose a new directory")
     key_text = _read_signer_key(args.key)
     init_repository(target).close()
-    folder, shown = _ledger_path(target, args.ledger_dir)
+    folder, shown = ledger_path(target, args.ledger_dir)
     template = resources.data_dir("ledger")
     for source in sorted(template.rglob("*")):
         relative = source.relative_to(template)
@@ -253,122 +262,17 @@ def _read_signer_key(path: Path) -> str:
     return f"{parts[0]} {parts[1]}"
 
 
-def serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from webhook import create_app
-    from webhook.config import load_config
-
-    app = create_app(load_config(args.config))
-    print(f"OPOS service on http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=out, flush=True)
-    app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
-    return 0
-
-
-def log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
-
-    query = LogQuery(
-        country=args.country, network=args.network, test=args.test, instruction=args.instruction,
-        since=_moment("--since", args.since), until=_moment("--until", args.until), period=args.period, limit=10**9,
-    )  # fmt: skip
-    ledger = GitLedger(args.repo, args.ledger_dir)
-    revision = ledger.resolve(args.rev)
-    verification = Verification.open(ledger, revision, args.trust_root)
-    verification.require(revision)
-    index = LogIndex.for_verification(verification)
-    index.update(verification, revision)
-    events, _ = select(index.events(), dt.datetime.now(dt.UTC), query)
-    if args.json:
-        print(json.dumps(log_document(events, None), indent=2, ensure_ascii=False), file=out)
-        return 0
-    for event in events:
-        subject = event.subject
-        target = subject["target"]
-        where = " ".join(target["countries"] + target["networks"])
-        by = f"signed by {event.signer}" if event.signer else "unsigned"
-        print(f"{event.time}  {event.action:8} {event.instruction}  ({subject['test']} in {where})  "
-              f"sequence {event.sequence}, {event.revision[:12]} {by}: {event.message}", file=out)  # fmt: skip
-    print(f"{len(events)} event(s)", file=err)
-    return 0
-
-
 def diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from opos.eventlog import impact
-
-    ledger = GitLedger(args.repo, args.ledger_dir)
     sides = {}
-    for name in ("base", "head"):
-        checked = rules.check_ledger(ledger.ledger_files(ledger.commit(ledger.resolve(getattr(args, name)))))
-        if checked.problems and name == "head":
-            raise LedgerInvalid(checked.problems)
-        sides[name] = {ident: i.to_json() for ident, i in checked.instructions.items()}
+    with open_ledger(args) as ledger:
+        for name in ("base", "head"):
+            checked = rules.check_ledger(ledger.ledger_files(ledger.commit(ledger.resolve(getattr(args, name)))))
+            if checked.problems and name == "head":
+                raise LedgerInvalid(checked.problems)
+            sides[name] = {ident: i.to_json() for ident, i in checked.instructions.items()}
     changes = impact.compare(sides["base"], sides["head"], dt.datetime.now(dt.UTC))
     if args.format == "json":
         print(json.dumps({"changes": [c.to_json() for c in changes]}, indent=2, ensure_ascii=False), file=out)
     else:
         print(impact.as_markdown(changes) if args.format == "markdown" else impact.as_text(changes), file=out)
     return 0
-
-
-def audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    import base64
-    import difflib
-
-    from opos.client.fetch import FetchFailed, Limits, Mirror, get
-    from opos.feed.render import verify_envelope
-    from opos.feed.site import feed_at
-
-    trusted = [keys.load_public(path) for path in args.key]
-    if args.feed.startswith(("http://", "https://")):
-        base, _, name = args.feed.rpartition("/")
-        try:
-            data = get(Mirror(base), name, Limits().feed_bytes, Limits()).body
-        except FetchFailed as error:
-            raise UsageError(f"cannot fetch {args.feed}: {error}") from None
-    else:
-        try:
-            data = Path(args.feed).read_bytes()
-        except OSError as error:
-            raise UsageError(f"cannot read {args.feed}: {error.strerror}") from None
-    document = verify_envelope(data, trusted)
-    if document.kind != "feed":
-        raise UsageError(f"{args.feed} is a {document.kind}: give the feed (v1/feed.json or v1/feed/<commit>.json)")
-    published = base64.b64decode(json.loads(data)["payload"])
-    commit = document.payload["commit"]
-    ledger = GitLedger(args.repo, args.ledger_dir)
-    try:
-        ledger.commit(commit)
-    except RepositoryError:
-        raise UsageError(f"the clone {args.repo} does not have {commit}: fetch the ledger first") from None
-    verification = Verification.open(ledger, commit, args.trust_root)
-    rendered = feed_at(verification, commit)
-    if rendered == published:
-        print(f"ok: the feed at {commit} (sequence {document.payload['sequence']}) is exactly what the signed "
-              f"history says, byte for byte", file=out)  # fmt: skip
-        return 0
-    ours = json.dumps(json.loads(rendered), indent=1, sort_keys=True).splitlines()
-    theirs = json.dumps(document.payload, indent=1, sort_keys=True).splitlines()
-    print(f"MISMATCH: the feed signed by {document.keyid} for {commit} differs from the signed history:", file=out)
-    for line in difflib.unified_diff(ours, theirs, "re-rendered from git", "published feed", lineterm=""):
-        print(line, file=out)
-    return 1
-
-
-def _moment(flag: str, text: str | None) -> dt.datetime | None:
-    if text is None:
-        return None
-    try:
-        return rules.parse_timestamp(text)
-    except ValueError:
-        raise UsageError(f"{flag} {text!r}: a date (2026-11-01) or a time with a zone (2026-11-01T00:00:00Z)") from None
-
-
-def probe(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from opos.cli.probe import run
-
-    return run(args, out)
-
-
-def demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from opos.cli.demo import run_demo
-
-    return run_demo(args.dir, out, serve=args.serve, port=args.port)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from typing import Any
 from xml.etree import ElementTree
 
@@ -11,9 +12,8 @@ from flask import Blueprint, Response, abort, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from opos.eventlog.events import Event, field_changes
-from opos.eventlog.logindex import LogQuery, log_document, select
-from opos.instructions import rules
-from opos.instructions.rules import format_duration
+from opos.eventlog.logindex import LogQuery, Period, log_document, select
+from opos.model import format_duration, parse_country, parse_network, parse_timestamp
 from webhook.service import current
 
 blueprint = Blueprint("log", __name__)
@@ -27,17 +27,13 @@ def _query(cursor_allowed: bool = True) -> LogQuery:
         text = args.get(name, "").strip()
         if text:
             try:
-                moments[name] = rules.parse_timestamp(text)
+                moments[name] = parse_timestamp(text)
             except ValueError:
                 abort(400, f"{name}: {text!r} is not a date (2026-11-01) or a time with a zone (2026-11-01T00:00:00Z)")
-    country = args.get("country", "").strip().upper() or None
-    if country and not re.fullmatch(r"[A-Z]{2}", country):
-        abort(400, f"country: {country!r} is not a two-letter country code")
-    network = args.get("network", "").strip() or None
-    if network and not re.fullmatch(r"(?i:as)?[0-9]{1,10}", network):
-        abort(400, f"network: {network!r} is not a network like AS197207")
-    period = args.get("period", "window")
-    if period not in ("window", "time"):
+    country = _parsed("country", parse_country)
+    network = _parsed("network", parse_network)
+    period: Period = "time" if args.get("period") == "time" else "window"
+    if args.get("period", "window") not in ("window", "time"):
         abort(400, "period: window (the instruction's window overlaps the period) or time (the event's time)")
     try:
         limit = int(args.get("limit", "100"))
@@ -53,6 +49,16 @@ def _query(cursor_allowed: bool = True) -> LogQuery:
         since=moments.get("since"), until=moments.get("until"), period=period,
         cursor=cursor if cursor_allowed else None, limit=limit,
     )  # fmt: skip
+
+
+def _parsed(name: str, parse: Callable[[str], str]) -> str | None:
+    text = request.args.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return parse(text)
+    except ValueError as err:
+        abort(400, f"{name}: {err}")
 
 
 def _select(query: LogQuery) -> tuple[list[Event], str | None]:

@@ -1,0 +1,76 @@
+"""What the command groups share: the parser class, common options, and opening the ledger named by them."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO, TypeAlias
+
+from opos.errors import UsageError
+from opos.model import parse_timestamp
+from opos.trust.gitrepo import GitLedger, normalise_ledger_dir
+
+Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
+
+LEDGER_DIR_HELP = "the ledger directory inside the repository (default: $OPOS_LEDGER_DIR or 'ledger'; '.' for the top)"
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors become UsageError (exit 2 with a hint), never argparse's own exit."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}\nSee `{self.prog} --help`.")
+
+
+# the object `add_subparsers` returns: each group adds its commands to it
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def add_command(
+    commands: Commands, name: str, handler: Handler, help: str, description: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose handler is registered with it (`args.handler`)."""
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=help, description=description)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def add_repo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo", type=Path, default=Path("."), help="the ledger's git repository (default: .)")
+    add_ledger_dir(parser)
+
+
+def add_ledger_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ledger-dir", default=os.environ.get("OPOS_LEDGER_DIR", "ledger"), help=LEDGER_DIR_HELP)
+
+
+def add_trust(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-root",
+        default=os.environ.get("OPOS_TRUST_ROOT"),
+        metavar="C",
+        help="the pinned trust-root commit (default: $OPOS_TRUST_ROOT, else the history's single root commit)",
+    )
+
+
+def open_ledger(args: argparse.Namespace) -> GitLedger:
+    """The repository named by --repo and --ledger-dir; use it with `with`."""
+    return GitLedger(args.repo, args.ledger_dir)
+
+
+def ledger_path(repo: Path, ledger_dir: str) -> tuple[Path, str]:
+    """The ledger directory in a working tree, and its path as shown in messages ("ledger/")."""
+    parts = normalise_ledger_dir(ledger_dir)
+    return repo.joinpath(*parts), "".join(f"{p}/" for p in parts)
+
+
+def moment(flag: str, text: str | None) -> dt.datetime | None:
+    if text is None:
+        return None
+    try:
+        return parse_timestamp(text)
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: a date (2026-11-01) or a time with a zone (2026-11-01T00:00:00Z)") from None

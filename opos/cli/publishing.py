@@ -1,0 +1,119 @@
+"""Trust and publication: verify the signed history, render the signed feed, check a feed, make a feed key."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from pathlib import Path
+from typing import TextIO
+
+from opos.cli._common import Commands, add_command, add_repo, add_trust, open_ledger
+from opos.errors import UsageError
+from opos.feed import keys
+from opos.feed.documents import Head, verify_envelope
+from opos.feed.site import publish
+from opos.model import parse_duration
+from opos.trust.verification import Verification
+
+CLOCK_SKEW = dt.timedelta(minutes=5)  # the allowance probes give a head's expiry (opos probe --clock-skew)
+
+
+def register(commands: Commands) -> None:
+    verify_parser = add_command(
+        commands, "verify", verify,
+        help="verify the signatures of the ledger's history",
+        description="Verify that every commit from the trust root to REV that changes the ledger is signed by "
+        "an allowed signer (ledger/allowed_signers as it stands in the commit's first parent). Prints one line "
+        "per failing commit (hash, then the reason) and exits 1; exits 0 when all pass. Verdicts are cached in "
+        ".git/opos, so only new commits are checked again.",
+    )  # fmt: skip
+    add_repo(verify_parser)
+    verify_parser.add_argument("--rev", default="HEAD", help="the revision to verify (default: HEAD)")
+    add_trust(verify_parser)
+    verify_parser.add_argument("--since", metavar="C", help="a previously accepted commit: REV must descend from it")
+
+    render_parser = add_command(
+        commands, "render", render,
+        help="render the verified ledger at a commit into a signed static site",
+        description="Verify history up to REV, then write OUT/v1/feed/<commit>.json, OUT/v1/feed.json and "
+        "OUT/v1/head.json (DSSE envelopes signed with the Ed25519 feed key). Any web server or CDN can "
+        "serve OUT as a mirror. A REV older than the published head only adds its pinned feed file; a REV "
+        "that does not descend from it is refused (history rewritten).",
+    )  # fmt: skip
+    add_repo(render_parser)
+    render_parser.add_argument("--rev", default="HEAD", help="the revision to render (default: HEAD)")
+    render_parser.add_argument("--key", type=Path, required=True, help="the feed's private key (from `opos keygen`)")
+    render_parser.add_argument("--out", type=Path, required=True, help="the site directory to write")
+    render_parser.add_argument("--head-ttl", default="24h", help="how long the head is valid (default: 24h)")
+    add_trust(render_parser)
+
+    verify_feed_parser = add_command(
+        commands, "verify-feed", verify_feed,
+        help="check a feed or head envelope and print its payload",
+        description="Check a feed or head file (signature by one of the keys, payload type, schema, and for a "
+        "head its expiry, with the clock-skew allowance that probes give) and print its payload. Exit 1 with the "
+        "reason on any failure.",
+    )  # fmt: skip
+    verify_feed_parser.add_argument("file", type=Path, help="v1/feed.json, v1/feed/<commit>.json or v1/head.json")
+    verify_feed_parser.add_argument(
+        "--key", type=Path, action="append", required=True, help="a trusted public key (.pub); repeat for several"
+    )
+
+    keygen_parser = add_command(
+        commands, "keygen", keygen,
+        help="make an Ed25519 feed signing key",
+        description="Write an Ed25519 private key in OpenSSH format to FILE (mode 0600) and its public key to "
+        "FILE.pub. Its id everywhere is the OpenSSH fingerprint (ssh-keygen -lf FILE.pub).",
+    )  # fmt: skip
+    keygen_parser.add_argument("--out", type=Path, required=True, help="where to write the private key")
+
+
+def verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    with open_ledger(args) as ledger:
+        revision = ledger.resolve(args.rev)
+        verification = Verification.open(ledger, revision, args.trust_root)
+        report = verification.check(revision, args.since)
+    for failure in report.failures:
+        print(failure, file=out)
+    if not report.ok:
+        return 1
+    assert report.accepted is not None
+    print(f"ok: {revision} (sequence {report.accepted.sequence}) from trust root {verification.trust_root}", file=err)
+    return 0
+
+
+def render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        ttl = dt.timedelta(seconds=parse_duration(args.head_ttl))
+    except ValueError as error:
+        raise UsageError(f"--head-ttl: {error}") from None
+    key = keys.load_private(args.key)
+    with open_ledger(args) as ledger:
+        revision = ledger.resolve(args.rev)
+        verification = Verification.open(ledger, revision, args.trust_root)
+        published = publish(verification, revision, key, args.out, dt.datetime.now(dt.UTC), ttl)
+    print(f"{published.feed_path} (sequence {published.sequence}): {published.note}", file=out)
+    return 0
+
+
+def verify_feed(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    trusted = [keys.load_public(path) for path in args.key]
+    try:
+        data = args.file.read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read {args.file}: {error.strerror}") from None
+    verified = verify_envelope(data, trusted)
+    if isinstance(verified.document, Head) and verified.document.expired(dt.datetime.now(dt.UTC), CLOCK_SKEW):
+        print(f"{args.file}: the head expired at {verified.document.to_json()['expires']}", file=err)
+        return 1
+    print(json.dumps(json.loads(verified.payload), indent=2, ensure_ascii=False), file=out)
+    print(f"ok: {verified.kind} signed by {verified.keyid}", file=err)
+    return 0
+
+
+def keygen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    public = keys.generate(args.out)
+    print(f"{args.out} (private, keep it secret) and {args.out}.pub", file=out)
+    print(f"key id: {keys.key_id(public)}", file=out)
+    return 0

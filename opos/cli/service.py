@@ -1,0 +1,38 @@
+"""Run the feed service with Flask's development server (production runs gunicorn; see the README)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TextIO
+
+from opos.cli._common import Commands, add_command
+
+
+def register(commands: Commands) -> None:
+    serve_parser = add_command(
+        commands, "serve", serve,
+        help="run the feed service for development",
+        description="Run the feed service (follow the ledger, serve the signed feed, grant claims) with Flask's "
+        "development server. Configuration: OPOS_* environment variables and an optional file (--config or "
+        "OPOS_CONFIG); at least OPOS_REMOTE, OPOS_DATA_DIR and OPOS_FEED_KEY. In production run gunicorn: "
+        "gunicorn -c webhook/gunicorn.conf.py 'webhook:create_app()'.",
+    )  # fmt: skip
+    serve_parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, default=8080, help="the port (default: 8080)")
+    serve_parser.add_argument("--config", type=Path, default=os.environ.get("OPOS_CONFIG"), help="a YAML or TOML file")
+
+
+def serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from webhook import create_app, start_service, stop_service
+    from webhook.config import load_config
+
+    app = create_app(load_config(args.config))
+    start_service(app)
+    print(f"OPOS service on http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=out, flush=True)
+    try:
+        app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
+    finally:
+        stop_service(app)
+    return 0

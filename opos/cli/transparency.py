@@ -1,0 +1,119 @@
+"""For the public: read the event log from a clone (log), check a published feed against the history (audit)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import difflib
+import json
+from pathlib import Path
+from typing import TextIO
+
+from opos.cli._common import Commands, add_command, add_repo, add_trust, moment, open_ledger
+from opos.client.fetch import FetchFailed, HttpFetcher, Limits, Mirror
+from opos.errors import RepositoryError, UsageError
+from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
+from opos.feed import keys
+from opos.feed.documents import Feed, verify_envelope
+from opos.feed.site import feed_at
+from opos.trust.verification import Verification
+
+
+def register(commands: Commands) -> None:
+    log_parser = add_command(
+        commands, "log", log,
+        help="the public event log of the ledger, from a clone",
+        description="Print the ledger's event log (added, changed, removed, expired instructions), newest first, "
+        "straight from a clone, after verifying its history. With --country and --network: the instructions that "
+        "targeted that probe; with --since/--until, those whose window overlapped that period (--period window) or "
+        "the events of that period (--period time).",
+    )  # fmt: skip
+    add_repo(log_parser)
+    log_parser.add_argument("--rev", default="HEAD", help="the revision to read (default: HEAD)")
+    add_trust(log_parser)
+    log_parser.add_argument("--country", help="only instructions that target this country (e.g. IR)")
+    log_parser.add_argument("--network", help="only instructions that target this network (e.g. AS197207)")
+    log_parser.add_argument("--test", help="only instructions of this test")
+    log_parser.add_argument("--instruction", help="only this instruction's history")
+    log_parser.add_argument("--since", help="the start of the period (2026-11-01 or 2026-11-01T00:00:00Z)")
+    log_parser.add_argument("--until", help="the end of the period (exclusive)")
+    log_parser.add_argument(
+        "--period", choices=("window", "time"), default="window",
+        help="window: the instruction's window overlaps the period (default); time: the event's time",
+    )  # fmt: skip
+    log_parser.add_argument("--json", action="store_true", help="print {events, next} as /v1/log.json does")
+
+    audit_parser = add_command(
+        commands, "audit", audit,
+        help="check that a published feed says exactly what the signed history says",
+        description="Verify a feed envelope (a file or an http(s) URL) with the key, verify the clone's history up to "
+        "the feed's commit, re-render the feed payload from the clone and compare byte for byte. Exit 0 when they "
+        "match, 1 (showing the difference) when they do not: the service signed something staff did not commit.",
+    )  # fmt: skip
+    audit_parser.add_argument("feed", help="a feed file or URL (v1/feed.json or v1/feed/<commit>.json)")
+    audit_parser.add_argument("--key", action="append", required=True, type=Path, help="the feed public key (repeat)")
+    add_repo(audit_parser)
+    add_trust(audit_parser)
+
+
+def log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    query = LogQuery(
+        country=args.country, network=args.network, test=args.test, instruction=args.instruction,
+        since=moment("--since", args.since), until=moment("--until", args.until), period=args.period, limit=10**9,
+    )  # fmt: skip
+    with open_ledger(args) as ledger:
+        revision = ledger.resolve(args.rev)
+        verification = Verification.open(ledger, revision, args.trust_root)
+        verification.require(revision)
+        index = LogIndex.for_verification(verification)
+        index.update(verification, revision)
+    events, _ = select(index.events(), dt.datetime.now(dt.UTC), query)
+    if args.json:
+        print(json.dumps(log_document(events, None), indent=2, ensure_ascii=False), file=out)
+        return 0
+    for event in events:
+        subject = event.subject
+        target = subject["target"]
+        where = " ".join(target["countries"] + target["networks"])
+        by = f"signed by {event.signer}" if event.signer else "unsigned"
+        print(f"{event.time}  {event.action:8} {event.instruction}  ({subject['test']} in {where})  "
+              f"sequence {event.sequence}, {event.revision[:12]} {by}: {event.message}", file=out)  # fmt: skip
+    print(f"{len(events)} event(s)", file=err)
+    return 0
+
+
+def _feed_bytes(location: str) -> bytes:
+    if location.startswith(("http://", "https://")):
+        base, _, name = location.rpartition("/")
+        try:
+            return HttpFetcher().get(Mirror(base), name, Limits().feed_bytes).body
+        except FetchFailed as error:
+            raise UsageError(f"cannot fetch {location}: {error}") from None
+    try:
+        return Path(location).read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read {location}: {error.strerror}") from None
+
+
+def audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    trusted = [keys.load_public(path) for path in args.key]
+    verified = verify_envelope(_feed_bytes(args.feed), trusted)
+    if not isinstance(verified.document, Feed):
+        raise UsageError(f"{args.feed} is a {verified.kind}: give the feed (v1/feed.json or v1/feed/<commit>.json)")
+    commit = verified.document.commit
+    with open_ledger(args) as ledger:
+        try:
+            ledger.commit(commit)
+        except RepositoryError:
+            raise UsageError(f"the clone {args.repo} does not have {commit}: fetch the ledger first") from None
+        rendered = feed_at(Verification.open(ledger, commit, args.trust_root), commit)
+    if rendered == verified.payload:
+        print(f"ok: the feed at {commit} (sequence {verified.document.sequence}) is exactly what the signed "
+              f"history says, byte for byte", file=out)  # fmt: skip
+        return 0
+    ours = json.dumps(json.loads(rendered), indent=1, sort_keys=True).splitlines()
+    theirs = json.dumps(json.loads(verified.payload), indent=1, sort_keys=True).splitlines()
+    print(f"MISMATCH: the feed signed by {verified.keyid} for {commit} differs from the signed history:", file=out)
+    for line in difflib.unified_diff(ours, theirs, "re-rendered from git", "published feed", lineterm=""):
+        print(line, file=out)
+    return 1

@@ -1,0 +1,115 @@
+"""The signer rules on an in-memory commit graph: history.Verifier with no git, no disk, real Ed25519 signatures.
+
+The same rules are checked against real repositories, `git commit -S` and `git verify-commit` in
+test_history.py; here each case is a few microseconds, so the rules themselves can be read off
+the tests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from opos.feed import keys
+from opos.model import CommitHash
+from opos.trust import sshsig
+from opos.trust.history import CommitInfo, Verifier
+
+WHEN = int(dt.datetime(2026, 11, 1, tzinfo=dt.UTC).timestamp())
+ALICE = ed25519.Ed25519PrivateKey.generate()
+BOB = ed25519.Ed25519PrivateKey.generate()
+
+
+def signer_line(principal: str, key: ed25519.Ed25519PrivateKey) -> str:
+    return f"{principal} {keys.public_line(key.public_key()).strip()}\n"
+
+
+class MemoryLedger:
+    """A `CommitSource` held in dictionaries: each commit's ledger is a mapping of file name to contents."""
+
+    def __init__(self) -> None:
+        self.commits: dict[CommitHash, CommitInfo] = {}
+        self.ledgers: dict[str, dict[str, bytes]] = {}
+
+    def add(
+        self,
+        ledger: dict[str, bytes] | None,
+        parents: tuple[CommitHash, ...] = (),
+        key: ed25519.Ed25519PrivateKey | None = None,
+    ) -> CommitHash:
+        tree = hashlib.sha1(repr(sorted((ledger or {}).items())).encode()).hexdigest() if ledger is not None else "-"
+        if ledger is not None:
+            self.ledgers[tree] = ledger
+        when = WHEN + len(self.commits)
+        header = f"tree {tree}\n" + "".join(f"parent {p}\n" for p in parents)
+        payload = f"{header}committer Staff <staff@example> {when} +0000\n\nstep {len(self.commits)}\n".encode()
+        signature = sshsig.sign_ed25519(key, payload) if key else None
+        commit = CommitHash(hashlib.sha1(payload + (signature or b"")).hexdigest())
+        self.commits[commit] = CommitInfo(commit, parents, tree, when, signature, payload, "")
+        return commit
+
+    def commit(self, commit_id: CommitHash) -> CommitInfo:
+        return self.commits[commit_id]
+
+    def ledger_tree(self, commit: CommitInfo) -> str | None:
+        return commit.tree if commit.tree in self.ledgers else None
+
+    def allowed_signers(self, commit: CommitInfo) -> bytes | None:
+        return self.ledgers.get(commit.tree, {}).get("allowed_signers")
+
+
+def started() -> tuple[MemoryLedger, CommitHash, dict[str, bytes]]:
+    source = MemoryLedger()
+    files = {"allowed_signers": signer_line("alice", ALICE).encode()}
+    return source, source.add(files, key=ALICE), files
+
+
+def test_a_signed_chain_is_accepted_with_its_sequence() -> None:
+    source, root, files = started()
+    one = source.add({**files, "a.yaml": b"1"}, (root,), ALICE)
+    two = source.add({**files, "a.yaml": b"2"}, (one,), ALICE)
+    report = Verifier(source, root).verify(two)
+    assert report.ok and report.accepted is not None
+    assert report.accepted.sequence == 2 and report.accepted.signer is not None
+    assert report.accepted.signer.principal == "alice"
+
+
+def test_an_unsigned_change_is_refused_and_an_unsigned_commit_that_changes_nothing_is_not() -> None:
+    source, root, files = started()
+    same = source.add(files, (root,))
+    assert Verifier(source, root).verify(same).ok
+    changed = source.add({**files, "a.yaml": b"1"}, (same,))
+    report = Verifier(source, root).verify(changed)
+    assert not report.ok and [f.commit for f in report.failures] == [changed]
+    assert "unsigned" in report.failures[0].reason
+
+
+def test_a_new_signer_cannot_let_itself_in() -> None:
+    source, root, _ = started()
+    both = {"allowed_signers": (signer_line("alice", ALICE) + signer_line("bob", BOB)).encode()}
+    by_bob = source.add(both, (root,), BOB)
+    report = Verifier(source, root).verify(by_bob)
+    assert not report.ok and "unknown key" in report.failures[0].reason
+    by_alice = source.add(both, (root,), ALICE)
+    then_bob = source.add({**both, "b.yaml": b"1"}, (by_alice,), BOB)
+    assert Verifier(source, root).verify(then_bob).ok
+
+
+def test_an_unsigned_merge_passes_only_when_it_adds_nothing() -> None:
+    source, root, files = started()
+    branch = source.add({**files, "a.yaml": b"1"}, (root,), ALICE)
+    button = source.add({**files, "a.yaml": b"1"}, (root, branch))  # the merge button on an up-to-date branch
+    assert Verifier(source, root).verify(button).ok
+    sneaky = source.add({**files, "a.yaml": b"1", "b.yaml": b"2"}, (root, branch))
+    report = Verifier(source, root).verify(sneaky)
+    assert not report.ok and "merge that adds content" in report.failures[0].reason
+
+
+def test_history_that_does_not_reach_the_trust_root_is_refused() -> None:
+    source, root, files = started()
+    stranger = source.add(files, key=ALICE)  # another root commit
+    child = source.add({**files, "a.yaml": b"1"}, (stranger,), ALICE)
+    report = Verifier(source, root).verify(child)
+    assert not report.ok and "does not descend from the trust root" in report.failures[0].reason
