@@ -144,7 +144,9 @@ class Mirror:
     """A real HTTP server on 127.0.0.1 serving a site's files, or misbehaving on purpose.
 
     `files` maps paths ("/v1/head.json") to bytes; `behaviour` maps paths to "endless" (streams
-    without end), "trickle" (a byte every 0.2 s) or an HTTP status code. With `host`, requests must
+    without end), "trickle" (a body byte every 0.2 s), "trickle-status" (the status line a byte
+    every 0.2 s), "trickle-headers" (a header line every 0.2 s, without end), "unsolicited-304"
+    (304 whatever was asked), or an HTTP status code. POSTs get the bytes in `answers[path]`. With `host`, requests must
     carry that Host header (a fronted domain). ETags are honoured for If-None-Match.
     """
 
@@ -154,6 +156,7 @@ class Mirror:
 
         self.files = dict(files or {})
         self.behaviour: dict[str, Any] = {}
+        self.answers: dict[str, bytes] = {}
         self.host = host
         self.requests: list[str] = []
         mirror = self
@@ -184,6 +187,25 @@ class Mirror:
                             self.wfile.flush()
                             time.sleep(0.2)
                     return
+                if how == "trickle-status":
+                    with contextlib.suppress(OSError):
+                        for byte in b"HTTP/1.1 200 OK\r\n" * 20:  # bounded: a minute at most
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(0.2)
+                    return
+                if how == "trickle-headers":
+                    with contextlib.suppress(OSError):
+                        self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                        for number in range(300):  # bounded: a minute at most
+                            self.wfile.write(b"X-Slow-%d: 1\r\n" % number)
+                            self.wfile.flush()
+                            time.sleep(0.2)
+                    return
+                if how == "unsolicited-304":
+                    self.send_response(304)
+                    self.end_headers()
+                    return
                 if isinstance(how, int):
                     self.send_error(how)
                     return
@@ -201,6 +223,23 @@ class Mirror:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("ETag", etag)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                mirror.requests.append(self.path)
+                if mirror.host and self.headers.get("Host") != mirror.host:
+                    self.send_error(421)
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(min(length, 1 << 20))
+                data = mirror.answers.get(self.path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 

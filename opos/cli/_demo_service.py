@@ -124,7 +124,7 @@ def serve_demo(folder: Path, repo: Path, feed_key: Path, port: int, out: TextIO)
 def _probe(base: str, feed_key: Path, state: Path) -> Plan:
     config = ClientConfig(
         mirrors=[Mirror(base)], keys=[keys.load_public(Path(f"{feed_key}.pub"))], country="IR", network="AS197207",
-        state_dir=state, claims_url=base,
+        state_dir=state, claims=(Mirror(base),),
     )  # fmt: skip
     return poll(config)
 

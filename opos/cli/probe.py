@@ -10,6 +10,7 @@ import re
 import time
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from opos.cli._common import Commands, add_command
 from opos.client import ClientConfig, Limits, Mirror, poll
@@ -44,7 +45,11 @@ def register(commands: Commands) -> None:
     probe.add_argument("--country", required=True, help="this probe's country code, like IR")
     probe.add_argument("--network", required=True, help="this probe's network, like AS197207")
     probe.add_argument("--platform", help="android, ios, linux, macos or windows")
-    probe.add_argument("--claims", metavar="URL", help="the service's base URL for claims (capped instructions)")
+    probe.add_argument(
+        "--claims", action="append", default=[], metavar="URL",
+        help="a claims service's base URL, for capped instructions (repeat; tried in a random order); "
+        "URL#host=NAME sends Host: NAME as for mirrors",
+    )  # fmt: skip
     probe.add_argument("--probe-id", help="the probe's id (default: generated once, kept in --state)")
     probe.add_argument(
         "--state", type=Path, default=_default_state(), help="the state directory (default: %(default)s)"
@@ -62,16 +67,27 @@ def register(commands: Commands) -> None:
     )
 
 
-def config_from(args: argparse.Namespace) -> ClientConfig:
+def _urls(flag: str, texts: list[str], err: TextIO) -> list[Mirror]:
+    """Parsed --mirror or --claims URLs; a warning for plain http to anything but this machine."""
     try:
-        mirrors = [Mirror.parse(text) for text in args.mirrors]
-    except ValueError as err:
-        raise UsageError(f"--mirror: {err}") from None
+        parsed = [Mirror.parse(text) for text in texts]
+    except ValueError as error:
+        raise UsageError(f"{flag}: {error}") from None
+    for mirror in parsed:
+        parts = urlsplit(mirror.url)
+        if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            print(f"opos probe: warning: {flag} {mirror.url} is plain http: anyone on the path sees what this "
+                  "probe asks (signatures still protect what it accepts); use https", file=err)  # fmt: skip
+    return parsed
+
+
+def config_from(args: argparse.Namespace, err: TextIO) -> ClientConfig:
+    mirrors = _urls("--mirror", args.mirrors, err)
     try:
         country = parse_country(args.country)
         network = parse_network(args.network)
-    except ValueError as err:
-        raise UsageError(f"--country/--network: {err}") from None
+    except ValueError as error:
+        raise UsageError(f"--country/--network: {error}") from None
     if args.probe_id and not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", args.probe_id):
         raise UsageError("--probe-id: 16 to 64 characters of A-Z a-z 0-9 _ -")
     return ClientConfig(
@@ -80,7 +96,7 @@ def config_from(args: argparse.Namespace) -> ClientConfig:
         country=country,
         network=network,
         platform=args.platform,
-        claims_url=args.claims,
+        claims=tuple(_urls("--claims", args.claims, err)),
         probe_id=args.probe_id,
         state_dir=args.state,
         defaults=_defaults(args.defaults) if args.defaults else dict(plan.DEFAULT_SCHEDULE),
@@ -136,7 +152,7 @@ def describe(result: plan.Plan) -> str:
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    config = config_from(args)
+    config = config_from(args, err)
     result = poll(config)
     if not args.watch:
         print(json.dumps(result.to_json(), indent=2) if args.json else describe(result), file=out, flush=True)

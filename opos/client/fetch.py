@@ -14,6 +14,7 @@ import http.client
 import json
 import socket
 import ssl
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
@@ -127,8 +128,10 @@ class Fetcher(ABC):
         if mirror.host:
             headers["Host"] = mirror.host
         with self._open(method, mirror, path, body, headers, deadline) as exchange:
-            if exchange.status == 304 and method == "GET":
+            if exchange.status == 304 and method == "GET" and etag:
                 return Answer(304, b"", etag)
+            if exchange.status == 304:
+                raise FetchFailed(f"HTTP 304 for {path}, but nothing was asked for with If-None-Match")
             if exchange.status != 200:
                 raise FetchFailed(f"HTTP {exchange.status} for {path}")
             declared = exchange.headers.get("content-length", "")
@@ -147,7 +150,12 @@ class Fetcher(ABC):
 
 
 class HttpFetcher(Fetcher):
-    """HTTP and HTTPS over sockets, with http.client: the transport of real probes."""
+    """HTTP and HTTPS over sockets, with http.client: the transport of real probes.
+
+    Every read waits at most the gap or the time left, whichever is shorter, and a watchdog shuts
+    the socket down at the deadline: a mirror that trickles its TLS handshake, status line or
+    headers a byte at a time is cut off like one that trickles its body.
+    """
 
     @contextlib.contextmanager
     def _open(
@@ -163,6 +171,17 @@ class HttpFetcher(Fetcher):
             )
         else:
             connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=connect)
+        expired = threading.Event()
+
+        def cut_off() -> None:
+            expired.set()
+            sock = connection.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+        watchdog = threading.Timer(max(0.0, deadline.left()), cut_off)
+        watchdog.daemon = True
 
         def read_timeout() -> float:
             return max(0.001, min(limits.gap_seconds, deadline.left()))
@@ -173,10 +192,13 @@ class HttpFetcher(Fetcher):
                     connection.sock.settimeout(read_timeout())
                 chunk = response.read1(65536)
                 if not chunk:
+                    if expired.is_set():
+                        raise FetchFailed(f"{path} took longer than {deadline.seconds:g} s")
                     return
                 yield chunk
 
         try:
+            watchdog.start()
             connection.connect()
             if connection.sock is not None:
                 connection.sock.settimeout(read_timeout())
@@ -186,15 +208,23 @@ class HttpFetcher(Fetcher):
             yield Exchange(response.status, names, pieces(response))
         except FetchFailed:
             raise
-        except TimeoutError as err:
-            raise FetchFailed(f"{path}: no answer within the time limit") from err
-        except socket.gaierror as err:
-            raise FetchFailed(f"cannot resolve {parts.hostname}: {err.strerror}") from err
-        except UnicodeError as err:
-            raise FetchFailed(f"cannot resolve {parts.hostname}: not a valid host name") from err
-        except ConnectionRefusedError as err:
-            raise FetchFailed(f"connection refused by {parts.hostname}:{parts.port or ''}") from err
-        except (OSError, http.client.HTTPException) as err:
-            raise FetchFailed(f"{path}: {type(err).__name__}: {err}") from err
+        except (OSError, http.client.HTTPException, ValueError, UnicodeError) as err:
+            if expired.is_set() or deadline.left() <= 0:
+                raise FetchFailed(f"{path} took longer than {deadline.seconds:g} s") from err
+            raise FetchFailed(_describe(err, parts.hostname, parts.port, path)) from err
         finally:
+            watchdog.cancel()
             connection.close()
+
+
+def _describe(err: Exception, host: str | None, port: int | None, path: str) -> str:
+    """What went wrong with a mirror, for the plan's `rejected`."""
+    if isinstance(err, TimeoutError):
+        return f"{path}: no answer within the time limit"
+    if isinstance(err, socket.gaierror):
+        return f"cannot resolve {host}: {err.strerror}"
+    if isinstance(err, UnicodeError):
+        return f"cannot resolve {host}: not a valid host name"
+    if isinstance(err, ConnectionRefusedError):
+        return f"connection refused by {host}:{port or ''}"
+    return f"{path}: {type(err).__name__}: {err}"

@@ -30,7 +30,7 @@ class ClientConfig:
     network: str
     state_dir: Path
     platform: str | None = None
-    claims_url: str | None = None  # the service's base URL; claims go to <claims_url>/v1/claims
+    claims: tuple[Mirror, ...] = ()  # the service's base URLs, tried in a random order: <url>/v1/claims
     probe_id: str | None = None  # default: generated once and kept in the state directory
     defaults: dict[str, int] = field(default_factory=lambda: dict(plan.DEFAULT_SCHEDULE))
     limits: Limits = field(default_factory=Limits)
@@ -65,17 +65,18 @@ def _load_cache(state: ProbeState, config: ClientConfig, rejected: list[plan.Rej
 
 
 def _fetch_feed(
-    mirrors: list[Mirror], head: Head, config: ClientConfig, fetcher: Fetcher
-) -> tuple[Mirror, bytes, Feed]:
-    """The feed a verified head names, from the first mirror that gives a good one."""
-    reasons = []
+    mirrors: list[Mirror], head: Head, config: ClientConfig, fetcher: Fetcher, rejected: list[plan.RejectedSource]
+) -> tuple[Mirror, bytes, Feed] | None:
+    """The feed a verified head names, from the first mirror that gives a good one; each bad one is rejected."""
     for mirror in mirrors:
         try:
             answer = fetcher.get(mirror, f"v1/feed/{head.commit}.json", config.limits.feed_bytes)
             return mirror, answer.body, check_feed(answer.body, head, config.keys)
         except (FetchFailed, UntrustedDataError) as err:
-            reasons.append(f"{mirror.url}: {err}")
-    raise Rejected(f"its feed could not be had from any mirror ({'; '.join(reasons)})")
+            rejected.append(plan.RejectedSource(mirror.url, f"feed: {err}"))
+        except Exception as err:  # whatever a mirror sends, the probe goes on
+            rejected.append(plan.RejectedSource(mirror.url, f"feed: could not be handled ({type(err).__name__})"))
+    return None
 
 
 def poll(
@@ -114,7 +115,10 @@ def poll(
                 feed_from, feed_bytes, feed = mirror, cache.feed_bytes, cache.feed  # this head confirms the cache
             else:
                 others = [m for m in mirrors if m != mirror]
-                feed_from, feed_bytes, feed = _fetch_feed([mirror, *others], head, config, fetcher)
+                found = _fetch_feed([mirror, *others], head, config, fetcher, rejected)
+                if found is None:
+                    continue  # every mirror that gave a bad feed is in `rejected` already
+                feed_from, feed_bytes, feed = found
             accepted = _Verified(head_bytes, feed_bytes, head, feed)
             state.save(head_bytes, feed_bytes, Pin(head.sequence, head.commit))
             state.save_etag(mirror.url, answer.etag if answer.status == 200 else etags.get(mirror.url))
@@ -126,6 +130,8 @@ def poll(
             rejected.append(plan.RejectedSource(mirror.url, f"{err} (evidence saved in {folder})"))
         except (FetchFailed, UntrustedDataError) as err:
             rejected.append(plan.RejectedSource(mirror.url, str(err)))
+        except Exception as err:  # whatever a mirror sends, the probe goes on
+            rejected.append(plan.RejectedSource(mirror.url, f"its answer could not be handled ({type(err).__name__})"))
     if accepted is None and cache is not None:
         accepted, source = cache, "cache"
     return _plan(config, fetcher, state, probe, accepted, source, rejected, now, rng)
@@ -148,7 +154,7 @@ def _plan(
     for entry in plan.pending_runs(entries, state.ran()):
         claim: plan.Claim | None = None
         if entry.instruction.target.max_probes is not None:
-            claim = _claim(config, fetcher, state, probe, entry, now)
+            claim = _claim(config, fetcher, state, probe, entry, now, rng, rejected)
         if claim in (None, "granted"):
             reported[entry.id] = entry.revision
         delay = plan.jitter(entry, now, config.max_delay, rng)
@@ -167,7 +173,14 @@ def _plan(
 
 
 def _claim(
-    config: ClientConfig, fetcher: Fetcher, state: ProbeState, probe: plan.Probe, entry: FeedEntry, now: dt.datetime
+    config: ClientConfig,
+    fetcher: Fetcher,
+    state: ProbeState,
+    probe: plan.Probe,
+    entry: FeedEntry,
+    now: dt.datetime,
+    rng: random.Random,
+    rejected: list[plan.RejectedSource],
 ) -> plan.Claim:
     """granted, refused or unavailable: a capped instruction runs only with a granted claim."""
     cached = state.claims().get(entry.id)
@@ -179,16 +192,31 @@ def _claim(
                 return "refused"
         except ValueError:
             pass
-    if not config.claims_url:
-        return "unavailable"
     document = {"instruction": entry.id, "probe_id": probe.probe_id, "country": probe.country,
                 "network": probe.network, "platform": probe.platform}  # fmt: skip
+    services = list(config.claims)
+    rng.shuffle(services)  # one blocked or hostile claims service cannot hold the probe back
+    for service in services:
+        try:
+            answer = fetcher.post(service, "v1/claims", document)
+            granted = _granted(answer.body)
+        except FetchFailed as err:
+            rejected.append(plan.RejectedSource(service.url, f"claims: {err}"))
+            continue
+        except Exception as err:  # whatever a claims service sends, the probe goes on
+            rejected.append(plan.RejectedSource(service.url, f"claims: the answer could not be handled ({err})"))
+            continue
+        state.save_claim(entry.id, entry.revision, granted, now)
+        return "granted" if granted else "refused"
+    return "unavailable"
+
+
+def _granted(body: bytes) -> bool:
+    """The `granted` of a claims answer. Raises ValueError for anything else."""
     try:
-        answer = fetcher.post(Mirror(config.claims_url.rstrip("/")), "v1/claims", document)
-        granted = json.loads(answer.body)["granted"]
-        if not isinstance(granted, bool):
-            raise ValueError("granted is not a boolean")
-    except (FetchFailed, ValueError, KeyError, TypeError):
-        return "unavailable"
-    state.save_claim(entry.id, entry.revision, granted, now)
-    return "granted" if granted else "refused"
+        answer = json.loads(body)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("granted"), bool):
+        raise ValueError("not a claims answer: expected an object with a boolean `granted`")
+    return bool(answer["granted"])

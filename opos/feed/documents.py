@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -133,11 +132,11 @@ def verify_envelope(data: bytes, trusted: Sequence[ed25519.Ed25519PublicKey]) ->
         expected = " or ".join(PAYLOAD_TYPES.values())
         raise EnvelopeInvalid(f"payload type {envelope.payload_type!r} is not an OPOS document ({expected})")
     keyid = dsse.verify(envelope, [(keys.key_id(k), k) for k in trusted], envelope.payload_type)
+    payload = dsse.load_json(envelope.payload, "the signed payload")
     try:
-        payload = json.loads(envelope.payload)
-    except (UnicodeDecodeError, ValueError) as err:
-        raise EnvelopeInvalid(f"the signed payload is not JSON: {err}") from None
-    error = best_match(resources.validator(kind).iter_errors(payload))
+        error = best_match(resources.validator(kind).iter_errors(payload))
+    except RecursionError:
+        raise EnvelopeInvalid(f"the {kind} payload is nested too deeply") from None
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(top)"
         raise EnvelopeInvalid(f"the {kind} payload breaks its schema at {where}: {error.message}")
@@ -152,7 +151,7 @@ def read_own_head(data: bytes) -> Head:
     EnvelopeInvalid when the file is not such a head.
     """
     try:
-        return Head.from_json(json.loads(dsse.parse(data).payload))
+        return Head.from_json(dsse.load_json(dsse.parse(data).payload, "the head"))
     except (ValueError, KeyError, TypeError) as err:
         raise EnvelopeInvalid(f"not a head written by OPOS: {err}") from None
 
@@ -160,6 +159,6 @@ def read_own_head(data: bytes) -> Head:
 def read_own_feed(data: bytes) -> Feed:
     """A feed OPOS itself wrote, read without verifying its signature (see read_own_head)."""
     try:
-        return Feed.from_json(json.loads(dsse.parse(data).payload))
+        return Feed.from_json(dsse.load_json(dsse.parse(data).payload, "the feed"))
     except (ValueError, KeyError, TypeError) as err:
         raise EnvelopeInvalid(f"not a feed written by OPOS: {err}") from None

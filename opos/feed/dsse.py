@@ -50,12 +50,19 @@ def sign(payload_type: str, payload: bytes, key: ed25519.Ed25519PrivateKey, keyi
     return Envelope(payload_type, payload, ((keyid, key.sign(pae(payload_type, payload))),))
 
 
+def load_json(data: bytes, what: str) -> Any:
+    """JSON from untrusted bytes. Raises EnvelopeInvalid, also for nesting too deep to parse."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise EnvelopeInvalid(f"{what} is nested too deeply to be an OPOS document") from None
+    except (UnicodeDecodeError, ValueError) as err:
+        raise EnvelopeInvalid(f"{what} is not a JSON document: {err}") from None
+
+
 def parse(data: bytes) -> Envelope:
     """Parse envelope JSON. Raises EnvelopeInvalid."""
-    try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as err:
-        raise EnvelopeInvalid(f"not a JSON document: {err}") from None
+    document = load_json(data, "the envelope")
     if not isinstance(document, dict):
         raise EnvelopeInvalid("not a DSSE envelope: expected a JSON object")
     payload, payload_type, signatures = (document.get(k) for k in ("payload", "payloadType", "signatures"))
