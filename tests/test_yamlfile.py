@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from yaml.emitter import Emitter
 from yaml.representer import SafeRepresenter
@@ -85,7 +85,8 @@ def test_tabs_report_their_line() -> None:
 def test_bad_indentation_and_syntax_report_their_line() -> None:
     assert problem("a:\n  b: 1\n c: 2\n").startswith("ledger/instructions/x.yaml:3: YAML syntax")
     assert problem("a: [1, 2\nb: 3\n").startswith("ledger/instructions/x.yaml:2: YAML syntax")
-    assert problem('a: "unterminated\n').startswith("ledger/instructions/x.yaml:2: YAML syntax")
+    # the file has one line: the end of file is reported there, not on a line past the end
+    assert problem('a: "unterminated\n').startswith("ledger/instructions/x.yaml:1: YAML syntax")
 
 
 @pytest.mark.parametrize(
@@ -141,3 +142,26 @@ class CoreDumper(Emitter, Serializer, SafeRepresenter, CoreResolver):
 def test_what_a_dumper_writes_loads_back(data: object) -> None:
     text = yaml.dump({"v": data}, Dumper=CoreDumper)
     assert load(text.encode(), "x.yaml", 10**6).value == {"v": data}
+
+
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [(b"title: [", 1), (b"title: {", 1), (b"id: x\rtitle: [\r", 2), (b"id: x\r\ntitle: [", 2), (b"x: [\n", 1)],
+)
+def test_a_file_that_ends_inside_a_bracket_is_a_located_problem(data: bytes, line: int) -> None:
+    """libyaml reports such an end of file on a line past the last: it names the last line, never crashes."""
+    with pytest.raises(YamlProblem) as caught:
+        load(data, "ledger/instructions/x.yaml", 65536)
+    assert caught.value.problem.line == line and caught.value.problem.message.startswith("YAML syntax")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=512) | st.text(alphabet="[]{}:,-'\"\r\n\t #&*!|>?%@`a", max_size=200).map(str.encode))
+def test_any_bytes_load_or_give_a_located_problem(data: bytes) -> None:
+    """Fuzzed: whatever a signed file holds, loading it gives values or a located problem, nothing else."""
+    try:
+        load(data, "ledger/instructions/x.yaml", 65536)
+    except YamlProblem as problem:
+        assert problem.problem.path == "ledger/instructions/x.yaml"
+        lines = max(len(data.splitlines()), 1)
+        assert problem.problem.line is None or 1 <= problem.problem.line <= lines

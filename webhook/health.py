@@ -7,6 +7,7 @@ from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from opos.instructions import resources
+from opos.model import parse_time
 from webhook import metrics
 from webhook.service import current
 
@@ -34,9 +35,14 @@ def healthz() -> ResponseReturnValue:
 
 @blueprint.get("/metrics")
 def metrics_page() -> Response:
-    head = current().site.head()
+    service = current()
+    head = service.site.head()
     if head is not None:
         metrics.SERVED_SEQUENCE.set(head.sequence)
+        metrics.HEAD_EXPIRES.set(head.expires.timestamp())
+    last_success = service.syncer.state().last_success
+    if last_success is not None:
+        metrics.LAST_SUCCESS.set(parse_time(last_success).timestamp())
     return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
 
 

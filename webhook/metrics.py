@@ -28,6 +28,12 @@ SYNC_SECONDS = Histogram(
 VERIFICATION_FAILURES = Counter("opos_verification_failures_total", "Syncs whose new commits failed verification")
 CLAIMS = Counter("opos_claims_total", "Claims answered, by result", ["result"])
 SERVED_SEQUENCE = Gauge("opos_served_sequence", "The sequence of the served feed", multiprocess_mode="max")
+HEAD_EXPIRES = Gauge(
+    "opos_head_expiry_timestamp_seconds", "When the served head expires (alert well before)", multiprocess_mode="max"
+)
+LAST_SUCCESS = Gauge(
+    "opos_last_successful_sync_timestamp_seconds", "When a sync last ended with nothing wrong", multiprocess_mode="max"
+)
 
 
 def exposition() -> bytes:

@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,10 +25,10 @@ from typing import Literal, get_args
 from opos.atomic import write_atomically
 from opos.errors import HistoryRejected, LedgerInvalid, OposError, RepositoryError
 from opos.feed import keys
-from opos.feed.site import pin, publish, published_commit, published_head
+from opos.feed.site import pin, publish, published_commit, published_head, renew_head
 from opos.instructions import rules
 from opos.model import CommitHash, format_time
-from opos.trust.gitrepo import GitLedger, fetch_branch
+from opos.trust.gitrepo import GitLedger, fetch_branch, redact
 from opos.trust.history import descends_from
 from opos.trust.verification import Verification
 from webhook.config import Config
@@ -67,6 +68,12 @@ class SyncResult:
     detail: str = ""
 
 
+def _short(detail: str) -> str:
+    """What /healthz (public) says of a failure: its first line, cut short; the whole is in the log."""
+    first = detail.strip().splitlines()[0] if detail.strip() else "failed"
+    return first if len(first) <= 200 else first[:199] + "…"
+
+
 class Syncer:
     """One sync: the work itself, with no locking (the Follower serialises it)."""
 
@@ -102,12 +109,15 @@ class Syncer:
                 state.problem = None
                 state.last_success = format_time(now)
         except OposError as err:
-            result = SyncResult("failed", state.commit, err.diagnostics())
-            state.problem = result.detail
+            result = SyncResult("failed", state.commit, redact(err.diagnostics()))
+            state.problem = _short(result.detail)
         except Exception as err:  # keep following: the next sync may succeed
-            logger.exception("sync failed")
-            result = SyncResult("failed", state.commit, f"internal error: {type(err).__name__}: {err}")
-            state.problem = result.detail
+            trace = "".join(traceback.format_exception(err))
+            logger.error("sync failed with an internal error:\n%s", redact(trace))  # the traceback, no secrets
+            result = SyncResult("failed", state.commit, redact(f"internal error: {type(err).__name__}: {err}"))
+            state.problem = "internal error while syncing (the details are in the service's log)"
+        if result.outcome in ("rejected", "failed"):
+            self._keep_head_fresh(now)
         state.save(self.state_path)
         if result.outcome in ("rejected", "failed"):
             logger.warning("sync %s: %s", result.outcome, result.detail)
@@ -138,6 +148,17 @@ class Syncer:
                 return SyncResult("rejected", served, f"{branch} at {remote_commit} was not accepted: {detail}")
         state.commit, state.sequence = published.commit, published.sequence
         return SyncResult("renewed" if remote_commit == served else "published", remote_commit)
+
+    def _keep_head_fresh(self, now: dt.datetime) -> None:
+        """Re-issue the served head at half its life even while the branch is rejected or unreachable."""
+        head = published_head(self.site)
+        if head is None or not head.renewal_due(now):
+            return
+        try:
+            renew_head(keys.load_private(self.config.feed_key), self.site, now, self.head_ttl)
+            logger.info("head of %s re-issued while the branch is not accepted", head.commit)
+        except (OposError, OSError):
+            logger.exception("the served head could not be re-issued")
 
     def render_pinned(self, commit: CommitHash) -> Path | None:
         """Render the feed of an older verified commit of the served history; None when it is not one.

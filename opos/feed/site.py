@@ -130,3 +130,20 @@ def publish(
     head = render.sign("head", render.head_payload(commit, sequence, envelope, now, head_ttl), key)
     write_atomically(out / "v1" / "head.json", head)
     return Published(commit, sequence, feed_path, True, "published as the head")
+
+
+def renew_head(
+    key: ed25519.Ed25519PrivateKey, out: Path, now: dt.datetime, head_ttl: dt.timedelta = render.DEFAULT_HEAD_TTL
+) -> Head | None:
+    """Re-issue the published head (same commit, same feed) with a new expiry; None when nothing is published.
+
+    Needs no repository: whatever the branch does (rejected, rewritten, unreachable), the last
+    verified commit stays served with a head that has not expired.
+    """
+    head = published_head(out)
+    if head is None:
+        return None
+    envelope = (out / "v1" / "feed" / f"{head.commit}.json").read_bytes()
+    data = render.sign("head", render.head_payload(head.commit, head.sequence, envelope, now, head_ttl), key)
+    write_atomically(out / "v1" / "head.json", data)
+    return read_own_head(data)

@@ -121,12 +121,15 @@ def load(data: bytes, path: str, max_bytes: int) -> LoadedYaml:
         value = walker.build(node, (), 0)
         return LoadedYaml(value, walker.lines)
     except yaml.MarkedYAMLError as err:
+        lines = data.splitlines()  # YAML's line breaks: \n, \r\n and \r alike
         mark = err.problem_mark or err.context_mark
-        line = mark.line + 1 if mark else None
+        # libyaml reports an unexpected end of file on the line after the last: name the last one
+        line = min(mark.line + 1, max(len(lines), 1)) if mark else None
+        text = lines[line - 1] if line and line <= len(lines) else b""
         what = " ".join(part for part in (err.context, err.problem) if part)
         if "expected a single document" in what:
             what = "the file holds more than one YAML document (a line `---`): keep one per file"
-        elif line and b"\t" in data.split(b"\n")[line - 1][:64]:
+        elif b"\t" in text[:64]:
             what += " (the line has a tab: indent with spaces, never tabs)"
         raise YamlProblem(Problem(path, line, "", f"YAML syntax: {what}")) from None
     except yaml.reader.ReaderError as err:
@@ -135,6 +138,8 @@ def load(data: bytes, path: str, max_bytes: int) -> LoadedYaml:
         ) from None
     except yaml.YAMLError as err:
         raise YamlProblem(Problem(path, None, "", f"not readable as YAML: {err}")) from None
+    except RecursionError:
+        raise YamlProblem(Problem(path, None, "", f"nested more than {MAX_DEPTH} levels deep")) from None
     finally:
         loader.dispose()
 

@@ -445,6 +445,14 @@ def write_commit(
     return CommitHash(commit.id.decode())
 
 
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+
+
+def redact(text: str) -> str:
+    """`text` with the user name and password of every URL in it replaced by `***` (tokens in remotes)."""
+    return _USERINFO.sub(lambda match: f"{match.group('scheme')}***@", text)
+
+
 def fetch_branch(local: Path, remote: str, branch: str) -> CommitHash:
     """Fetch `branch` from `remote` (a path, file://, git://, https://…) into the bare repository `local`.
 
@@ -466,7 +474,7 @@ def fetch_branch(local: Path, remote: str, branch: str) -> CommitHash:
         result = client.fetch(path, repo, determine_wants=determine_wants)
         commit = result.refs.get(wanted)
         if commit is None:
-            raise RepositoryError(f"{remote} has no branch {branch!r}")
+            raise RepositoryError(f"{redact(remote)} has no branch {branch!r}")
         # Our clone is a mirror: keeping the commit under refs/heads/ makes it a "have" that the next
         # fetch advertises, so only new objects come over the wire.
         repo.refs[wanted] = commit
@@ -474,6 +482,6 @@ def fetch_branch(local: Path, remote: str, branch: str) -> CommitHash:
     except RepositoryError:
         raise
     except (OSError, GitProtocolError, HangupException, NotGitRepository, ValueError) as err:
-        raise RepositoryError(f"cannot fetch {branch!r} from {remote}: {err}") from err
+        raise RepositoryError(redact(f"cannot fetch {branch!r} from {remote}: {err}")) from err
     finally:
         repo.close()

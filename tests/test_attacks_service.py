@@ -1,0 +1,107 @@
+"""The service under attack and fault, in-process (Flask's test client, real git, real keys).
+
+Each test is named after the attack or fault it mounts; the ones that need real gunicorn and
+sockets are in test_service.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import LedgerRepo, SshKey, instruction, opos
+from webhook import create_app
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def make_app(ledger_repo: LedgerRepo, tmp_path: Path, feed_key_file: Path) -> Any:
+    """A service on the ledger_repo, not following by itself: the test drives each sync."""
+
+    def make(data: str = "data", **settings: Any) -> Flask:
+        return create_app({"remote": str(ledger_repo.path), "data_dir": str(tmp_path / data),
+                           "feed_key": str(feed_key_file), "follow": False, "webhook_secret": "s3cret",
+                           **settings})  # fmt: skip
+
+    return make
+
+
+def sync(app: Flask) -> Any:
+    return app.extensions["opos"].syncer.sync()
+
+
+def test_a_signed_file_ending_inside_a_bracket_does_not_wedge_publication(
+    make_app: Any, ledger_repo: LedgerRepo, keys: dict[str, SshKey], tmp_path: Path
+) -> None:
+    app = make_app()
+    assert sync(app).outcome == "published"
+    (ledger_repo.path / "ledger/instructions/broken-one.yaml").write_bytes(b"id: broken-one\ntitle: [")
+    broken = ledger_repo.commit("A file that ends inside a bracket", keys["alice"])
+    result = sync(app)
+    assert result.outcome == "rejected" and "ledger/instructions/broken-one.yaml:2: YAML syntax" in result.detail
+    render = opos("render", "--repo", ledger_repo.path, "--key", tmp_path / "feed-key", "--out", tmp_path / "s")
+    assert render.code == 1 and "broken-one.yaml:2: YAML syntax" in render.err
+    check = opos("check", "--repo", ledger_repo.path)
+    assert check.code == 1 and check.out.startswith("ledger/instructions/broken-one.yaml:2: YAML syntax")
+    ledger_repo.remove("ledger/instructions/broken-one.yaml")
+    fixed = ledger_repo.commit("Revert the broken file", keys["alice"])
+    assert sync(app).outcome == "published" and app.test_client().get("/healthz").json["commit"] == fixed
+    fresh = make_app("fresh")  # a new instance walks the whole history, the broken commit included
+    assert sync(fresh).outcome == "published"
+    log = fresh.test_client().get("/v1/log.json").json
+    assert broken not in {event["commit"] for event in log["events"]}
+    assert opos("log", "--repo", ledger_repo.path).code == 0
+
+
+def test_while_the_branch_is_rejected_the_last_good_head_is_renewed(
+    make_app: Any, ledger_repo: LedgerRepo, keys: dict[str, SshKey]
+) -> None:
+    app = make_app(head_ttl_seconds=3600)
+    client = app.test_client()
+    syncer = app.extensions["opos"].syncer
+    assert syncer.sync(NOW).outcome == "published"
+    good = client.get("/healthz").json["commit"]
+    first = client.get("/v1/head.json").data
+    ledger_repo.write("ledger/instructions/unsigned-one.yaml", instruction("unsigned-one"))
+    ledger_repo.commit("An unsigned commit (or a hosting site's squash merge)", None)
+    assert syncer.sync(NOW + dt.timedelta(minutes=10)).outcome == "rejected"
+    assert client.get("/v1/head.json").data == first  # not yet due: the head stays as it was
+    later = NOW + dt.timedelta(minutes=31)  # past half of the head's hour
+    assert syncer.sync(later).outcome == "rejected"
+    head = app.extensions["opos"].site.head()
+    assert head is not None and head.commit == good and head.issued == later
+    assert head.expires == later + dt.timedelta(hours=1)
+    health = client.get("/healthz")
+    assert health.status_code == 503 and "unsigned" in health.json["problem"] and health.json["commit"] == good
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(client.get("/metrics").data.decode())
+        for sample in family.samples
+    }
+    assert samples["opos_head_expiry_timestamp_seconds"] == head.expires.timestamp()
+    assert samples["opos_last_successful_sync_timestamp_seconds"] == NOW.timestamp()  # the last sync that went well
+
+
+def test_a_token_in_the_remote_never_reaches_healthz_state_or_the_log(
+    make_app: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    remote = "http://x-access-token:ghs_SECRETTOKEN@127.0.0.1:9/ooni/ledger.git"  # nothing listens on port 9
+    app = make_app(remote=remote)
+    with caplog.at_level(logging.DEBUG):
+        result = sync(app)
+    assert result.outcome == "failed"
+    health = app.test_client().get("/healthz").json
+    assert health["status"] == "degraded" and "x-access-token:***@" not in health["problem"]
+    assert "cannot fetch 'main' from http://***@127.0.0.1:9/ooni/ledger.git" in health["problem"]
+    assert len(health["problem"]) <= 200
+    for where in (json.dumps(health), (tmp_path / "data" / "state.json").read_text(), caplog.text, result.detail):
+        assert "SECRETTOKEN" not in where
+    assert "***@127.0.0.1:9" in caplog.text
