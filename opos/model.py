@@ -40,7 +40,10 @@ def parse_timestamp(text: str) -> dt.datetime:
     moment = dt.datetime.fromisoformat(re.sub(r"\s+(?=[Zz+-]\d*[:\d]*$)", "", text).replace("z", "Z"))
     if moment.tzinfo is None:
         raise ValueError("needs a time zone")
-    return moment.astimezone(dt.UTC).replace(microsecond=0)
+    try:
+        return moment.astimezone(dt.UTC).replace(microsecond=0)
+    except OverflowError:
+        raise ValueError(f"{text!r} is outside the years a UTC time can hold") from None
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -7,6 +7,8 @@ sockets are in test_service.py.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import json
 import logging
 from pathlib import Path
@@ -18,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import LedgerRepo, SshKey, instruction, opos
 from webhook import create_app
+from webhook.config import ConfigError, load_config
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -105,3 +108,78 @@ def test_a_token_in_the_remote_never_reaches_healthz_state_or_the_log(
     for where in (json.dumps(health), (tmp_path / "data" / "state.json").read_text(), caplog.text, result.detail):
         assert "SECRETTOKEN" not in where
     assert "***@127.0.0.1:9" in caplog.text
+
+
+def signed(body: bytes, secret: str = "s3cret") -> dict[str, str]:
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-Hub-Signature-256": f"sha256={digest}", "X-GitHub-Event": "push", "Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/claims", b"[" * 4096),
+        ("POST", "/v1/claims", b'{"a":' * 2000),
+        ("POST", "/hooks/github", b"[" * 4096),  # validly signed: a replayed or leaked secret
+        ("POST", "/hooks/github", b'"just a string"'),
+        ("GET", "/v1/log.json?cursor=MQ==", b""),  # base64 of 1
+        ("GET", "/v1/log.json?cursor=bnVsbA==", b""),  # null
+        ("GET", "/v1/log.json?cursor=WzEsMiwzXQ==", b""),  # [1,2,3]
+        ("GET", "/v1/log.json?cursor=%22%22", b""),
+        ("GET", "/v1/log.json?since=9999-12-31T23:59:59-23:59", b""),
+        ("GET", "/v1/log.json?until=0001-01-01T00:00:00%2B23:59", b""),
+    ],
+)
+def test_malformed_requests_are_400_not_500(make_app: Any, method: str, path: str, body: bytes) -> None:
+    app = make_app()
+    assert sync(app).outcome == "published"
+    headers = signed(body) if path == "/hooks/github" else {"Content-Type": "application/json"}
+    answer = app.test_client().open(path, method=method, data=body, headers=headers)
+    assert answer.status_code == 400, answer.data
+    assert answer.json["error"] == "Bad Request" and answer.json["detail"]
+
+
+@pytest.mark.parametrize("query", ["_method=POST", "endpoint=x", "_external=1", "_anchor=x", "_scheme=ftp"])
+def test_query_names_never_reach_url_for(make_app: Any, query: str) -> None:
+    app = make_app()
+    assert sync(app).outcome == "published"
+    for page in ("/log", "/log.atom"):
+        answer = app.test_client().get(f"{page}?{query}&country=IR")
+        assert answer.status_code == 200, answer.data
+    assert b"country=IR" in app.test_client().get(f"/log?{query}&country=IR").data
+    assert query.split("=")[0].encode() not in app.test_client().get(f"/log?{query}&country=IR").data
+
+
+def test_the_500_handler_answers_once_and_logs_once(make_app: Any, caplog: pytest.LogCaptureFixture) -> None:
+    app = make_app()
+
+    @app.get("/boom")
+    def boom() -> str:
+        raise RuntimeError("a bug")
+
+    with caplog.at_level(logging.ERROR):
+        answer = app.test_client().get("/boom")
+    assert answer.status_code == 500
+    assert answer.json == {"error": "Internal Server Error", "detail": "an unexpected error; it is logged"}
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == ["unexpected error on GET /boom"]
+
+
+def test_a_trailing_newline_is_not_a_new_probe_nor_a_commit(make_app: Any, ledger_repo: LedgerRepo) -> None:
+    app = make_app()
+    assert sync(app).outcome == "published"
+    client = app.test_client()
+    probe = {"instruction": "first-one", "country": "IR", "network": "AS197207"}
+    answer = client.post("/v1/claims", json={**probe, "probe_id": "probe-0123456789abcdef\n"})
+    assert answer.status_code == 400 and "probe_id" in answer.json["detail"]
+    head = ledger_repo.head()
+    assert client.get(f"/v1/feed/{head}.json").status_code == 200
+    assert client.get(f"/v1/feed/{head}%0a.json").status_code == 400
+
+
+def test_an_empty_setting_in_the_configuration_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "opos.yaml"
+    path.write_text("remote: /srv/ledger\ndata_dir: /tmp/x\nfeed_key: /tmp/k\nbranch:\n")
+    with pytest.raises(ConfigError, match="branch: is empty"):  # it used to become the branch 'None'
+        load_config(path, environ={})
+    path.write_text("remote: /srv/ledger\ndata_dir: /tmp/x\nfeed_key: /tmp/k\ntrust_root:\n")
+    assert load_config(path, environ={}).trust_root is None  # an optional setting left empty is unset

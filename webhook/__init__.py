@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException
 
 from webhook import claims, feed, health, hooks, metrics, public_log
 from webhook.config import Config, load_config
@@ -44,7 +44,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> tuple[Response, int]:
         logger.exception("unexpected error on %s %s", request.method, request.path)
-        return jsonify(error=InternalServerError.name, detail="an unexpected error; it is logged"), 500
+        return jsonify(error="Internal Server Error", detail="an unexpected error; it is logged"), 500
 
     @app.after_request
     def count(response: Response) -> Response:

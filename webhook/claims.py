@@ -15,6 +15,7 @@ from opos.feed import targeting
 from opos.instructions import resources
 from opos.model import format_time
 from webhook import metrics
+from webhook.body import json_body
 from webhook.claims_store import ClaimsUnavailable
 from webhook.service import current
 
@@ -25,13 +26,12 @@ blueprint = Blueprint("claims", __name__)
 def _request_validator() -> jsonschema.Draft202012Validator:
     """ClaimRequest from schemas/openapi.json, checked and compiled once per process, not per claim."""
     schema: dict[str, Any] = resources.schema_document("openapi")["components"]["schemas"]["ClaimRequest"]
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
+    return resources.strict_validator(schema)
 
 
 @blueprint.post("/v1/claims")
 def claim() -> ResponseReturnValue:
-    body = request.get_json(silent=True)
+    body = json_body(request.get_data(cache=False), "a claim")
     if not isinstance(body, dict):
         abort(400, "send a JSON object: {instruction, probe_id, country, network, platform}")
     error = best_match(_request_validator().iter_errors(body))

@@ -73,9 +73,13 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def _convert(name: str, value: Any, where: str) -> Any:
     kind = {f.name: f.type for f in fields(Config)}[name]
+    if value is None or value == "":
+        if "None" in str(kind):
+            return None
+        raise ConfigError(f"{where}: is empty; give a value, or leave the setting out")
     try:
-        if value is None or kind in ("str", "str | None"):
-            return None if value in (None, "") and "None" in str(kind) else str(value)
+        if kind in ("str", "str | None"):
+            return str(value)
         if kind == "Path":
             return Path(str(value)).expanduser()
         if kind == "float":

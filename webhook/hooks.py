@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 
 from flask import Blueprint, abort, request
 from flask.typing import ResponseReturnValue
 
+from webhook.body import json_body
 from webhook.service import current
 
 blueprint = Blueprint("hooks", __name__)
@@ -30,9 +30,9 @@ def github() -> ResponseReturnValue:
         return {"pong": True}
     if event != "push":
         return {"ignored": f"{event or 'an unnamed'} event: only push events start a sync"}
-    try:
-        ref = json.loads(body).get("ref")
-    except (ValueError, AttributeError):
+    document = json_body(body, "a push event")
+    ref = document.get("ref") if isinstance(document, dict) else None
+    if not isinstance(ref, str):
         abort(400, "a push event's body is a JSON object with a ref")
     wanted = f"refs/heads/{service.config.branch}"
     if ref != wanted:

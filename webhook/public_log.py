@@ -12,7 +12,7 @@ from flask import Blueprint, Response, abort, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from opos.eventlog.events import Event, field_changes
-from opos.eventlog.logindex import LogQuery, Period, log_document, select
+from opos.eventlog.logindex import LogQuery, Period, decode_cursor, log_document, select
 from opos.model import format_duration, parse_country, parse_network, parse_timestamp
 from webhook.service import current
 
@@ -42,8 +42,13 @@ def _query(cursor_allowed: bool = True) -> LogQuery:
     if not 1 <= limit <= MAX_LIMIT:
         abort(400, f"limit: from 1 to {MAX_LIMIT}")
     cursor = args.get("cursor") or None
-    if cursor and not re.fullmatch(r"[A-Za-z0-9_=-]{1,400}", cursor):
-        abort(400, "cursor: use the `next` value of the previous page")
+    if cursor:
+        try:
+            if len(cursor) > 400:
+                raise ValueError("too long")
+            decode_cursor(cursor)
+        except ValueError:
+            abort(400, "cursor: use the `next` value of the previous page")
     return LogQuery(
         country=country, network=network, test=args.get("test") or None, instruction=args.get("instruction") or None,
         since=moments.get("since"), until=moments.get("until"), period=period,
@@ -65,10 +70,7 @@ def _select(query: LogQuery) -> tuple[list[Event], str | None]:
     index = current().log_index()
     if index is None:
         return [], None
-    try:
-        return select(index.events(), dt.datetime.now(dt.UTC), query)
-    except ValueError:
-        abort(400, "cursor: use the `next` value of the previous page")
+    return select(index.events(), dt.datetime.now(dt.UTC), query)
 
 
 @blueprint.get("/v1/log.json")
@@ -113,11 +115,23 @@ def _view(event: Event) -> dict[str, Any]:
     }
 
 
+FILTERS = ("country", "network", "test", "instruction", "since", "until", "period", "limit")
+
+
+def _filters() -> dict[str, Any]:
+    """The query's filters, to carry into the next page's and the Atom links: only names we know.
+
+    Anything else in the query string (`endpoint`, `_method`, `_external`…) would be taken by
+    url_for as one of its own arguments.
+    """
+    return {name: value for name in FILTERS if (value := request.args.get(name, ""))}
+
+
 @blueprint.get("/log")
 def log_page() -> ResponseReturnValue:
     query = _query()
     events, cursor = _select(query)
-    params: dict[str, Any] = {k: v for k, v in request.args.items() if k != "cursor" and v}
+    params = _filters()
     return render_template(
         "log.html",
         views=[_view(e) for e in events],

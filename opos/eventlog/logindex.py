@@ -150,13 +150,24 @@ def select(stored: list[ev.Event], now: dt.datetime, query: LogQuery) -> tuple[l
     keyed = [((e.time, i), e) for i, e in enumerate([*stored, *expired])]
     keyed.sort(key=lambda item: item[0], reverse=True)
     if query.cursor:
-        after = tuple(json.loads(base64.urlsafe_b64decode(query.cursor.encode())))
+        after = decode_cursor(query.cursor)
         keyed = [item for item in keyed if item[0] < after]
     chosen = [item for item in keyed if _matches(item[1], query)]
     page = chosen[: query.limit]
     more = len(chosen) > query.limit
     cursor = base64.urlsafe_b64encode(json.dumps(list(page[-1][0])).encode()).decode() if more and page else None
     return [event for _, event in page], cursor
+
+
+def decode_cursor(cursor: str) -> tuple[str, int]:
+    """The position a `next` cursor names: (time, order). Raises ValueError for anything we did not make."""
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, RecursionError) as err:
+        raise ValueError(f"not a cursor: {err}") from None
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and type(value[1]) is int):
+        raise ValueError("not a cursor")
+    return value[0], value[1]
 
 
 def log_document(events: list[ev.Event], cursor: str | None) -> dict[str, Any]:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import functools
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import jsonschema.validators
 
 _PACKAGE = Path(__file__).resolve().parent.parent  # the opos package
 
@@ -32,12 +35,36 @@ def schema_document(name: str) -> dict[str, Any]:
     return document
 
 
+def _whole_pattern(
+    validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    """`pattern`, with a final `$` meaning the end of the string, as in JSON Schema's regex dialect.
+
+    Python's `$` also matches before a final newline, so "abc\n" would pass `^[a-z]+$`.
+    """
+    if not isinstance(instance, str):
+        return
+    anchored = pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith(r"\$") else pattern
+    if not re.search(anchored, instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+StrictValidator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    jsonschema.Draft202012Validator, {"pattern": _whole_pattern}
+)
+
+
+def strict_validator(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
+    """A Draft 2020-12 validator for `schema` (checked to be valid) whose patterns match whole strings."""
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator: jsonschema.Draft202012Validator = StrictValidator(schema)
+    return validator
+
+
 @functools.cache
 def validator(name: str) -> jsonschema.Draft202012Validator:
     """A validator for `schemas/<name>.schema.json`, checked once to be a valid schema."""
-    schema = schema_document(f"{name}.schema")
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
+    return strict_validator(schema_document(f"{name}.schema"))
 
 
 @functools.cache
