@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import LedgerRepo, SshKey, instruction, opos
 from webhook import create_app
 from webhook.config import ConfigError, load_config
+from webhook.sync import Follower
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -183,3 +185,45 @@ def test_an_empty_setting_in_the_configuration_file_is_an_error(tmp_path: Path) 
         load_config(path, environ={})
     path.write_text("remote: /srv/ledger\ndata_dir: /tmp/x\nfeed_key: /tmp/k\ntrust_root:\n")
     assert load_config(path, environ={}).trust_root is None  # an optional setting left empty is unset
+
+
+def test_a_replayed_webhook_delivery_starts_no_second_sync(make_app: Any) -> None:
+    app = make_app()
+    client = app.test_client()
+    body = b'{"ref": "refs/heads/main"}'
+    headers = {**signed(body), "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"}
+    first = client.post("/hooks/github", data=body, headers=headers)
+    assert first.status_code == 202 and first.json == {"sync": "queued"}
+    follower = app.extensions["opos"].follower
+    requested = follower.requested_path.read_text()
+    for _ in range(20):
+        again = client.post("/hooks/github", data=body, headers=headers)
+        assert again.status_code == 200 and "was received already" in again.json["ignored"]
+    assert follower.requested_path.read_text() == requested  # no new request was recorded
+
+
+class CountingSyncer:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def sync(self) -> None:
+        self.count += 1
+
+
+def test_a_flood_of_webhooks_costs_one_sync_per_interval(tmp_path: Path) -> None:
+    """Requests every 20 ms for 1.5 s (distinct deliveries: whoever has the secret can vary them)."""
+    syncer = CountingSyncer()
+    follower = Follower(syncer, tmp_path, poll_seconds=3600, min_interval=0.5)  # type: ignore[arg-type]
+    follower.start()
+    try:
+        for _ in range(75):
+            follower.request()
+            time.sleep(0.02)
+        follower.wake.set()
+        deadline = time.monotonic() + 10
+        while follower.pending() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        follower.stop()
+    assert not follower.pending()  # every request was served in the end
+    assert 2 <= syncer.count <= 5  # not 75: at most one sync per half second (plus the first)

@@ -37,5 +37,8 @@ def github() -> ResponseReturnValue:
     wanted = f"refs/heads/{service.config.branch}"
     if ref != wanted:
         return {"ignored": f"a push to {ref}, not {wanted}"}
+    delivery = request.headers.get("X-GitHub-Delivery", "")
+    if delivery and not service.deliveries.first_time(delivery):
+        return {"ignored": f"delivery {delivery[:100]} was received already"}
     service.follower.request()  # the sync runs in the background: GitHub gets its answer at once
     return {"sync": "queued"}, 202

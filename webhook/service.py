@@ -18,6 +18,7 @@ from opos.feed.site import published_commit
 from webhook import metrics
 from webhook.claims_store import ClaimsStore, ClaimsUnavailable, open_store
 from webhook.config import Config
+from webhook.deliveries import Deliveries
 from webhook.site_files import SiteFiles
 from webhook.sync import Follower, Syncer, SyncResult
 
@@ -30,7 +31,10 @@ class Service:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.site = SiteFiles(config.site_dir)
         self.syncer = Syncer(config, on_result=self._count)
-        self.follower = Follower(self.syncer, config.data_dir, config.poll_seconds)
+        self.follower = Follower(
+            self.syncer, config.data_dir, config.poll_seconds, min_interval=config.min_sync_interval_seconds
+        )
+        self.deliveries = Deliveries(config.data_dir / "deliveries.sqlite3")
         self._log_index: LogIndex | None = None
         self._claims: ClaimsStore | None = None
         self._claims_lock = threading.Lock()
@@ -76,6 +80,7 @@ class Service:
 
     def close(self) -> None:
         self.follower.stop()
+        self.deliveries.close()
         with self._claims_lock:
             if self._claims is not None:
                 self._claims.close()

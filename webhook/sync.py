@@ -192,9 +192,10 @@ class Follower:
     LEADER_CHECK = 0.05
     FOLLOWER_CHECK = 1.0
 
-    def __init__(self, syncer: Syncer, data_dir: Path, poll_seconds: float) -> None:
+    def __init__(self, syncer: Syncer, data_dir: Path, poll_seconds: float, min_interval: float = 0.0) -> None:
         self.syncer = syncer
         self.poll_seconds = poll_seconds
+        self.min_interval = min_interval  # the floor between two syncs, whatever asks for them
         data_dir.mkdir(parents=True, exist_ok=True)
         self.lock_path = data_dir / "sync.lock"
         self.requested_path = data_dir / "sync.requested"
@@ -257,9 +258,16 @@ class Follower:
             return float("inf")
 
     def serve_requests(self) -> None:
-        """Sync until every request seen so far is served; requests made during a sync share one more."""
-        while not self.stopped.is_set() and self._read_number(self.done_path) < (
-            wanted := self._read_number(self.requested_path)
+        """Sync until every request seen so far is served; requests made during a sync share one more.
+
+        No sync starts sooner than `min_interval` after the last one ended: a flood of webhooks
+        (replayed, or sent by whoever has the secret) costs one sync per interval, and the requests
+        stay pending until then.
+        """
+        while (
+            not self.stopped.is_set()
+            and self._since_last_sync() >= self.min_interval
+            and self._read_number(self.done_path) < (wanted := self._read_number(self.requested_path))
         ):
             self.syncer.sync()
             write_atomically(self.done_path, str(wanted).encode())
