@@ -227,3 +227,46 @@ def test_a_flood_of_webhooks_costs_one_sync_per_interval(tmp_path: Path) -> None
         follower.stop()
     assert not follower.pending()  # every request was served in the end
     assert 2 <= syncer.count <= 5  # not 75: at most one sync per half second (plus the first)
+
+
+def test_every_answer_carries_the_security_headers_and_405_says_what_is_allowed(make_app: Any) -> None:
+    app = make_app()
+    assert sync(app).outcome == "published"
+    client = app.test_client()
+    for path in ("/v1/head.json", "/log", "/log.atom", "/v1/log.json", "/healthz", "/nope"):
+        answer = client.get(path)
+        assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"], path
+        assert "script-src" not in answer.headers["Content-Security-Policy"]  # default-src 'none' covers it
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert answer.headers["Referrer-Policy"] == "no-referrer"
+    wrong = client.delete("/v1/head.json")
+    assert wrong.status_code == 405 and set(wrong.headers["Allow"].split(", ")) >= {"GET", "HEAD"}
+    assert wrong.json["error"] == "Method Not Allowed"
+
+
+def test_the_log_answers_conditional_requests_without_querying_again(make_app: Any) -> None:
+    app = make_app()
+    assert sync(app).outcome == "published"
+    client = app.test_client()
+    service = app.extensions["opos"]
+    for path in ("/v1/log.json?country=IR", "/log?country=IR", "/log.atom", "/log/first-one"):
+        first = client.get(path)
+        assert first.status_code == 200 and first.headers["Cache-Control"] == "public, max-age=60", path
+        etag = first.headers["ETag"]
+        again = client.get(path, headers={"If-None-Match": etag})
+        assert again.status_code == 304 and again.data == b"" and again.headers["ETag"] == etag
+    calls = []
+    real = service.log_index().events
+    service.log_index().events = lambda: calls.append(1) or real()  # type: ignore[method-assign]
+    assert client.get("/v1/log.json?country=IR").status_code == 200  # answered from the kept rendering
+    assert calls == []
+
+
+def test_metrics_can_be_kept_to_those_with_the_token(make_app: Any) -> None:
+    app = make_app(metrics_token="s3cret-metrics")
+    client = app.test_client()
+    refused = client.get("/metrics")
+    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    allowed = client.get("/metrics", headers={"Authorization": "Bearer s3cret-metrics"})
+    assert allowed.status_code == 200 and b"opos_syncs_total" in allowed.data

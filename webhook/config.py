@@ -37,6 +37,7 @@ class Config:
     claims_database: str | None = None  # postgresql://… to share caps between instances; default SQLite in data_dir
     max_body_bytes: int = 1024 * 1024  # larger request bodies get 413
     commit_url: str | None = None  # the log links commits here, e.g. https://github.com/ooni/ledger/commit/{commit}
+    metrics_token: str | None = None  # when set, /metrics asks for `Authorization: Bearer <token>`
     follow: bool = True  # run the follower thread (off for tests that drive syncs themselves)
 
     @property

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+import hmac
+
+from flask import Blueprint, Response, abort, jsonify, request
 from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -36,6 +38,14 @@ def healthz() -> ResponseReturnValue:
 @blueprint.get("/metrics")
 def metrics_page() -> Response:
     service = current()
+    token = service.config.metrics_token
+    if token is not None:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            abort(Response(
+                '{"error": "Unauthorized", "detail": "/metrics needs Authorization: Bearer <OPOS_METRICS_TOKEN>"}',
+                401, {"WWW-Authenticate": 'Bearer realm="opos metrics"'}, mimetype="application/json",
+            ))  # fmt: skip
     head = service.site.head()
     if head is not None:
         metrics.SERVED_SEQUENCE.set(head.sequence)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 from xml.etree import ElementTree
 
-from flask import Blueprint, Response, abort, render_template, request, url_for
+from flask import Blueprint, Response, abort, make_response, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from opos.eventlog.events import Event, field_changes
@@ -73,7 +76,44 @@ def _select(query: LogQuery) -> tuple[list[Event], str | None]:
     return select(index.events(), dt.datetime.now(dt.UTC), query)
 
 
+LOG_CACHE = "public, max-age=60"
+
+
+def conditional(view: Callable[..., ResponseReturnValue]) -> Callable[..., Response]:
+    """ETag and Cache-Control for a log view; If-None-Match answered with 304 before any work.
+
+    The ETag names the indexed commit, the whole query and the minute (expired events depend on
+    the moment of asking), so repeated requests cost a lookup, not a query of the log.
+    """
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Response:
+        service = current()
+        index = service.log_index()
+        version = index.indexed() if index is not None else None
+        minute = int(time.time() // 60)
+        etag = hashlib.sha256(f"{version}|{minute}|{request.full_path}".encode()).hexdigest()[:32]
+        if request.if_none_match.contains(etag):
+            response = Response(status=304)
+        else:
+            with service.rendered_lock:
+                cached = service.rendered.get(etag)
+            if cached is not None:
+                response = Response(cached.get_data(), status=cached.status_code, mimetype=cached.mimetype)
+            else:
+                response = make_response(view(*args, **kwargs))
+                if response.status_code == 200:
+                    with service.rendered_lock:
+                        service.rendered.put(etag, response)
+        response.set_etag(etag)
+        response.headers["Cache-Control"] = LOG_CACHE
+        return response
+
+    return wrapper
+
+
 @blueprint.get("/v1/log.json")
+@conditional
 def log_json() -> ResponseReturnValue:
     events, cursor = _select(_query())
     return log_document(events, cursor)
@@ -128,6 +168,7 @@ def _filters() -> dict[str, Any]:
 
 
 @blueprint.get("/log")
+@conditional
 def log_page() -> ResponseReturnValue:
     query = _query()
     events, cursor = _select(query)
@@ -142,6 +183,7 @@ def log_page() -> ResponseReturnValue:
 
 
 @blueprint.get("/log/<ident>")
+@conditional
 def instruction_page(ident: str) -> ResponseReturnValue:
     if not re.fullmatch(r"[a-z0-9-]{3,80}", ident):
         abort(404, "no such instruction")
@@ -152,6 +194,7 @@ def instruction_page(ident: str) -> ResponseReturnValue:
 
 
 @blueprint.get("/log.atom")
+@conditional
 def atom() -> Response:
     events, _ = _select(_query(cursor_allowed=False))
     namespace = "http://www.w3.org/2005/Atom"

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 
-from flask import current_app
+from flask import Response, current_app
 
 from opos.errors import OposError
 from opos.eventlog.logindex import LogIndex
 from opos.feed.site import published_commit
+from opos.lru import LRU
 from webhook import metrics
 from webhook.claims_store import ClaimsStore, ClaimsUnavailable, open_store
 from webhook.config import Config
@@ -38,6 +39,8 @@ class Service:
         self._log_index: LogIndex | None = None
         self._claims: ClaimsStore | None = None
         self._claims_lock = threading.Lock()
+        self.rendered: LRU[str, Response] = LRU(128)  # log answers by ETag: a popular query once a minute
+        self.rendered_lock = threading.Lock()
         self.started = False
 
     def start(self) -> None:
