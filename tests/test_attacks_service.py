@@ -14,17 +14,20 @@ import logging
 import time
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import LedgerRepo, SshKey, instruction, opos
+from opos.model import format_time
 from webhook import create_app
 from webhook.config import ConfigError, load_config
 from webhook.sync import Follower
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+WINDOW_NOW = f"\n  start: {format_time(NOW - dt.timedelta(days=1))}\n  end: {format_time(NOW + dt.timedelta(days=9))}"
 
 
 @pytest.fixture
@@ -270,3 +273,50 @@ def test_metrics_can_be_kept_to_those_with_the_token(make_app: Any) -> None:
     assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
     allowed = client.get("/metrics", headers={"Authorization": "Bearer s3cret-metrics"})
     assert allowed.status_code == 200 and b"opos_syncs_total" in allowed.data
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "named"),
+    [
+        ("title", '"Measure news\\u202Etxt.exe"', "U+202E"),
+        ("title", '"Clear the screen\\e[2J"', "U+001B"),
+        ("title", '"A NUL\\0 here"', "U+0000"),
+        ("reason", '"Hidden\\u200Bjoiner"', "U+200B"),
+        ("reason", '"Isolate \\u2066this\\u2069"', "U+2066"),
+    ],
+)
+def test_control_and_bidi_characters_are_refused_in_text_fields(
+    ledger_repo: LedgerRepo, field: str, text: str, named: str
+) -> None:
+    ledger_repo.write("ledger/instructions/tricky-one.yaml", instruction("tricky-one", **{field: text}))
+    result = opos("check", "--repo", ledger_repo.path)
+    assert result.code == 1
+    assert result.out.startswith("ledger/instructions/tricky-one.yaml:") and f"{field}: has {named}" in result.out
+    assert "\x1b" not in result.out and "\u202e" not in result.out
+
+
+def test_escape_sequences_in_commit_messages_reach_no_terminal_and_no_feed_reader(
+    make_app: Any, ledger_repo: LedgerRepo, keys: dict[str, SshKey]
+) -> None:
+    ledger_repo.write("ledger/instructions/second-one.yaml", instruction("second-one", window=WINDOW_NOW))
+    ledger_repo.commit("Clear\x1b[2J the screen \u202eevil\x07", keys["alice"])
+    app = make_app()
+    assert sync(app).outcome == "published"
+    atom = app.test_client().get("/log.atom")
+    tree = ElementTree.fromstring(atom.data)  # well-formed: it parses
+    assert "\x1b" not in atom.data.decode() and "\\x1b[2J" in atom.data.decode()
+    assert tree.tag.endswith("feed")
+    log = opos("log", "--repo", ledger_repo.path)
+    assert log.code == 0 and "\x1b" not in log.out and "\x07" not in log.out and "\u202e" not in log.out
+    assert "Clear\\x1b[2J the screen \\u202eevil\\x07" in log.out
+
+
+def test_markdown_in_a_title_stays_text_in_the_impact_preview(ledger_repo: LedgerRepo, keys: dict[str, SshKey]) -> None:
+    base = ledger_repo.head()
+    title = '"# Block *everything* | [now](https://evil.example)"'
+    ledger_repo.write("ledger/instructions/loud-one.yaml", instruction("loud-one", title=title))
+    ledger_repo.commit("A loud title", keys["alice"])
+    result = opos("diff", base, "HEAD", "--repo", ledger_repo.path, "--format", "markdown")
+    assert result.code == 0
+    heading = next(line for line in result.out.splitlines() if line.startswith("#### "))
+    assert heading == (r"#### added: `loud-one` — \# Block \*everything\* \| \[now\]\(https://evil\.example\)")

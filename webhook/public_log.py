@@ -17,6 +17,7 @@ from flask.typing import ResponseReturnValue
 from opos.eventlog.events import Event, field_changes
 from opos.eventlog.logindex import LogQuery, Period, decode_cursor, log_document, select
 from opos.model import format_duration, parse_country, parse_network, parse_timestamp
+from opos.text import for_xml
 from webhook.service import current
 
 blueprint = Blueprint("log", __name__)
@@ -203,8 +204,8 @@ def atom() -> Response:
     def element(
         parent: ElementTree.Element, tag: str, text: str | None = None, **attributes: str
     ) -> ElementTree.Element:
-        child = ElementTree.SubElement(parent, f"{{{namespace}}}{tag}", attributes)
-        child.text = text
+        child = ElementTree.SubElement(parent, f"{{{namespace}}}{tag}", {k: for_xml(v) for k, v in attributes.items()})
+        child.text = for_xml(text) if text is not None else None
         return child
 
     root = ElementTree.Element(f"{{{namespace}}}feed")

@@ -18,6 +18,7 @@ from opos.errors import UsageError
 from opos.feed import keys, plan
 from opos.instructions.yamlfile import YamlProblem, load
 from opos.model import format_duration, parse_country, parse_duration, parse_network
+from opos.text import for_terminal
 
 
 def _default_state() -> Path:
@@ -148,7 +149,7 @@ def describe(result: plan.Plan) -> str:
     if result.rejected:
         lines.append("rejected:")
         lines.extend(f"  {item.mirror}: {item.reason}" for item in result.rejected)
-    return "\n".join(lines)
+    return "\n".join(for_terminal(line) for line in lines)  # reasons quote what mirrors sent
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -16,6 +16,7 @@ from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
 from opos.feed import keys
 from opos.feed.documents import Feed, verify_envelope
 from opos.feed.site import feed_at
+from opos.text import for_terminal
 from opos.trust.verification import Verification
 
 
@@ -76,8 +77,9 @@ def log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         target = subject["target"]
         where = " ".join(target["countries"] + target["networks"])
         by = f"signed by {event.signer}" if event.signer else "unsigned"
-        print(f"{event.time}  {event.action:8} {event.instruction}  ({subject['test']} in {where})  "
-              f"sequence {event.sequence}, {event.revision[:12]} {by}: {event.message}", file=out)  # fmt: skip
+        line = (f"{event.time}  {event.action:8} {event.instruction}  ({subject['test']} in {where})  "
+                f"sequence {event.sequence}, {event.revision[:12]} {by}: {event.message}")  # fmt: skip
+        print(for_terminal(line), file=out)  # a commit message could carry escape sequences
     print(f"{len(events)} event(s)", file=err)
     return 0
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from opos.eventlog.events import field_changes
 from opos.model import format_duration, parse_time
+from opos.text import for_markdown, for_terminal
 
 LARGE_TARGET_COUNTRIES = 10
 SHORT_INTERVAL = 3600
@@ -112,10 +113,10 @@ def as_text(changes: list[Change]) -> str:
         return "No instruction changes."
     lines = []
     for change in changes:
-        lines.append(f"{change.action.upper()} {change.instruction['id']}: {change.instruction['title']}")
-        lines.extend(f"  {name}: {value}" for name, value in _summary(change.instruction))
+        lines.append(for_terminal(f"{change.action.upper()} {change.instruction['id']}: {change.instruction['title']}"))
+        lines.extend(for_terminal(f"  {name}: {value}") for name, value in _summary(change.instruction))
         for name, old, new in field_changes(change.before, change.instruction) if change.action == "changed" else []:
-            lines.append(f"  changed {name}: {_show(old)} -> {_show(new)}")
+            lines.append(for_terminal(f"  changed {name}: {_show(old)} -> {_show(new)}"))
         lines.extend(f"  WARNING: {w}" for w in change.warnings)
     return "\n".join(lines)
 
@@ -125,7 +126,7 @@ def _show(value: Any) -> str:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return for_markdown(text)
 
 
 def as_markdown(changes: list[Change]) -> str:
@@ -134,14 +135,16 @@ def as_markdown(changes: list[Change]) -> str:
     total_warnings = sum(len(c.warnings) for c in changes)
     lines = [f"### OPOS impact preview: {len(changes)} instruction(s) changed, {total_warnings} warning(s)", ""]
     for change in changes:
-        lines.append(f"#### {change.action}: `{change.instruction['id']}` — {change.instruction['title']}")
+        lines.append(
+            f"#### {change.action}: `{change.instruction['id']}` — {for_markdown(change.instruction['title'])}"
+        )
         lines.append("")
         lines.append("| | |")
         lines.append("|---|---|")
         lines.extend(f"| {name} | {_cell(value)} |" for name, value in _summary(change.instruction))
         if change.action == "changed":
             for name, old, new in field_changes(change.before, change.instruction):
-                lines.append(f"| changed `{name}` | `{_cell(_show(old))}` → `{_cell(_show(new))}` |")
+                lines.append(f"| changed `{name}` | {_cell(_show(old))} → {_cell(_show(new))} |")
         lines.append("")
         lines.extend(f"> **Warning:** {w}" for w in change.warnings)
         if change.warnings:

@@ -30,6 +30,7 @@ from opos.model import (
     parse_duration,
     parse_timestamp,
 )
+from opos.text import unsafe_characters
 
 MAX_INSTRUCTION_BYTES = 64 * 1024
 MAX_POLICY_BYTES = 16 * 1024
@@ -178,6 +179,7 @@ class _Meaning:
         every = self.check_every(kind) if self.usable("kind", "every") else None
         target = self.check_target(value["target"]) if self.usable("target") else None
         window = self.check_window(value["window"]) if self.usable("window") else None
+        self.check_text()
         if self.problems or self.broken or target is None or window is None:
             return None, self.problems
         title = value["title"].strip()
@@ -185,6 +187,21 @@ class _Meaning:
             value["id"], str(kind), title, value["reason"], str(test), inputs, every, target, window
         )
         return instruction, []
+
+    def check_text(self) -> None:
+        """Titles and reasons are shown to the public: no control, bidirectional or invisible characters."""
+        for name, newlines in (("title", False), ("reason", True)):
+            text = self.value.get(name)
+            if not isinstance(text, str) or not self.usable(name):
+                continue
+            found = unsafe_characters(text, allow_newlines=newlines)
+            if found:
+                what = ", ".join(found)
+                self.problem(
+                    (name,),
+                    f"has {what}: control, bidirectional or invisible characters can make the text read "
+                    "differently from what was signed; remove them",
+                )
 
     def check_test(self, test: str) -> dict[str, Any] | None:
         known = resources.nettests()
@@ -289,8 +306,8 @@ class _Meaning:
 def input_error(nettest: Mapping[str, Any], text: str) -> str | None:
     """Why `text` is not an input of the kind the test takes, or None when it is one."""
     kind = nettest["input"]
-    if any(ord(c) < 32 or c == "\x7f" for c in text) or text != text.strip():
-        return f"{text!r} has control characters or white space around it"
+    if unsafe_characters(text) or text != text.strip():
+        return f"{text!r} has control or invisible characters, or white space around it"
     if kind != "keyword" and any(c.isspace() for c in text):
         return f"{text!r} has white space inside it"
     if kind == "url":
