@@ -320,3 +320,40 @@ def test_markdown_in_a_title_stays_text_in_the_impact_preview(ledger_repo: Ledge
     assert result.code == 0
     heading = next(line for line in result.out.splitlines() if line.startswith("#### "))
     assert heading == (r"#### added: `loud-one` — \# Block \*everything\* \| \[now\]\(https://evil\.example\)")
+
+
+def test_asking_for_old_commits_renders_and_stores_nothing(
+    make_app: Any, ledger_repo: LedgerRepo, keys: dict[str, SshKey], tmp_path: Path
+) -> None:
+    """Any verified commit of the history used to be rendered, signed and stored on first request."""
+    root = ledger_repo.head()
+    for number in range(3):  # verified commits that no sync ever published
+        ledger_repo.write(f"ledger/instructions/old-{number}.yaml", instruction(f"old-{number}"))
+        ledger_repo.commit(f"Old {number}", keys["alice"])
+    app = make_app()
+    assert sync(app).outcome == "published"
+    site, state = tmp_path / "data" / "site", tmp_path / "data" / "ledger.git" / "opos"
+    before = {p: p.stat().st_mtime_ns for p in [*site.rglob("*"), *state.rglob("*")] if p.is_file()}
+    client = app.test_client()
+    for commit in [root, ledger_repo.head("HEAD~1"), "0" * 40]:
+        answer = client.get(f"/v1/feed/{commit}.json")
+        assert answer.status_code == 404 and "has published" in answer.json["detail"]
+    after = {p: p.stat().st_mtime_ns for p in [*site.rglob("*"), *state.rglob("*")] if p.is_file()}
+    assert after == before  # no file written, none touched
+    assert client.get(f"/v1/feed/{ledger_repo.head()}.json").status_code == 200
+
+
+def test_old_feeds_are_pruned_by_the_retention_never_the_current(
+    make_app: Any, ledger_repo: LedgerRepo, keys: dict[str, SshKey], tmp_path: Path
+) -> None:
+    app = make_app(feed_retention=2)
+    published = []
+    for number in range(4):
+        ledger_repo.write(f"ledger/instructions/kept-{number}.yaml", instruction(f"kept-{number}"))
+        published.append(ledger_repo.commit(f"Kept {number}", keys["alice"]))
+        assert sync(app).outcome == "published"
+    feeds = sorted(p.stem for p in (tmp_path / "data" / "site" / "v1" / "feed").glob("*.json"))
+    assert feeds == sorted(published[-2:])
+    client = app.test_client()
+    assert client.get(f"/v1/feed/{published[0]}.json").status_code == 404
+    assert client.get(f"/v1/feed/{published[-1]}.json").status_code == 200

@@ -59,7 +59,7 @@ def test_a_signed_push_is_served_by_every_worker(
     head = service.get("/v1/head.json")
     assert "max-age" in head.headers["Cache-Control"] and int(head.headers["Cache-Control"].split("=")[-1]) <= 60
     assert service.get("/v1/head.json", {"If-None-Match": head.headers["ETag"]}).status == 304
-    pinned = service.get(f"/v1/feed/{first}.json")  # an older commit: rendered on first request
+    pinned = service.get(f"/v1/feed/{first}.json")  # published by the first sync: kept as a static file
     assert pinned.status == 200 and "immutable" in pinned.headers["Cache-Control"]
     assert service.get(f"/v1/feed/{'a' * 40}.json").status == 404
     assert service.get("/v1/feed/ABC.json").status == 400

@@ -7,7 +7,6 @@ import re
 
 from flask import Blueprint, Response, abort, request
 
-from opos.model import CommitHash
 from webhook.service import current
 
 blueprint = Blueprint("feed", __name__)
@@ -45,15 +44,10 @@ def feed() -> Response:
 
 @blueprint.get("/v1/feed/<commit>.json")
 def pinned(commit: str) -> Response:
+    """A feed this service published, as the static file it wrote then: nothing is rendered on request."""
     if not _COMMIT.fullmatch(commit):
         abort(400, "a commit is 40 lowercase hexadecimal characters")
-    service = current()
-    relative = f"v1/feed/{commit}.json"
-    data = service.site.read(relative)
+    data = current().site.read(f"v1/feed/{commit}.json")
     if data is None:
-        if service.syncer.render_pinned(CommitHash(commit)) is None:
-            abort(404, f"{commit} is not a verified commit of the served history")
-        data = service.site.read(relative)
-        if data is None:
-            abort(404, f"{commit} is not a verified commit of the served history")
+        abort(404, f"{commit} is not a commit this service has published (or its feed is past the retention)")
     return _json(data, commit, IMMUTABLE)

@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from opos.atomic import write_atomically
-from opos.errors import HistoryRejected, LedgerInvalid, OposError, RepositoryError
+from opos.errors import HistoryRejected, LedgerInvalid, OposError
 from opos.feed import keys
-from opos.feed.site import pin, publish, published_commit, published_head, renew_head
+from opos.feed.site import prune_feeds, publish, published_head, renew_head
 from opos.instructions import rules
 from opos.model import CommitHash, format_time
 from opos.trust.gitrepo import GitLedger, fetch_branch, redact
-from opos.trust.history import descends_from
 from opos.trust.verification import Verification
 from webhook.config import Config
 
@@ -147,6 +146,10 @@ class Syncer:
                 detail = err.diagnostics().replace("\n", "; ")
                 return SyncResult("rejected", served, f"{branch} at {remote_commit} was not accepted: {detail}")
         state.commit, state.sequence = published.commit, published.sequence
+        if published.head_updated:
+            pruned = prune_feeds(self.site, self.config.feed_retention)
+            if pruned:
+                logger.info("pruned %d feed(s) past the retention of %d", len(pruned), self.config.feed_retention)
         return SyncResult("renewed" if remote_commit == served else "published", remote_commit)
 
     def _keep_head_fresh(self, now: dt.datetime) -> None:
@@ -159,25 +162,6 @@ class Syncer:
             logger.info("head of %s re-issued while the branch is not accepted", head.commit)
         except (OposError, OSError):
             logger.exception("the served head could not be re-issued")
-
-    def render_pinned(self, commit: CommitHash) -> Path | None:
-        """Render the feed of an older verified commit of the served history; None when it is not one.
-
-        Raises OposError (an unreadable key) and OSError (a full disk) for the caller to report as
-        what they are, not as an unknown commit.
-        """
-        served = published_commit(self.site)
-        if served is None:
-            return None
-        with self.open_ledger() as ledger:
-            try:
-                verification = self.verification(ledger, served)
-                if not verification.accepted(commit) or not descends_from(ledger, served, commit):
-                    return None
-            except RepositoryError:
-                return None
-            path, _, _ = pin(verification, commit, keys.load_private(self.config.feed_key), self.site)
-            return path
 
 
 class Follower:

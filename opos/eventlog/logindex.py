@@ -9,6 +9,7 @@ query time, since they depend on the moment of asking.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import sqlite3
@@ -60,7 +61,7 @@ class LogIndex:
         return connection
 
     def indexed(self) -> str | None:
-        with self._connect() as connection:
+        with contextlib.closing(self._connect()) as connection:
             row = connection.execute("SELECT value FROM meta WHERE key = 'head'").fetchone()
         return str(row[0]) if row else None
 
@@ -117,7 +118,7 @@ class LogIndex:
         """Every stored event, oldest first (cached until the index moves)."""
         head = self.indexed()
         if self._loaded[0] != head or head is None:
-            with self._connect() as connection:
+            with contextlib.closing(self._connect()) as connection:
                 rows = connection.execute("SELECT data FROM events ORDER BY ord").fetchall()
             self._loaded = (head, [ev.Event(**json.loads(row[0])) for row in rows])
         return self._loaded[1]

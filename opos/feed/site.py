@@ -147,3 +147,23 @@ def renew_head(
     data = render.sign("head", render.head_payload(head.commit, head.sequence, envelope, now, head_ttl), key)
     write_atomically(out / "v1" / "head.json", data)
     return read_own_head(data)
+
+
+def prune_feeds(out: Path, keep: int) -> list[Path]:
+    """Remove all but the `keep` most recently written pinned feeds; never the one the head names.
+
+    Probes only ask for the feed of the head they accepted; older pinned feeds are kept for
+    auditors and caches, for as long as the retention says. Returns what was removed.
+    """
+    current = published_commit(out)
+    folder = out / "v1" / "feed"
+    try:
+        feeds = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    except OSError:
+        return []
+    removed = []
+    for path in feeds[max(keep, 1) :]:
+        if path.stem != current:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
