@@ -18,11 +18,13 @@ from xml.etree import ElementTree
 
 import pytest
 from flask import Flask
+from mmdb_writer import MMDBWriter
+from netaddr import IPSet
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import LedgerRepo, SshKey, instruction, opos
 from opos.model import format_time
-from webhook import create_app
+from webhook import create_app, start_service, stop_service
 from webhook.config import ConfigError, load_config
 from webhook.sync import Follower
 
@@ -357,3 +359,123 @@ def test_old_feeds_are_pruned_by_the_retention_never_the_current(
     client = app.test_client()
     assert client.get(f"/v1/feed/{published[0]}.json").status_code == 404
     assert client.get(f"/v1/feed/{published[-1]}.json").status_code == 200
+
+
+CAPPED = "\n  countries: [IR]\n  networks: [AS197207, AS12880]\n  max_probes: 10"
+CAPPED_PER_NETWORK = "\n  countries: [IR]\n  max_probes: 3\n  max_probes_per: network"
+
+
+def capped_ledger(ledger_repo: LedgerRepo, keys: dict[str, SshKey], target: str = CAPPED) -> None:
+    ledger_repo.write(
+        "ledger/instructions/capped-one.yaml", instruction("capped-one", window=WINDOW_NOW, target=target)
+    )
+    ledger_repo.commit("A capped run", keys["alice"])
+
+
+def claim_from(client: Any, address: str, probe: str, network: str = "AS197207", **headers: str) -> Any:
+    document = {"instruction": "capped-one", "probe_id": probe, "country": "IR", "network": network}
+    return client.post("/v1/claims", json=document, environ_base={"REMOTE_ADDR": address}, headers=headers)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_made_up_probe_ids_from_one_address_take_one_slot(
+    make_app: Any, ledger_repo: LedgerRepo, keys: dict[str, SshKey], backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Ten made-up probe ids used to take all ten slots in 0.02 s."""
+    capped_ledger(ledger_repo, keys)
+    database = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
+    if database:
+        opos("claims", "revoke", "--database", database, "--instruction", "capped-one", "--all")
+    app = make_app(claims_database=database, claims_rate="0")
+    assert sync(app).outcome == "published"
+    client = app.test_client()
+    answers = [claim_from(client, "203.0.113.7", f"made-up-probe-{n:08}").json for n in range(10)]
+    assert [a["granted"] for a in answers] == [True] + [False] * 9
+    assert answers[1]["reason"] == "the address 203.0.113.7 holds its share of capped-one already"
+    again = claim_from(client, "203.0.113.7", "made-up-probe-00000000").json
+    assert again["granted"] and again["used"] == 1  # the probe that holds the slot keeps it
+    v6 = [claim_from(client, f"2001:db8:1:2::{n}", f"v6-probe-{n:010}").json["granted"] for n in range(1, 4)]
+    assert v6 == [True, False, False]  # one IPv6 /64 counts as one address
+    assert claim_from(client, "2001:db8:1:3::1", "v6-probe-other-net").json["granted"]
+    listed = opos("claims", "list", "--database", database or f"sqlite:///{app.extensions['opos'].config.data_dir}"
+                  "/claims.sqlite3", "--json")  # fmt: skip
+    held = json.loads(listed.out)
+    assert listed.code == 0 and {h["address"] for h in held} == {
+        "203.0.113.7",
+        "2001:db8:1:2::/64",
+        "2001:db8:1:3::/64",
+    }
+    location = database or f"sqlite:///{app.extensions['opos'].config.data_dir}/claims.sqlite3"
+    revoked = opos(
+        "claims", "revoke", "--database", location, "--instruction", "capped-one", "--address", "203.0.113.7"
+    )
+    assert revoked.code == 0 and "revoked 1 slot(s)" in revoked.out
+    assert claim_from(client, "203.0.113.7", "the-real-probe-0001").json["granted"]
+    samples = {
+        (s.labels.get("result"), s.labels.get("reason")): s.value
+        for family in text_string_to_metric_families(client.get("/metrics").data.decode())
+        for s in family.samples
+        if s.name == "opos_claims_total"
+    }
+    assert samples[("refused", "address")] >= 9 and samples[("granted", "ok")] >= 4
+
+
+def test_a_flood_of_claims_from_one_address_gets_429_with_retry_after(
+    make_app: Any, ledger_repo: LedgerRepo, keys: dict[str, SshKey]
+) -> None:
+    """300 claims in 0.34 s used to get no 429."""
+    capped_ledger(ledger_repo, keys)
+    app = make_app(claims_rate="30/minute")
+    assert sync(app).outcome == "published"
+    client = app.test_client()
+    statuses = [claim_from(client, "198.51.100.9", f"flooding-probe-{n:06}").status_code for n in range(40)]
+    assert statuses.count(200) == 30 and statuses[30:] == [429] * 10
+    limited = claim_from(client, "198.51.100.9", "flooding-probe-000099")
+    assert limited.status_code == 429 and 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert "more than 30 claim requests in 60 s" in limited.json["detail"]
+    assert claim_from(client, "198.51.100.10", "another-address-0001").status_code == 200  # another address
+
+
+def test_x_forwarded_for_counts_only_from_a_trusted_proxy(
+    make_app: Any, ledger_repo: LedgerRepo, keys: dict[str, SshKey]
+) -> None:
+    capped_ledger(ledger_repo, keys)
+    app = make_app(claims_rate="0", trusted_proxies="10.0.0.0/8")
+    assert sync(app).outcome == "published"
+    client = app.test_client()
+    forged = {"X-Forwarded-For": "192.0.2.1"}
+    # from an untrusted peer the header is ignored: every made-up address is the peer's own
+    assert claim_from(client, "203.0.113.50", "direct-probe-000001", **forged).json["granted"]
+    assert not claim_from(client, "203.0.113.50", "direct-probe-000002", **{"X-Forwarded-For": "192.0.2.2"}).json[
+        "granted"
+    ]
+    # through the proxy, the client's address is the one the proxy appended
+    chain = {"X-Forwarded-For": "192.0.2.99, 198.51.100.20, 10.1.1.1"}  # client-written, real client, inner proxy
+    assert claim_from(client, "10.0.0.2", "proxied-probe-00001", **chain).json["granted"]
+    held = app.extensions["opos"].claims().held("capped-one")
+    assert {h.address for h in held} == {"203.0.113.50", "198.51.100.20"}
+
+
+def test_a_network_that_is_not_the_source_address_is_refused(
+    make_app: Any, ledger_repo: LedgerRepo, keys: dict[str, SshKey], tmp_path: Path
+) -> None:
+    """With max_probes_per network and no networks list, every made-up ASN used to be a new scope."""
+    capped_ledger(ledger_repo, keys, CAPPED_PER_NETWORK)
+    database = tmp_path / "asn.mmdb"
+    writer = MMDBWriter(ip_version=6, database_type="GeoLite2-ASN", ipv4_compatible=True)
+    writer.insert_network(IPSet(["198.51.100.0/24"]), {"autonomous_system_number": 197207})
+    writer.to_db_file(str(database))
+    app = make_app(claims_rate="0", claims_per_address=0, asn_db=str(database))
+    start_service(app)
+    try:
+        assert sync(app).outcome == "published"
+        client = app.test_client()
+        grants = [claim_from(client, "198.51.100.7", f"asn-probe-{n:010}", network=f"AS{64500 + n}") for n in range(5)]
+        assert {g.status_code for g in grants} == {403}
+        assert "the claim names AS64500, but the address it comes from is in AS197207" in grants[0].json["detail"]
+        unknown = claim_from(client, "203.0.113.1", "asn-probe-unknown1", network="AS197207")
+        assert unknown.status_code == 403 and "no network the ASN database knows" in unknown.json["detail"]
+        honest = [claim_from(client, "198.51.100.7", f"asn-honest-{n:09}").json["granted"] for n in range(4)]
+        assert honest == [True, True, True, False]  # the cap of 3 in AS197207 holds
+    finally:
+        stop_service(app)

@@ -181,7 +181,7 @@ def test_two_hundred_concurrent_claims_for_five_slots_on_sqlite(
 ) -> None:
     repo, url = published_ledger
     _capped_ledger(repo, keys)
-    service = start_service(url, workers=4)
+    service = start_service(url, workers=4, claims_per_address="0", claims_rate="0")  # 200 probes, one address
     service.wait_for(lambda: service.served_commit() == repo.head())
     answers = [answer for _, answer in _many_claims([service.url], 200)]
     assert {a.status for a in answers} == {200}
@@ -196,8 +196,8 @@ def test_two_instances_share_one_cap_on_postgresql(
 ) -> None:
     repo, url = published_ledger
     _capped_ledger(repo, keys)
-    one = start_service(url, workers=2, claims_database=postgres_url)
-    two = start_service(url, workers=2, claims_database=postgres_url)
+    one = start_service(url, workers=2, claims_database=postgres_url, claims_per_address="0", claims_rate="0")
+    two = start_service(url, workers=2, claims_database=postgres_url, claims_per_address="0", claims_rate="0")
     for service in (one, two):
         service.wait_for(lambda s=service: s.served_commit() == repo.head())
     answers = _many_claims([one.url, two.url], 200)
@@ -288,7 +288,7 @@ def test_at_most_two_of_five_watching_probes_run_it(
 ) -> None:  # fmt: skip
     """End to end: a signed push with max_probes 2; five probes in the network watch; exactly two run it."""
     repo, url = published_ledger
-    service = start_service(url, workers=3)
+    service = start_service(url, workers=3, claims_per_address="0", claims_rate="0")  # six probes, one address
     service.wait_for(service.served_commit)
 
     def watch(name: str, network: str) -> subprocess.Popen[str]:

@@ -44,7 +44,8 @@ def app_client(
         ledger_repo.commit("Instructions", keys["alice"])
         settings = {"remote": str(ledger_repo.path), "data_dir": str(tmp_path / "data"),
                     "claims_database": claims_database, "feed_key": str(feed_key_file), "follow": False,
-                    "webhook_secret": "s3cret"}  # fmt: skip
+                    "webhook_secret": "s3cret",
+                    "claims_per_address": 0, "claims_rate": "0"}  # many probes from one address  # fmt: skip
         app = create_app(settings)
         assert app.extensions["opos"].syncer.sync().outcome == "published"
         return app.test_client()

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from typing import Any
+from typing import Any, NoReturn
 
 import jsonschema
-from flask import Blueprint, abort, request
+from flask import Blueprint, abort, jsonify, request
 from flask.typing import ResponseReturnValue
 from jsonschema.exceptions import best_match
+from werkzeug.http import HTTP_STATUS_CODES
 
 from opos.feed import targeting
 from opos.instructions import resources
-from opos.model import format_time
+from opos.model import format_time, normalise_network
 from webhook import metrics
 from webhook.body import json_body
 from webhook.claims_store import ClaimsUnavailable
@@ -29,45 +30,76 @@ def _request_validator() -> jsonschema.Draft202012Validator:
     return resources.strict_validator(schema)
 
 
+def _refuse(status: int, reason: str, detail: str, headers: dict[str, str] | None = None) -> NoReturn:
+    metrics.CLAIMS.labels("refused", reason).inc()
+    response = jsonify(error=HTTP_STATUS_CODES.get(status, "Error"), detail=detail)
+    response.status_code = status
+    response.headers.update(headers or {})
+    abort(response)
+
+
 @blueprint.post("/v1/claims")
 def claim() -> ResponseReturnValue:
+    service = current()
+    client = service.sources.client(request.remote_addr, request.headers.get("X-Forwarded-For"))
+    address = service.sources.key(client)
+    if service.claims_rate is not None:
+        amount, seconds = service.claims_rate
+        try:
+            wait = service.claims().hit(f"claims:{address}", amount, seconds)
+        except ClaimsUnavailable as err:
+            _refuse(503, "unavailable", err.diagnostics())
+        if wait:
+            detail = f"more than {amount} claim requests in {seconds} s from {address}: wait {wait} s"
+            _refuse(429, "rate", detail, {"Retry-After": str(wait)})
     body = json_body(request.get_data(cache=False), "a claim")
     if not isinstance(body, dict):
-        abort(400, "send a JSON object: {instruction, probe_id, country, network, platform}")
+        _refuse(400, "invalid", "send a JSON object: {instruction, probe_id, country, network, platform}")
     error = best_match(_request_validator().iter_errors(body))
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path)
-        abort(400, f"{where + ': ' if where else ''}{error.message}")
-    service = current()
+        _refuse(400, "invalid", f"{where + ': ' if where else ''}{error.message}")
     feed = service.site.feed()
     if feed is None:
-        abort(503, "no feed is published yet: try again after the first sync")
+        _refuse(503, "unavailable", "no feed is published yet: try again after the first sync")
     entry = feed.entry(body["instruction"])
     if entry is None:
-        abort(422, f"{body['instruction']!r} is not an instruction of the served feed ({feed.commit})")
+        _refuse(422, "unknown", f"{body['instruction']!r} is not an instruction of the served feed ({feed.commit})")
     instruction = entry.instruction
     limit = instruction.target.max_probes
     if limit is None:
-        abort(422, f"{instruction.id} has no max_probes: run it without a claim")
+        _refuse(422, "uncapped", f"{instruction.id} has no max_probes: run it without a claim")
     if not targeting.in_window(instruction, dt.datetime.now(dt.UTC)):
         window = instruction.window
         start, end = format_time(window.start), format_time(window.end)
-        abort(422, f"{instruction.id} is outside its window ({start} to {end})")
+        _refuse(422, "window", f"{instruction.id} is outside its window ({start} to {end})")
     mismatch = targeting.matches(instruction, body["country"], body["network"], body.get("platform"))
     if mismatch:
-        abort(422, mismatch)
+        _refuse(422, "target", mismatch)
     if not targeting.in_sample(instruction, body["probe_id"]):
-        abort(422, f"this probe is not in the {instruction.target.sample} sample of {instruction.id}")
+        _refuse(422, "sample", f"this probe is not in the {instruction.target.sample} sample of {instruction.id}")
+    if service.asn_db is not None:
+        source = service.asn_db.network_of(client)
+        if source != normalise_network(body["network"]):
+            said = f"is in {source}" if source else "is in no network the ASN database knows"
+            _refuse(403, "network", f"the claim names {body['network']}, but the address it comes from {said}")
     scope = targeting.claim_scope(instruction, body["country"], body["network"])
     try:
-        result = service.claims().claim(instruction.id, scope, body["probe_id"], limit)
+        result = service.claims().claim(
+            instruction.id, scope, body["probe_id"], limit, address, service.config.claims_per_address
+        )
     except ClaimsUnavailable as err:
-        abort(503, err.diagnostics())
-    metrics.CLAIMS.labels("granted" if result.granted else "refused").inc()
-    return {
+        _refuse(503, "unavailable", err.diagnostics())
+    metrics.CLAIMS.labels("granted" if result.granted else "refused", result.refusal or "ok").inc()
+    answer: dict[str, object] = {
         "granted": result.granted,
         "instruction": instruction.id,
         "revision": entry.revision,
         "limit": limit,
         "used": result.used,
     }
+    if result.refusal == "address":
+        answer["reason"] = f"the address {address} holds its share of {instruction.id} already"
+    elif result.refusal == "cap":
+        answer["reason"] = f"all {limit} slots are taken"
+    return answer

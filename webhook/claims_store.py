@@ -3,18 +3,23 @@
 A claim is a probe's slot in an instruction's cap. `claim()` is atomic: at most `limit` probes
 hold a slot in one (instruction, scope), also under many concurrent workers and instances, and a
 probe that asks again gets its existing slot back without using a second one. Slots are never
-given back: "at most N probes" counts every probe that ever ran it. Raising max_probes in the
-ledger opens more slots.
+given back by themselves: "at most N probes" counts every probe that ever ran it; staff can
+revoke them (`opos claims revoke`). Raising max_probes in the ledger opens more slots.
+
+Against made-up probe ids, a source address (an IPv4 address, an IPv6 /64) may hold at most
+`per_address` slots of one instruction, and `hit()` counts requests per address in fixed windows,
+in the same database, so every worker and instance shares the counts.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import psycopg
 
@@ -25,14 +30,36 @@ class ClaimsUnavailable(OposError):
     """The claims database cannot be reached or used."""
 
 
+Refusal = Literal["cap", "address"]
+
+
 @dataclass(frozen=True)
 class ClaimResult:
     granted: bool
     used: int  # slots taken in this scope, after this request
+    refusal: Refusal | None = None  # why not granted: the cap is full, or this address holds its share
+
+
+@dataclass(frozen=True)
+class HeldClaim:
+    instruction: str
+    probe_id: str
+    scope: str
+    address: str
+    claimed_at: str
 
 
 class ClaimsStore(Protocol):
-    def claim(self, instruction: str, scope: str, probe_id: str, limit: int) -> ClaimResult: ...
+    def claim(
+        self, instruction: str, scope: str, probe_id: str, limit: int, address: str = "", per_address: int = 0
+    ) -> ClaimResult: ...
+
+    def hit(self, key: str, amount: int, seconds: int) -> int:
+        """Count a request against `key` in the current window of `seconds`; 0 when allowed, else seconds to wait."""
+
+    def held(self, instruction: str | None = None) -> list[HeldClaim]: ...
+
+    def revoke(self, instruction: str, probe_id: str | None = None, address: str | None = None) -> int: ...
 
     def close(self) -> None: ...
 
@@ -47,11 +74,21 @@ MIGRATIONS = [
         PRIMARY KEY (instruction, probe_id)
     )""",
     "CREATE INDEX opos_claims_scope ON opos_claims (instruction, scope)",
+    "ALTER TABLE opos_claims ADD COLUMN address TEXT NOT NULL DEFAULT ''",
+    "CREATE INDEX opos_claims_address ON opos_claims (instruction, address)",
+    """CREATE TABLE opos_rate (
+        key TEXT NOT NULL,
+        window_start BIGINT NOT NULL,
+        hits INTEGER NOT NULL,
+        PRIMARY KEY (key, window_start)
+    )""",
 ]
+
+Run = Callable[[str, tuple[Any, ...]], Any]
 
 
 def _claim(
-    run: Callable[[str, tuple[Any, ...]], Any], instruction: str, scope: str, probe_id: str, limit: int
+    run: Run, instruction: str, scope: str, probe_id: str, limit: int, address: str, per_address: int
 ) -> ClaimResult:
     """The claim itself, inside a transaction that the caller has serialised for this instruction."""
     held = run(
@@ -65,9 +102,48 @@ def _claim(
     if held is not None:
         return ClaimResult(True, used)
     if used >= limit:
-        return ClaimResult(False, used)
-    run("INSERT INTO opos_claims (instruction, probe_id, scope) VALUES (?, ?, ?)", (instruction, probe_id, scope))
+        return ClaimResult(False, used, "cap")
+    if per_address > 0 and address:
+        mine = run(
+            "SELECT count(*) FROM opos_claims WHERE instruction = ? AND address = ?", (instruction, address)
+        ).fetchone()[0]
+        if int(mine) >= per_address:
+            return ClaimResult(False, used, "address")
+    run(
+        "INSERT INTO opos_claims (instruction, probe_id, scope, address) VALUES (?, ?, ?, ?)",
+        (instruction, probe_id, scope, address),
+    )
     return ClaimResult(True, used + 1)
+
+
+def _hit(run: Run, key: str, amount: int, seconds: int, now: float) -> int:
+    window = int(now // seconds) * seconds
+    run("DELETE FROM opos_rate WHERE key = ? AND window_start < ?", (key, window))
+    row = run(
+        "INSERT INTO opos_rate (key, window_start, hits) VALUES (?, ?, 1) "
+        "ON CONFLICT (key, window_start) DO UPDATE SET hits = opos_rate.hits + 1 RETURNING hits",
+        (key, window),
+    ).fetchone()
+    return 0 if int(row[0]) <= amount else max(1, int(window + seconds - now + 0.999))
+
+
+def _held(run: Run, instruction: str | None) -> list[HeldClaim]:
+    query = "SELECT instruction, probe_id, scope, address, claimed_at FROM opos_claims"
+    rows = (
+        run(query + " WHERE instruction = ? ORDER BY claimed_at, probe_id", (instruction,))
+        if instruction
+        else (run(query + " ORDER BY instruction, claimed_at, probe_id", ()))
+    )
+    return [HeldClaim(r[0], r[1], r[2], r[3], str(r[4])) for r in rows.fetchall()]
+
+
+def _revoke(run: Run, instruction: str, probe_id: str | None, address: str | None) -> int:
+    query, params = "DELETE FROM opos_claims WHERE instruction = ?", [instruction]
+    if probe_id is not None:
+        query, params = query + " AND probe_id = ?", [*params, probe_id]
+    if address is not None:
+        query, params = query + " AND address = ?", [*params, address]
+    return int(run(query, tuple(params)).rowcount)
 
 
 def open_store(url: str) -> ClaimsStore:
@@ -104,14 +180,12 @@ class SqliteStore:
             self.local.connection = connection
         return connection
 
-    def claim(self, instruction: str, scope: str, probe_id: str, limit: int) -> ClaimResult:
+    def _transaction(self, work: Callable[[Run], Any]) -> Any:
         try:
             connection = self._connect()
             connection.execute("BEGIN IMMEDIATE")
             try:
-                result = _claim(
-                    lambda sql, params: connection.execute(sql, params), instruction, scope, probe_id, limit
-                )
+                result = work(lambda sql, params: connection.execute(sql, params))
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -119,6 +193,26 @@ class SqliteStore:
             return result
         except sqlite3.Error as err:
             raise ClaimsUnavailable(f"the claims database {self.path} failed: {err}") from err
+
+    def claim(
+        self, instruction: str, scope: str, probe_id: str, limit: int, address: str = "", per_address: int = 0
+    ) -> ClaimResult:
+        result: ClaimResult = self._transaction(
+            lambda run: _claim(run, instruction, scope, probe_id, limit, address, per_address)
+        )
+        return result
+
+    def hit(self, key: str, amount: int, seconds: int) -> int:
+        wait: int = self._transaction(lambda run: _hit(run, key, amount, seconds, time.time()))
+        return wait
+
+    def held(self, instruction: str | None = None) -> list[HeldClaim]:
+        claims: list[HeldClaim] = self._transaction(lambda run: _held(run, instruction))
+        return claims
+
+    def revoke(self, instruction: str, probe_id: str | None = None, address: str | None = None) -> int:
+        count: int = self._transaction(lambda run: _revoke(run, instruction, probe_id, address))
+        return count
 
     def close(self) -> None:
         connection = getattr(self.local, "connection", None)
@@ -128,7 +222,7 @@ class SqliteStore:
 
 
 class PostgresStore:
-    """PostgreSQL via psycopg 3; a transaction-scoped advisory lock per (instruction, scope) serialises claims."""
+    """PostgreSQL via psycopg 3; a transaction-scoped advisory lock per instruction serialises its claims."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -153,18 +247,35 @@ class PostgresStore:
             self.local.connection = connection
         return connection
 
-    def claim(self, instruction: str, scope: str, probe_id: str, limit: int) -> ClaimResult:
+    def _transaction(self, work: Callable[[Run], Any], lock: str | None = None) -> Any:
         try:
             connection = self._connect()
             with connection.transaction():
-                connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (instruction,))
-                result = _claim(
-                    lambda sql, params: connection.execute(sql.replace("?", "%s"), params),
-                    instruction, scope, probe_id, limit,
-                )  # fmt: skip
-            return result
+                if lock is not None:
+                    connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (lock,))
+                return work(lambda sql, params: connection.execute(sql.replace("?", "%s"), params))
         except psycopg.Error as err:
             raise ClaimsUnavailable(f"the claims database failed: {_describe(err)}") from err
+
+    def claim(
+        self, instruction: str, scope: str, probe_id: str, limit: int, address: str = "", per_address: int = 0
+    ) -> ClaimResult:
+        result: ClaimResult = self._transaction(
+            lambda run: _claim(run, instruction, scope, probe_id, limit, address, per_address), lock=instruction
+        )
+        return result
+
+    def hit(self, key: str, amount: int, seconds: int) -> int:
+        wait: int = self._transaction(lambda run: _hit(run, key, amount, seconds, time.time()))
+        return wait
+
+    def held(self, instruction: str | None = None) -> list[HeldClaim]:
+        claims: list[HeldClaim] = self._transaction(lambda run: _held(run, instruction))
+        return claims
+
+    def revoke(self, instruction: str, probe_id: str | None = None, address: str | None = None) -> int:
+        count: int = self._transaction(lambda run: _revoke(run, instruction, probe_id, address), lock=instruction)
+        return count
 
     def close(self) -> None:
         connection = getattr(self.local, "connection", None)

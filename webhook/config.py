@@ -39,6 +39,10 @@ class Config:
     max_body_bytes: int = 1024 * 1024  # larger request bodies get 413
     commit_url: str | None = None  # the log links commits here, e.g. https://github.com/ooni/ledger/commit/{commit}
     metrics_token: str | None = None  # when set, /metrics asks for `Authorization: Bearer <token>`
+    claims_per_address: int = 1  # slots of one instruction a source address may hold; 0: no such limit
+    claims_rate: str = "30/minute"  # claim requests per source address (limits notation); "0": no limit
+    trusted_proxies: str = ""  # CIDRs whose X-Forwarded-For is believed (comma-separated); none by default
+    asn_db: Path | None = None  # a MaxMind DB (GeoLite2-ASN, DB-IP ASN): a claim's network must be the source's
     follow: bool = True  # run the follower thread (off for tests that drive syncs themselves)
 
     @property
@@ -51,6 +55,7 @@ class Config:
 
 
 _REQUIRED = ("remote", "data_dir", "feed_key")
+_ZERO_TURNS_OFF = frozenset({"claims_per_address"})
 _NAMES = [f.name for f in fields(Config)]
 ENVIRONMENT = {f"OPOS_{name.upper()}": name for name in _NAMES}
 
@@ -83,7 +88,7 @@ def _convert(name: str, value: Any, where: str) -> Any:
     try:
         if kind in ("str", "str | None"):
             return str(value)
-        if kind == "Path":
+        if kind in ("Path", "Path | None"):
             return Path(str(value)).expanduser()
         if kind == "float":
             number = float(value)
@@ -95,7 +100,7 @@ def _convert(name: str, value: Any, where: str) -> Any:
             return value
     except ValueError:
         raise ConfigError(f"{where}: {value!r} is not a number") from None
-    if number <= 0:
+    if number < 0 or (number == 0 and name not in _ZERO_TURNS_OFF):
         raise ConfigError(f"{where}: must be more than 0")
     return number
 

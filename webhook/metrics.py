@@ -26,7 +26,7 @@ SYNC_SECONDS = Histogram(
     "opos_sync_duration_seconds", "How long a sync took", buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 )
 VERIFICATION_FAILURES = Counter("opos_verification_failures_total", "Syncs whose new commits failed verification")
-CLAIMS = Counter("opos_claims_total", "Claims answered, by result", ["result"])
+CLAIMS = Counter("opos_claims_total", "Claims answered, by result and the reason of a refusal", ["result", "reason"])
 SERVED_SEQUENCE = Gauge("opos_served_sequence", "The sequence of the served feed", multiprocess_mode="max")
 HEAD_EXPIRES = Gauge(
     "opos_head_expiry_timestamp_seconds", "When the served head expires (alert well before)", multiprocess_mode="max"
@@ -46,7 +46,8 @@ def exposition() -> bytes:
 
 
 # Labels that exist from the start, so dashboards and alerts see zeros rather than nothing.
-for _result in ("granted", "refused"):
-    CLAIMS.labels(_result)
+CLAIMS.labels("granted", "ok")
+for _reason in ("cap", "address", "rate", "network", "invalid", "unknown", "uncapped", "window", "target", "sample"):
+    CLAIMS.labels("refused", _reason)
 for _outcome in OUTCOMES:
     SYNCS.labels(_outcome)

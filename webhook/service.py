@@ -21,6 +21,7 @@ from webhook.claims_store import ClaimsStore, ClaimsUnavailable, open_store
 from webhook.config import Config
 from webhook.deliveries import Deliveries
 from webhook.site_files import SiteFiles
+from webhook.sources import AsnDatabase, Sources, parse_rate
 from webhook.sync import Follower, Syncer, SyncResult
 
 logger = logging.getLogger("opos.service")
@@ -36,6 +37,9 @@ class Service:
             self.syncer, config.data_dir, config.poll_seconds, min_interval=config.min_sync_interval_seconds
         )
         self.deliveries = Deliveries(config.data_dir / "deliveries.sqlite3")
+        self.sources = Sources.from_config(config)
+        self.claims_rate = parse_rate(config.claims_rate)
+        self.asn_db: AsnDatabase | None = None
         self._log_index: LogIndex | None = None
         self._claims: ClaimsStore | None = None
         self._claims_lock = threading.Lock()
@@ -48,6 +52,8 @@ class Service:
         if self.started:
             return
         self.started = True
+        if self.config.asn_db is not None:
+            self.asn_db = AsnDatabase(self.config.asn_db)
         try:
             self.claims()
         except ClaimsUnavailable as err:
@@ -84,6 +90,8 @@ class Service:
     def close(self) -> None:
         self.follower.stop()
         self.deliveries.close()
+        if self.asn_db is not None:
+            self.asn_db.close()
         with self._claims_lock:
             if self._claims is not None:
                 self._claims.close()

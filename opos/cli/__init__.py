@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from opos import __version__
-from opos.cli import demo, probe, publishing, service, staff, transparency
+from opos.cli import claims, demo, probe, publishing, service, staff, transparency
 from opos.cli._common import Parser
 from opos.errors import OposError, UsageError
 
-GROUPS = (staff, publishing, transparency, service, probe, demo)
+GROUPS = (staff, publishing, transparency, service, claims, probe, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
