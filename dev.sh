@@ -104,6 +104,9 @@ case "${1:-}" in
     echo "== pytest"
     # the log pages are tested in a real browser: Debian's chromium (or a Chrome that is already there)
     command -v chromium >/dev/null || command -v google-chrome >/dev/null || apt_install chromium
+    # deploy/nginx.conf is tested in front of the service; wrk drives the bounded load test
+    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx-light
+    command -v wrk >/dev/null || apt_install wrk
     ensure_postgres
     .venv/bin/pytest -n 2 "$@"
     ;;

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime as dt
 import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -326,3 +328,43 @@ def test_at_most_two_of_five_watching_probes_run_it(
         for process in [*probes.values(), outsider]:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_a_thousand_slow_clients_do_not_stall_the_service(
+    published_ledger: tuple[LedgerRepo, str], keys: dict[str, SshKey], start_service: Any
+) -> None:
+    """1,000 connections each sending a header byte now and then: the head is still answered, the
+    slow ones are dropped after the header read time, and the leader still syncs a push."""
+    repo, url = published_ledger
+    service = start_service(url, workers=2)
+    service.wait_for(service.served_commit)
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(1000):
+            connection = socket.create_connection(("127.0.0.1", service.port), timeout=5)
+            connection.sendall(b"GET /v1/head.json HTTP/1.1\r\nHost: x\r\n")
+            slow.append(connection)
+        answered = 0
+        for round_number in range(4):  # about six seconds, past the five allowed for headers
+            for connection in slow:
+                with contextlib.suppress(OSError):
+                    connection.send(b"X")
+            for _ in range(5):
+                answer = http("GET", service.url + "/v1/head.json", timeout=2)
+                answered += answer.status == 200
+            time.sleep(1.5 if round_number < 3 else 0)
+        assert answered == 20  # every real request was answered while the slow ones were open
+        time.sleep(1)
+        dropped = 0
+        for connection in slow:
+            connection.settimeout(0.5)
+            with contextlib.suppress(OSError):
+                dropped += connection.recv(1) == b""  # the server closed it: no request ever completed
+        assert dropped >= 990  # the header read time applies to each
+        new = add_signed(repo, keys["alice"], "after-the-flood")
+        assert service.webhook(SECRET).status == 202
+        assert service.wait_for(lambda: service.served_commit() == new, what="a sync after the flood")
+    finally:
+        for connection in slow:
+            connection.close()

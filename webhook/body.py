@@ -5,7 +5,34 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import abort
+from flask import abort, request
+
+BODY_SECONDS = 10.0  # the longest a client may take to send a request body
+
+
+def read_body() -> bytes:
+    """The request's body (capped by MAX_CONTENT_LENGTH: 413 past it), read within BODY_SECONDS.
+
+    Under gevent workers a slow body holds only a greenlet, which the timeout then frees (408);
+    sync workers have gunicorn's worker timeout behind them.
+    """
+    if _gevent_patched():
+        import gevent
+
+        try:
+            with gevent.Timeout(BODY_SECONDS):
+                return request.get_data(cache=False)
+        except gevent.Timeout:
+            abort(408, f"the request body took longer than {BODY_SECONDS:g} s")
+    return request.get_data(cache=False)
+
+
+def _gevent_patched() -> bool:
+    try:
+        from gevent import monkey
+    except ImportError:
+        return False
+    return bool(monkey.is_module_patched("socket"))
 
 
 def json_body(data: bytes, what: str) -> Any:

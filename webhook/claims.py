@@ -16,7 +16,7 @@ from opos.feed import targeting
 from opos.instructions import resources
 from opos.model import format_time, normalise_network
 from webhook import metrics
-from webhook.body import json_body
+from webhook.body import json_body, read_body
 from webhook.claims_store import ClaimsUnavailable
 from webhook.service import current
 
@@ -52,7 +52,7 @@ def claim() -> ResponseReturnValue:
         if wait:
             detail = f"more than {amount} claim requests in {seconds} s from {address}: wait {wait} s"
             _refuse(429, "rate", detail, {"Retry-After": str(wait)})
-    body = json_body(request.get_data(cache=False), "a claim")
+    body = json_body(read_body(), "a claim")
     if not isinstance(body, dict):
         _refuse(400, "invalid", "send a JSON object: {instruction, probe_id, country, network, platform}")
     error = best_match(_request_validator().iter_errors(body))

@@ -156,11 +156,16 @@ def open_store(url: str) -> ClaimsStore:
 
 
 class SqliteStore:
-    """A file in WAL mode; BEGIN IMMEDIATE serialises writers across every worker process."""
+    """A file in WAL mode; BEGIN IMMEDIATE serialises writers across every worker process.
+
+    One connection per process, used under a lock: with gevent workers a thread-local would be
+    one connection per request.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.connection: sqlite3.Connection | None = None
         with self._connect() as connection:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("BEGIN IMMEDIATE")
@@ -172,27 +177,26 @@ class SqliteStore:
             connection.execute("COMMIT")
 
     def _connect(self) -> sqlite3.Connection:
-        connection = getattr(self.local, "connection", None)
-        if connection is None:
+        if self.connection is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            connection.execute("PRAGMA busy_timeout=30000")
-            self.local.connection = connection
-        return connection
+            self.connection = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.connection.execute("PRAGMA busy_timeout=30000")
+        return self.connection
 
     def _transaction(self, work: Callable[[Run], Any]) -> Any:
-        try:
-            connection = self._connect()
-            connection.execute("BEGIN IMMEDIATE")
+        with self.lock:
             try:
-                result = work(lambda sql, params: connection.execute(sql, params))
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            return result
-        except sqlite3.Error as err:
-            raise ClaimsUnavailable(f"the claims database {self.path} failed: {err}") from err
+                connection = self._connect()
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(lambda sql, params: connection.execute(sql, params))
+                    connection.execute("COMMIT")
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                return result
+            except sqlite3.Error as err:
+                raise ClaimsUnavailable(f"the claims database {self.path} failed: {err}") from err
 
     def claim(
         self, instruction: str, scope: str, probe_id: str, limit: int, address: str = "", per_address: int = 0
@@ -215,18 +219,22 @@ class SqliteStore:
         return count
 
     def close(self) -> None:
-        connection = getattr(self.local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self.local.connection = None
+        with self.lock:
+            if self.connection is not None:
+                self.connection.close()
+                self.connection = None
 
 
 class PostgresStore:
-    """PostgreSQL via psycopg 3; a transaction-scoped advisory lock per instruction serialises its claims."""
+    """PostgreSQL via psycopg 3; a transaction-scoped advisory lock per instruction serialises its claims.
+
+    One connection per process, used under a lock (see SqliteStore); it is opened again when broken.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.connection: Any = None
         try:
             with self._connect().transaction():
                 connection = self._connect()
@@ -241,21 +249,20 @@ class PostgresStore:
             raise ClaimsUnavailable(f"cannot use the claims database: {_describe(err)}") from err
 
     def _connect(self) -> Any:
-        connection = getattr(self.local, "connection", None)
-        if connection is None or connection.closed or connection.broken:
-            connection = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
-            self.local.connection = connection
-        return connection
+        if self.connection is None or self.connection.closed or self.connection.broken:
+            self.connection = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        return self.connection
 
     def _transaction(self, work: Callable[[Run], Any], lock: str | None = None) -> Any:
-        try:
-            connection = self._connect()
-            with connection.transaction():
-                if lock is not None:
-                    connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (lock,))
-                return work(lambda sql, params: connection.execute(sql.replace("?", "%s"), params))
-        except psycopg.Error as err:
-            raise ClaimsUnavailable(f"the claims database failed: {_describe(err)}") from err
+        with self.lock:
+            try:
+                connection = self._connect()
+                with connection.transaction():
+                    if lock is not None:
+                        connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (lock,))
+                    return work(lambda sql, params: connection.execute(sql.replace("?", "%s"), params))
+            except psycopg.Error as err:
+                raise ClaimsUnavailable(f"the claims database failed: {_describe(err)}") from err
 
     def claim(
         self, instruction: str, scope: str, probe_id: str, limit: int, address: str = "", per_address: int = 0
@@ -278,10 +285,10 @@ class PostgresStore:
         return count
 
     def close(self) -> None:
-        connection = getattr(self.local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self.local.connection = None
+        with self.lock:
+            if self.connection is not None:
+                self.connection.close()
+                self.connection = None
 
 
 def _describe(err: Exception) -> str:

@@ -19,31 +19,32 @@ class Deliveries:
     def __init__(self, path: Path, keep_seconds: float = 6 * 3600) -> None:
         self.path = path
         self.keep_seconds = keep_seconds
-        self.local = threading.local()
+        self.lock = threading.Lock()  # one connection per process (a thread-local is one per greenlet)
+        self.connection: sqlite3.Connection | None = None
 
     def _connect(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self.local, "connection", None)
-        if connection is None:
+        if self.connection is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            connection = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("CREATE TABLE IF NOT EXISTS deliveries (id TEXT PRIMARY KEY, seen REAL NOT NULL)")
             connection.execute("CREATE INDEX IF NOT EXISTS deliveries_seen ON deliveries (seen)")
-            self.local.connection = connection
-        return connection
+            self.connection = connection
+        return self.connection
 
     def first_time(self, delivery: str) -> bool:
         """Record `delivery`; False when it was seen within keep_seconds (a replay)."""
         now = time.time()
-        connection = self._connect()
-        connection.execute("DELETE FROM deliveries WHERE seen < ?", (now - self.keep_seconds,))
-        inserted = connection.execute(
-            "INSERT OR IGNORE INTO deliveries (id, seen) VALUES (?, ?)", (delivery[:MAX_ID_LENGTH], now)
-        )
-        return inserted.rowcount == 1
+        with self.lock:
+            connection = self._connect()
+            connection.execute("DELETE FROM deliveries WHERE seen < ?", (now - self.keep_seconds,))
+            inserted = connection.execute(
+                "INSERT OR IGNORE INTO deliveries (id, seen) VALUES (?, ?)", (delivery[:MAX_ID_LENGTH], now)
+            )
+            return inserted.rowcount == 1
 
     def close(self) -> None:
-        connection = getattr(self.local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self.local.connection = None
+        with self.lock:
+            if self.connection is not None:
+                self.connection.close()
+                self.connection = None

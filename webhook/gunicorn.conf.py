@@ -1,8 +1,12 @@
 """gunicorn settings for the OPOS service: `gunicorn -c webhook/gunicorn.conf.py 'webhook:create_app()'`.
 
-Sync workers: measured on a 2-core machine, they gave steady throughput where gthread varied
-threefold between runs. Every setting can be overridden on the command line or with
-GUNICORN_CMD_ARGS.
+gevent workers, because the service faces the internet without a buffering proxy: a sync worker
+spends itself on one connection, so a handful of clients sending a byte every few seconds stop
+the service (gunicorn's design notes say sync workers need a proxy in front). An event-loop
+worker holds each slow connection in a greenlet: tested with 1,000 slow connections open, the
+head is still answered, and every connection must deliver its request headers within `keepalive`
+seconds (gunicorn's read timeout for async workers) and its body within webhook.body.BODY_SECONDS.
+Every setting can be overridden on the command line or with GUNICORN_CMD_ARGS.
 """
 
 import os
@@ -12,10 +16,11 @@ from pathlib import Path
 
 bind = os.environ.get("OPOS_BIND", "127.0.0.1:8080")
 workers = int(os.environ.get("OPOS_WORKERS", "4"))
-worker_class = "sync"
+worker_class = "gevent"
+worker_connections = int(os.environ.get("OPOS_WORKER_CONNECTIONS", "1000"))  # per worker
 timeout = 30
 graceful_timeout = 10
-keepalive = 5
+keepalive = 5  # also the time allowed for a request's headers to arrive (async workers)
 accesslog = "-"
 errorlog = "-"
 

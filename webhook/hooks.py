@@ -8,7 +8,7 @@ import hmac
 from flask import Blueprint, abort, request
 from flask.typing import ResponseReturnValue
 
-from webhook.body import json_body
+from webhook.body import json_body, read_body
 from webhook.service import current
 
 blueprint = Blueprint("hooks", __name__)
@@ -18,7 +18,7 @@ blueprint = Blueprint("hooks", __name__)
 def github() -> ResponseReturnValue:
     service = current()
     secret = service.config.webhook_secret
-    body = request.get_data(cache=False)  # the raw bytes the signature covers; over the limit this is a 413
+    body = read_body()  # the raw bytes the signature covers; over the limit this is a 413
     if not secret:
         abort(401, "webhooks are off: this service has no OPOS_WEBHOOK_SECRET")
     given = request.headers.get("X-Hub-Signature-256", "")
