@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import LedgerRepo, SshKey, instruction, opos
 from opos.model import format_time
+from opos.trust.gitrepo import GitObjects
 from webhook import create_app, start_service, stop_service
 from webhook.config import ConfigError, load_config
 from webhook.sync import Follower
@@ -479,3 +480,55 @@ def test_a_network_that_is_not_the_source_address_is_refused(
         assert honest == [True, True, True, False]  # the cap of 3 in AS197207 holds
     finally:
         stop_service(app)
+
+
+def test_a_symlink_anywhere_in_the_ledger_is_a_problem_for_check_and_for_the_service(
+    make_app: Any, ledger_repo: LedgerRepo, keys: dict[str, SshKey], tmp_path: Path
+) -> None:
+    secret = tmp_path / "outside.txt"
+    secret.write_text("min_every: 15m\n# a secret outside the repository\n")
+    policy = ledger_repo.path / "ledger" / "policy.yaml"
+    policy.unlink()
+    policy.symlink_to(secret)
+    (ledger_repo.path / "ledger" / "instructions" / "linked-one.yaml").symlink_to(secret)
+    check = opos("check", "--repo", ledger_repo.path)
+    assert check.code == 1 and "a secret outside" not in check.out + check.err
+    assert "ledger/policy.yaml: is a symbolic link" in check.out
+    assert "ledger/instructions/linked-one.yaml: is a symbolic link" in check.out
+    app = make_app()
+    ledger_repo.commit("Link the policy and an instruction", keys["alice"])
+    result = sync(app)  # it used to serve with the default policy, silently
+    assert result.outcome == "rejected" and "ledger/policy.yaml: is a symbolic link" in result.detail
+
+
+def test_a_huge_blob_is_refused_from_its_header_before_it_is_read(
+    make_app: Any, ledger_repo: LedgerRepo, keys: dict[str, SshKey], tmp_path: Path
+) -> None:
+    huge = ledger_repo.path / "ledger" / "instructions" / "huge-one.yaml"
+    huge.write_bytes(b"id: huge-one\n" + b"# padding\n" * 600_000)  # 6 MB, compressing to a few KB
+    ledger_repo.commit("A huge file", keys["alice"])
+    app = make_app()
+    result = sync(app)
+    assert result.outcome == "rejected" and f"huge-one.yaml: the file is {huge.stat().st_size} bytes" in result.detail
+    ledger_repo.git("gc", "-q")  # now packed: the size comes from the pack entry's header
+    render = opos("render", "--repo", ledger_repo.path, "--key", tmp_path / "feed-key", "--out", tmp_path / "s")
+    assert render.code == 1 and f"the file is {huge.stat().st_size} bytes" in render.err
+
+
+def test_object_sizes_from_headers_match_the_objects(ledger_repo: LedgerRepo, keys: dict[str, SshKey]) -> None:
+    """Loose objects, whole packed objects and deltas (the size of the result, not of the delta)."""
+    base = "".join(f"line {n} of a long instruction reason\n" for n in range(3000))
+    ledger_repo.write("ledger/notes.txt", base)
+    ledger_repo.commit("Notes", keys["alice"])
+    ledger_repo.write("ledger/notes.txt", base.replace("line 1500", "line fifteen hundred"))
+    ledger_repo.commit("Notes again", keys["alice"])
+    ids = ledger_repo.git("rev-list", "--objects", "--all").split()
+    blobs = [i for i in ids if len(i) == 40 and ledger_repo.git("cat-file", "-t", i) == "blob"]
+    with GitObjects(ledger_repo.path) as objects:
+        assert {b: objects.size(b) for b in blobs} == {b: len(objects.blob(b)) for b in blobs}
+    ledger_repo.git("gc", "-q", "--aggressive")
+    deltas = [line for line in ledger_repo.git("verify-pack", "-v", *map(str, (ledger_repo.path / ".git" / "objects"
+              / "pack").glob("*.idx"))).splitlines() if len(line.split()) == 7]  # fmt: skip
+    assert deltas  # git stored one of the two versions as a delta
+    with GitObjects(ledger_repo.path) as objects:
+        assert {b: objects.size(b) for b in blobs} == {b: len(objects.blob(b)) for b in blobs}

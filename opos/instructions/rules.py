@@ -46,6 +46,8 @@ class LedgerFiles:
     instructions: Mapping[str, bytes]  # name under instructions/ -> contents
     policy: bytes | None = None
     not_files: tuple[str, ...] = ()  # names under instructions/ that are folders or links
+    links: tuple[str, ...] = ()  # symbolic links anywhere in the ledger directory (paths inside it)
+    oversized: Mapping[str, int] = field(default_factory=dict)  # files too large to read: path -> size
 
 
 @dataclass
@@ -389,7 +391,18 @@ def check_ledger(files: LedgerFiles, memo: CheckMemo | None = None) -> CheckResu
     policy_path = f"{files.root}policy.yaml"
     policy, policy_problems = load_policy(files.policy, policy_path)
     result.problems.extend(policy_problems)
+    for path in files.links:
+        message = (
+            "is a symbolic link: the ledger holds only plain files (git stores the link, not what it points to, "
+            "so the service would not see the same ledger as a working tree); replace it with the file"
+        )
+        result.problems.append(Problem(f"{files.root}{path}", None, "", message))
+    for path, size in sorted(files.oversized.items()):
+        result.problems.append(Problem(f"{files.root}{path}", None, "", f"the file is {size} bytes: far too large"))
+    linked = {path.removeprefix("instructions/") for path in files.links}
     for name in files.not_files:
+        if name in linked:
+            continue
         result.problems.append(
             Problem(f"{files.root}instructions/{name}", None, "", "instructions/ holds only <id>.yaml files")
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from opos.instructions.rules import LedgerFiles
@@ -14,17 +15,39 @@ def _read_capped(path: Path) -> bytes:
         return handle.read(MAX_READ_BYTES + 1)
 
 
+MAX_ENTRIES = 100_000  # a ledger directory larger than this is not walked further for links
+
+
+def links_in(ledger: Path) -> list[str]:
+    """Every symbolic link in the ledger directory (paths inside it), never following one."""
+    found: list[str] = []
+    seen = 0
+    for folder, folders, names in os.walk(ledger, followlinks=False):
+        for name in [*folders, *names]:
+            seen += 1
+            path = Path(folder) / name
+            if path.is_symlink():
+                found.append(path.relative_to(ledger).as_posix())
+        if seen > MAX_ENTRIES:
+            break
+    return sorted(found)
+
+
 def read_ledger_dir(ledger: Path, shown_as: str) -> LedgerFiles:
-    """The ledger directory of a working tree. `shown_as` prefixes paths in messages."""
+    """The ledger directory of a working tree. `shown_as` prefixes paths in messages.
+
+    Symbolic links are reported, never followed: their targets may lie outside the repository.
+    """
     instructions: dict[str, bytes] = {}
     not_files: list[str] = []
     folder = ledger / "instructions"
-    if folder.is_dir():
+    if folder.is_dir() and not folder.is_symlink():
         for entry in sorted(folder.iterdir()):
             if entry.is_file() and not entry.is_symlink():
                 instructions[entry.name] = _read_capped(entry)
             else:
                 not_files.append(entry.name)
     policy_path = ledger / "policy.yaml"
-    policy = _read_capped(policy_path) if policy_path.is_file() else None
-    return LedgerFiles(shown_as, instructions, policy, tuple(not_files))
+    plain = policy_path.is_file() and not policy_path.is_symlink()
+    policy = _read_capped(policy_path) if plain else None
+    return LedgerFiles(shown_as, instructions, policy, tuple(not_files), tuple(links_in(ledger)))

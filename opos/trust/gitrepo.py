@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,12 @@ from opos.errors import RepositoryError
 from opos.instructions.rules import LedgerFiles
 from opos.lru import LRU
 from opos.model import CommitHash, KeyFingerprint, Signer
+from opos.trust import _objectsize
 from opos.trust.history import Accepted, CommitInfo
 from opos.trust.statedir import StateDir
 
 _TREE_MODE = 0o040000
+_LINK_MODE = 0o120000
 _FILE_MODES = (0o100644, 0o100755)
 _COMMIT, _TREE, _BLOB = 1, 2, 3
 
@@ -90,6 +93,15 @@ def parse_raw_commit(commit_id: CommitHash, raw: bytes) -> CommitInfo:
         payload=b"".join(payload),
         message=message.decode("utf-8", "replace"),
     )
+
+
+MAX_LEDGER_FILE_BYTES = 1024 * 1024  # any file of the ledger; the rules' own limits are far lower
+
+
+class BlobTooLarge(RepositoryError):
+    def __init__(self, blob_id: str, size: int, limit: int) -> None:
+        super().__init__(f"file {blob_id} is {size} bytes; the limit is {limit}")
+        self.size = size
 
 
 class GitObjects:
@@ -160,7 +172,31 @@ class GitObjects:
             self._trees.put(tree_id, entries)
         return entries
 
-    def blob(self, blob_id: str) -> bytes:
+    def size(self, object_id: str) -> int | None:
+        """The object's size from its header, without reading the object; None when it cannot be told."""
+        store = self.repo.object_store
+        oid = ObjectID(object_id.encode())
+        try:
+            loose = Path(store._get_shafile_path(oid))
+            if loose.exists():
+                return _objectsize.loose_size(loose)
+            for pack in store.packs:
+                try:
+                    offset = pack.index.object_offset(oid)
+                except KeyError:
+                    continue
+                with open(pack._data_path, "rb") as handle:
+                    return _objectsize.packed_size(handle, offset)
+        except (OSError, ValueError, IndexError, AttributeError, zlib.error):
+            return None
+        return None
+
+    def blob(self, blob_id: str, max_bytes: int | None = None) -> bytes:
+        """A file's contents; with `max_bytes`, a larger one is refused from its header, before reading it."""
+        if max_bytes is not None:
+            size = self.size(blob_id)
+            if size is not None and size > max_bytes:
+                raise BlobTooLarge(blob_id, size, max_bytes)
         return self._raw(blob_id, _BLOB, "file")
 
     def subtree(self, tree_id: str, parts: Iterable[str]) -> str | None:
@@ -233,7 +269,7 @@ class GitLedger:
         if ledger is None:
             return None
         mode, sha = self.objects.tree(ledger).get(name.encode(), (0, ""))
-        return self.objects.blob(sha) if mode in _FILE_MODES else None
+        return self.objects.blob(sha, MAX_LEDGER_FILE_BYTES) if mode in _FILE_MODES else None
 
     def allowed_signers(self, commit: CommitInfo) -> bytes | None:
         # the same few versions of the file stand in thousands of commits: read each version once
@@ -245,7 +281,7 @@ class GitLedger:
             return None
         data = self._signer_files.get(sha)
         if data is None:
-            data = self.objects.blob(sha)
+            data = self.objects.blob(sha, MAX_LEDGER_FILE_BYTES)
             self._signer_files.put(sha, data)
         return data
 
@@ -275,7 +311,12 @@ class GitLedger:
         if tree_id is None:
             return None
         mode, sha = self.objects.tree(tree_id).get(name.encode(), (0, ""))
-        return self.objects.blob(sha) if mode in _FILE_MODES else None
+        if mode not in _FILE_MODES:
+            return None
+        try:
+            return self.objects.blob(sha, MAX_LEDGER_FILE_BYTES)
+        except BlobTooLarge:
+            return None  # the rules report it where the ledger is checked
 
     def policy_file(self, commit: CommitInfo) -> bytes | None:
         return self._ledger_file(commit, "policy.yaml")
@@ -284,13 +325,38 @@ class GitLedger:
         tree_id = self.instructions_tree(commit)
         files: dict[str, bytes] = {}
         not_files: list[str] = []
+        oversized: dict[str, int] = {}
         for name, (mode, sha) in (self.objects.tree(tree_id) if tree_id else {}).items():
             text = name.decode("utf-8", "replace")
             if mode in _FILE_MODES:
-                files[text] = self.objects.blob(sha)
+                try:
+                    files[text] = self.objects.blob(sha, MAX_LEDGER_FILE_BYTES)
+                except BlobTooLarge as err:
+                    oversized[f"instructions/{text}"] = err.size
             else:
                 not_files.append(text)
-        return LedgerFiles(self.ledger_prefix, files, self._ledger_file(commit, "policy.yaml"), tuple(not_files))
+        try:
+            policy = self._ledger_file(commit, "policy.yaml")
+        except BlobTooLarge as err:
+            policy, oversized["policy.yaml"] = None, err.size
+        ledger = self.ledger_tree(commit)
+        links = tuple(self._links(ledger)) if ledger else ()
+        return LedgerFiles(self.ledger_prefix, files, policy, tuple(not_files), links, oversized)
+
+    def _links(self, tree_id: str, prefix: str = "", budget: list[int] | None = None) -> list[str]:
+        """Paths of the symbolic links below a tree (its subtrees included, a bounded number of entries)."""
+        budget = budget if budget is not None else [100_000]
+        found = []
+        for name, (mode, sha) in sorted(self.objects.tree(tree_id).items()):
+            budget[0] -= 1
+            if budget[0] < 0:
+                break
+            path = prefix + name.decode("utf-8", "replace")
+            if mode == _LINK_MODE:
+                found.append(path)
+            elif mode == _TREE_MODE:
+                found.extend(self._links(sha, f"{path}/", budget))
+        return found
 
     # --- local state kept beside the repository ---
 
