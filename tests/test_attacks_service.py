@@ -68,8 +68,12 @@ def test_a_signed_file_ending_inside_a_bracket_does_not_wedge_publication(
     fresh = make_app("fresh")  # a new instance walks the whole history, the broken commit included
     assert sync(fresh).outcome == "published"
     log = fresh.test_client().get("/v1/log.json").json
-    assert broken not in {event["commit"] for event in log["events"]}
-    assert opos("log", "--repo", ledger_repo.path).code == 0
+    invalid = [event for event in log["events"] if event["commit"] == broken]
+    assert [(e["action"], e["instruction"]) for e in invalid] == [("invalid", "broken-one")]
+    assert invalid[0]["problem"].startswith("ledger/instructions/broken-one.yaml:2: YAML syntax")
+    assert fresh.test_client().get("/log/broken-one").status_code == 200
+    cli = opos("log", "--repo", ledger_repo.path)
+    assert cli.code == 0 and "invalid  broken-one" in cli.out
 
 
 def test_while_the_branch_is_rejected_the_last_good_head_is_renewed(

@@ -35,7 +35,7 @@ class LedgerSource(Protocol):
     def ledger_prefix(self) -> str: ...
 
 
-Action = Literal["added", "changed", "removed", "expired"]
+Action = Literal["added", "changed", "removed", "expired", "invalid"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class Event:
     revision: str  # the commit that made the change
     after: dict[str, Any] | None  # the normalised instruction after the change
     before: dict[str, Any] | None
+    problem: str | None = None  # for `invalid`: why the file at this commit is not a valid instruction
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,34 +66,51 @@ class Event:
             "revision": self.revision,
             "after": self.after,
             "before": self.before,
+            "problem": self.problem,
         }
 
     @property
     def subject(self) -> dict[str, Any]:
-        """The instruction the event is about: as it stands after, or as it stood before."""
+        """The instruction the event is about: as it stands after, or as it stood before.
+
+        An `invalid` file with no valid version before it is shown as a stub that says so.
+        """
         subject = self.after or self.before
-        assert subject is not None
+        if subject is None:
+            return {
+                "id": self.instruction, "kind": "", "title": "(not a valid instruction)", "reason": self.problem or "",
+                "test": "none", "inputs": [], "every": None,
+                "target": {"countries": [], "networks": [], "platforms": [], "max_probes": None,
+                           "max_probes_per": "target", "sample": None},
+                "window": {"start": self.time, "end": self.time},
+            }  # fmt: skip
         return subject
 
 
 SignerOf = Callable[[CommitHash], tuple[str | None, str | None]]
 
 
-def _instructions(source: LedgerSource, commit: CommitInfo, names: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Normalised instructions for the named files at a commit; files that are not valid are left out."""
+def _instructions(
+    source: LedgerSource, commit: CommitInfo, names: Iterable[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Normalised instructions for the named files at a commit, and for the files that are not valid, why."""
     names = [n for n in names if n.endswith(".yaml")]
     if not names:
-        return {}
+        return {}, {}
     policy, _ = rules.load_policy(source.policy_file(commit), "policy.yaml")
-    result = {}
+    result, problems = {}, {}
     for name in names:
+        path = f"{source.ledger_prefix}instructions/{name}"
         data = source.instruction_file(commit, name)
         if data is None:
+            problems[name] = f"{path}: not a file OPOS can read (a link, or far too large)"
             continue
-        instruction, _ = rules.check_instruction(data, f"{source.ledger_prefix}instructions/{name}", policy)
+        instruction, found = rules.check_instruction(data, path, policy)
         if instruction is not None:
             result[name] = instruction.to_json()
-    return result
+        else:
+            problems[name] = str(found[0]) if found else f"{path}: not valid"
+    return result, problems
 
 
 def step_events(
@@ -106,14 +124,21 @@ def step_events(
     mine = source.instruction_entries(info)
     theirs = source.instruction_entries(parent_info) if parent_info else {}
     touched = sorted(n for n in set(mine) | set(theirs) if mine.get(n) != theirs.get(n))
-    after = _instructions(source, info, [n for n in touched if n in mine])
-    before = _instructions(source, parent_info, [n for n in touched if n in theirs]) if parent_info else {}
+    after, broken = _instructions(source, info, [n for n in touched if n in mine])
+    before = _instructions(source, parent_info, [n for n in touched if n in theirs])[0] if parent_info else {}
     present = [n for n in touched if n in after]
     revisions = last_revisions(source, commit, present) if len(info.parents) > 1 else dict.fromkeys(present, commit)
     time = format_time(dt.datetime.fromtimestamp(info.committed, dt.UTC))
     events = []
     for name in touched:
         new, old = after.get(name), before.get(name)
+        if name in broken:  # a file that no longer (or never did) pass the rules: said, never skipped
+            signer, key = signer_of(commit)
+            first = info.message.strip().splitlines()
+            ident = name.removesuffix(".yaml")
+            events.append(Event("invalid", ident, commit, sequence, time, signer, key, first[0] if first else "",
+                                commit, None, old, broken[name]))  # fmt: skip
+            continue
         if new is None and old is None:
             continue
         action: Action = "added" if old is None else "removed" if new is None else "changed"
@@ -147,7 +172,7 @@ def _remover(source: LedgerSource, merge: CommitInfo, name: str) -> str:
 
 def expired_events(events: Iterable[Event], now: dt.datetime) -> list[Event]:
     """An `expired` event at the end of every window that ended while its version was current."""
-    versions = sorted((e for e in events if e.action != "expired"), key=lambda e: e.time)
+    versions = sorted((e for e in events if e.action not in ("expired", "invalid")), key=lambda e: e.time)
     superseded: dict[int, str] = {}  # index of a version -> the time the next event replaced it
     last: dict[str, int] = {}
     for index, event in enumerate(versions):

@@ -130,7 +130,7 @@ def _overlaps(instruction: dict[str, Any], since: dt.datetime | None, until: dt.
 
 
 def _matches(event: ev.Event, query: LogQuery) -> bool:
-    versions = [v for v in (event.after, event.before) if v is not None]
+    versions = [v for v in (event.after, event.before) if v is not None] or [event.subject]
     if query.instruction and event.instruction != query.instruction:
         return False
     if query.test and not any(v["test"] == query.test for v in versions):
