@@ -76,5 +76,9 @@ class RepositoryError(OposError):
     """The git repository is missing, damaged, or does not have what was asked for."""
 
 
+class RepositoryDamaged(RepositoryError):
+    """An object the repository should hold is missing or corrupt: a fresh clone is the remedy."""
+
+
 class UsageError(OposError):
     """The command was asked for something it cannot do as given."""

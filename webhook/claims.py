@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 from typing import Any, NoReturn
 
 import jsonschema
@@ -21,6 +22,7 @@ from webhook.claims_store import ClaimsUnavailable
 from webhook.service import current
 
 blueprint = Blueprint("claims", __name__)
+logger = logging.getLogger("opos.claims")
 
 
 @functools.cache
@@ -38,6 +40,13 @@ def _refuse(status: int, reason: str, detail: str, headers: dict[str, str] | Non
     abort(response)
 
 
+def _unavailable(err: ClaimsUnavailable) -> NoReturn:
+    """The database failed: refuse (never grant uncapped), say so in /healthz, and log the details."""
+    logger.error("claims: %s", err.diagnostics())
+    current().claims_failed("the claims database is unavailable: capped runs are refused until it is back")
+    _refuse(503, "unavailable", "the claims database is unavailable: ask again later", {"Retry-After": "60"})
+
+
 @blueprint.post("/v1/claims")
 def claim() -> ResponseReturnValue:
     service = current()
@@ -48,7 +57,7 @@ def claim() -> ResponseReturnValue:
         try:
             wait = service.claims().hit(f"claims:{address}", amount, seconds)
         except ClaimsUnavailable as err:
-            _refuse(503, "unavailable", err.diagnostics())
+            _unavailable(err)
         if wait:
             detail = f"more than {amount} claim requests in {seconds} s from {address}: wait {wait} s"
             _refuse(429, "rate", detail, {"Retry-After": str(wait)})
@@ -89,7 +98,8 @@ def claim() -> ResponseReturnValue:
             instruction.id, scope, body["probe_id"], limit, address, service.config.claims_per_address
         )
     except ClaimsUnavailable as err:
-        _refuse(503, "unavailable", err.diagnostics())
+        _unavailable(err)
+    service.claims_worked()
     metrics.CLAIMS.labels("granted" if result.granted else "refused", result.refusal or "ok").inc()
     answer: dict[str, object] = {
         "granted": result.granted,

@@ -21,7 +21,11 @@ def healthz() -> ResponseReturnValue:
     service = current()
     state = service.syncer.state()
     head = service.site.head()
-    problem = state.problem or (None if head else "no feed is published yet: the first sync has not finished")
+    problem = (
+        state.problem
+        or (None if head else "no feed is published yet: the first sync has not finished")
+        or service.claims_problem()
+    )
     if head is not None:
         metrics.SERVED_SEQUENCE.set(head.sequence)
     body = {

@@ -47,7 +47,19 @@ def exposition() -> bytes:
 
 # Labels that exist from the start, so dashboards and alerts see zeros rather than nothing.
 CLAIMS.labels("granted", "ok")
-for _reason in ("cap", "address", "rate", "network", "invalid", "unknown", "uncapped", "window", "target", "sample"):
+for _reason in (
+    "cap",
+    "address",
+    "rate",
+    "network",
+    "invalid",
+    "unknown",
+    "uncapped",
+    "window",
+    "target",
+    "sample",
+    "unavailable",
+):
     CLAIMS.labels("refused", _reason)
 for _outcome in OUTCOMES:
     SYNCS.labels(_outcome)

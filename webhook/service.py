@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 from flask import Response, current_app
 
+from opos.atomic import write_atomically
 from opos.errors import OposError
 from opos.eventlog.logindex import LogIndex
 from opos.feed.site import published_commit
@@ -80,6 +82,24 @@ class Service:
             except OposError:
                 return None
         return self._log_index
+
+    @property
+    def _claims_problem_path(self) -> Path:
+        return self.config.data_dir / "claims.problem"
+
+    def claims_failed(self, problem: str) -> None:
+        """Say, for every worker's /healthz, that the claims database failed (claims are refused meanwhile)."""
+        write_atomically(self._claims_problem_path, problem.encode())
+
+    def claims_worked(self) -> None:
+        if self._claims_problem_path.exists():
+            self._claims_problem_path.unlink(missing_ok=True)
+
+    def claims_problem(self) -> str | None:
+        try:
+            return self._claims_problem_path.read_text(encoding="utf-8", errors="replace") or "claims failed"
+        except OSError:
+            return None
 
     def claims(self) -> ClaimsStore:
         with self._claims_lock:

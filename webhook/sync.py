@@ -14,6 +14,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import traceback
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from opos.atomic import write_atomically
-from opos.errors import HistoryRejected, LedgerInvalid, OposError
+from opos.errors import HistoryRejected, LedgerInvalid, OposError, RepositoryDamaged
 from opos.feed import keys
 from opos.feed.site import prune_feeds, publish, published_head, renew_head
 from opos.instructions import rules
@@ -107,6 +108,11 @@ class Syncer:
             else:
                 state.problem = None
                 state.last_success = format_time(now)
+        except RepositoryDamaged as err:
+            # The mirror is ours to rebuild: what is served stays, and the next sync fetches afresh.
+            shutil.rmtree(self.clone, ignore_errors=True)
+            result = SyncResult("failed", state.commit, redact(f"{err.diagnostics()}; the local clone was removed"))
+            state.problem = "the local clone of the ledger was damaged: it is fetched again on the next sync"
         except OposError as err:
             result = SyncResult("failed", state.commit, redact(err.diagnostics()))
             state.problem = _short(result.detail)

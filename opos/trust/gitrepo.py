@@ -6,6 +6,7 @@ signature check is byte for byte what git signed (git's `parse_buffer_signed_by_
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import zlib
@@ -14,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from dulwich.client import get_transport_and_path
-from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
+from dulwich.errors import GitProtocolError, HangupException, NotGitRepository, ObjectFormatException
 from dulwich.objects import Blob, Commit, ObjectID, Tree, parse_tree
 from dulwich.objectspec import parse_commit
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 from opos.atomic import write_atomically
-from opos.errors import RepositoryError
+from opos.errors import RepositoryDamaged, RepositoryError
 from opos.instructions.rules import LedgerFiles
 from opos.lru import LRU
 from opos.model import CommitHash, KeyFingerprint, Signer
@@ -129,13 +130,15 @@ class GitObjects:
         self.close()
 
     def close(self) -> None:
-        self.repo.close()
+        _close(self.repo)
 
     def _raw(self, object_id: str, expected: int, what: str) -> bytes:
         try:
             kind, raw = self.repo.object_store.get_raw(ObjectID(object_id.encode()))
         except KeyError as err:
-            raise RepositoryError(f"{what} {object_id} is missing from the repository (fetch it again)") from err
+            raise RepositoryDamaged(f"{what} {object_id} is missing from the repository (fetch it again)") from err
+        except (zlib.error, ObjectFormatException, ValueError, OSError) as err:
+            raise RepositoryDamaged(f"{what} {object_id} is damaged in {self.path} ({err}): clone it again") from err
         if kind != expected:
             raise RepositoryError(f"{object_id} is not a {what}")
         return bytes(raw)
@@ -514,6 +517,13 @@ def write_commit(
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
 
 
+def _close(repo: Repo) -> None:
+    # A pack whose mmap is still referenced (by the traceback of a damaged read) cannot be unmapped
+    # yet: the garbage collector does it once the references are gone.
+    with contextlib.suppress(BufferError):
+        repo.close()
+
+
 def redact(text: str) -> str:
     """`text` with the user name and password of every URL in it replaced by `***` (tokens in remotes)."""
     return _USERINFO.sub(lambda match: f"{match.group('scheme')}***@", text)
@@ -549,5 +559,8 @@ def fetch_branch(local: Path, remote: str, branch: str) -> CommitHash:
         raise
     except (OSError, GitProtocolError, HangupException, NotGitRepository, ValueError) as err:
         raise RepositoryError(redact(f"cannot fetch {branch!r} from {remote}: {err}")) from err
+    except (zlib.error, ObjectFormatException, BufferError, KeyError, AssertionError) as err:
+        # the negotiation reads our own objects: these say that they are damaged, not the remote
+        raise RepositoryDamaged(f"the local clone {local} is damaged ({type(err).__name__}: {err})") from err
     finally:
-        repo.close()
+        _close(repo)
