@@ -146,6 +146,33 @@ def _revoke(run: Run, instruction: str, probe_id: str | None, address: str | Non
     return int(run(query, tuple(params)).rowcount)
 
 
+class _Store:
+    """The operations, on whatever `_transaction` each database provides (`lock`: serialise per instruction)."""
+
+    def _transaction(self, work: Callable[[Run], Any], lock: str | None = None) -> Any:
+        raise NotImplementedError
+
+    def claim(
+        self, instruction: str, scope: str, probe_id: str, limit: int, address: str = "", per_address: int = 0
+    ) -> ClaimResult:
+        result: ClaimResult = self._transaction(
+            lambda run: _claim(run, instruction, scope, probe_id, limit, address, per_address), lock=instruction
+        )
+        return result
+
+    def hit(self, key: str, amount: int, seconds: int) -> int:
+        wait: int = self._transaction(lambda run: _hit(run, key, amount, seconds, time.time()))
+        return wait
+
+    def held(self, instruction: str | None = None) -> list[HeldClaim]:
+        claims: list[HeldClaim] = self._transaction(lambda run: _held(run, instruction))
+        return claims
+
+    def revoke(self, instruction: str, probe_id: str | None = None, address: str | None = None) -> int:
+        count: int = self._transaction(lambda run: _revoke(run, instruction, probe_id, address), lock=instruction)
+        return count
+
+
 def open_store(url: str) -> ClaimsStore:
     """`sqlite:///path/to/file` or `postgresql://…`."""
     if url.startswith("sqlite:///"):
@@ -155,7 +182,7 @@ def open_store(url: str) -> ClaimsStore:
     raise ClaimsUnavailable(f"OPOS_CLAIMS_DATABASE {url!r}: use sqlite:///path or postgresql://…")
 
 
-class SqliteStore:
+class SqliteStore(_Store):
     """A file in WAL mode; BEGIN IMMEDIATE serialises writers across every worker process.
 
     One connection per process, used under a lock: with gevent workers a thread-local would be
@@ -183,8 +210,8 @@ class SqliteStore:
             self.connection.execute("PRAGMA busy_timeout=30000")
         return self.connection
 
-    def _transaction(self, work: Callable[[Run], Any]) -> Any:
-        with self.lock:
+    def _transaction(self, work: Callable[[Run], Any], lock: str | None = None) -> Any:
+        with self.lock:  # BEGIN IMMEDIATE serialises every writer of the file already: `lock` adds nothing
             try:
                 connection = self._connect()
                 connection.execute("BEGIN IMMEDIATE")
@@ -198,26 +225,6 @@ class SqliteStore:
             except sqlite3.Error as err:
                 raise ClaimsUnavailable(f"the claims database {self.path} failed: {err}") from err
 
-    def claim(
-        self, instruction: str, scope: str, probe_id: str, limit: int, address: str = "", per_address: int = 0
-    ) -> ClaimResult:
-        result: ClaimResult = self._transaction(
-            lambda run: _claim(run, instruction, scope, probe_id, limit, address, per_address)
-        )
-        return result
-
-    def hit(self, key: str, amount: int, seconds: int) -> int:
-        wait: int = self._transaction(lambda run: _hit(run, key, amount, seconds, time.time()))
-        return wait
-
-    def held(self, instruction: str | None = None) -> list[HeldClaim]:
-        claims: list[HeldClaim] = self._transaction(lambda run: _held(run, instruction))
-        return claims
-
-    def revoke(self, instruction: str, probe_id: str | None = None, address: str | None = None) -> int:
-        count: int = self._transaction(lambda run: _revoke(run, instruction, probe_id, address))
-        return count
-
     def close(self) -> None:
         with self.lock:
             if self.connection is not None:
@@ -225,7 +232,7 @@ class SqliteStore:
                 self.connection = None
 
 
-class PostgresStore:
+class PostgresStore(_Store):
     """PostgreSQL via psycopg 3; a transaction-scoped advisory lock per instruction serialises its claims.
 
     One connection per process, used under a lock (see SqliteStore); it is opened again when broken.
@@ -263,26 +270,6 @@ class PostgresStore:
                     return work(lambda sql, params: connection.execute(sql.replace("?", "%s"), params))
             except psycopg.Error as err:
                 raise ClaimsUnavailable(f"the claims database failed: {_describe(err)}") from err
-
-    def claim(
-        self, instruction: str, scope: str, probe_id: str, limit: int, address: str = "", per_address: int = 0
-    ) -> ClaimResult:
-        result: ClaimResult = self._transaction(
-            lambda run: _claim(run, instruction, scope, probe_id, limit, address, per_address), lock=instruction
-        )
-        return result
-
-    def hit(self, key: str, amount: int, seconds: int) -> int:
-        wait: int = self._transaction(lambda run: _hit(run, key, amount, seconds, time.time()))
-        return wait
-
-    def held(self, instruction: str | None = None) -> list[HeldClaim]:
-        claims: list[HeldClaim] = self._transaction(lambda run: _held(run, instruction))
-        return claims
-
-    def revoke(self, instruction: str, probe_id: str | None = None, address: str | None = None) -> int:
-        count: int = self._transaction(lambda run: _revoke(run, instruction, probe_id, address), lock=instruction)
-        return count
 
     def close(self) -> None:
         with self.lock:

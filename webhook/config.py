@@ -32,7 +32,7 @@ class Config:
     trust_root: str | None = None  # default: the history's single root commit
     webhook_secret: str | None = None  # the GitHub webhook secret; webhooks are refused without one
     poll_seconds: float = 30.0  # sync on this timer too, so a lost webhook costs one interval
-    min_sync_interval_seconds: float = 1.0  # the floor between two syncs, however many webhooks arrive
+    min_sync_interval_seconds: float = 0.5  # the sustained floor between syncs, however many webhooks arrive
     head_ttl_seconds: int = 86_400  # how long a head is valid; it is re-issued at half its life
     feed_retention: int = 1000  # published feeds kept as v1/feed/<commit>.json (the current one always)
     claims_database: str | None = None  # postgresql://… to share caps between instances; default SQLite in data_dir

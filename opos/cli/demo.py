@@ -158,7 +158,8 @@ def run_demo(folder: Path, out: TextIO, serve: bool = False, port: int = 8080) -
         print(f"     {path.relative_to(site)}  {path.stat().st_size} bytes", file=out)
     feed = verify_envelope(published.feed_path.read_bytes(), [public])
     head_document = verify_envelope((site / "v1" / "head.json").read_bytes(), [public]).document
-    assert isinstance(feed.document, Feed) and isinstance(head_document, Head)
+    if not isinstance(feed.document, Feed) or not isinstance(head_document, Head):
+        raise RuntimeError("the demo's site holds the wrong documents")
     print(f"4. Verified the feed and the head with {feed_key_path}.pub:", file=out)
     print(
         f"     head: commit {head_document.commit[:12]}, sequence {head_document.sequence}, "

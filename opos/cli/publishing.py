@@ -76,9 +76,8 @@ def verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         report = verification.check(revision, args.since)
     for failure in report.failures:
         print(failure, file=out)
-    if not report.ok:
+    if not report.ok or report.accepted is None:
         return 1
-    assert report.accepted is not None
     print(f"ok: {revision} (sequence {report.accepted.sequence}) from trust root {verification.trust_root}", file=err)
     return 0
 

@@ -74,8 +74,8 @@ def compare(base: Mapping[str, dict[str, Any]], head: Mapping[str, dict[str, Any
         if old == new:
             continue
         if new is None:
-            assert old is not None
-            changes.append(Change("removed", old))
+            if old is not None:
+                changes.append(Change("removed", old))
             continue
         change = Change("added" if old is None else "changed", new, old)
         change.warnings = warnings_for(new, head, now)

@@ -31,8 +31,7 @@ from opos.trust.verification import Verification
 def feed_at(verification: Verification, commit: CommitHash) -> bytes:
     """The canonical feed payload of a verified commit. Raises LedgerInvalid for invalid files."""
     ledger = verification.ledger
-    report = verification.require(commit)
-    assert report.accepted is not None
+    accepted = verification.require(commit)
     info = ledger.commit(commit)
     checked = rules.check_ledger(ledger.ledger_files(info), verification.checked)
     if checked.problems:
@@ -44,11 +43,11 @@ def feed_at(verification: Verification, commit: CommitHash) -> bytes:
     write_atomically(memo_path, json.dumps({commit: last}).encode())
     entries = []
     for name, instruction in by_name.items():
-        accepted = verification.verifier.cache.get(last[name])
-        signer = accepted.signer.principal if accepted is not None and accepted.signer is not None else None
+        changed_by = verification.verifier.cache.get(last[name])
+        signer = changed_by.signer.principal if changed_by is not None and changed_by.signer is not None else None
         entries.append(FeedEntry(instruction, last[name], signer))
     committed = dt.datetime.fromtimestamp(info.committed, dt.UTC)
-    return render.feed_payload(commit, report.accepted.sequence, committed, entries)
+    return render.feed_payload(commit, accepted.sequence, committed, entries)
 
 
 def _load_memo(path: Path) -> dict[CommitHash, dict[str, CommitHash]]:
@@ -90,9 +89,7 @@ def pin(
     envelope = render.sign("feed", payload, key)
     feed_path = out / "v1" / "feed" / f"{commit}.json"
     write_atomically(feed_path, envelope)
-    accepted = verification.verifier.cache.get(commit)
-    assert accepted is not None  # feed_at required it
-    return feed_path, accepted.sequence, envelope
+    return feed_path, verification.require(commit).sequence, envelope  # a cached verdict by now
 
 
 def write_log(verification: Verification, commit: CommitHash, out: Path, now: dt.datetime) -> None:

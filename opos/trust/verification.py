@@ -8,7 +8,7 @@ from opos.errors import HistoryRejected
 from opos.instructions import rules
 from opos.model import CommitHash
 from opos.trust.gitrepo import FileCache, GitLedger
-from opos.trust.history import Failure, Report, Verifier, descends_from
+from opos.trust.history import Accepted, Failure, Report, Verifier, descends_from
 from opos.trust.statedir import scope_of
 
 
@@ -46,8 +46,9 @@ class Verification:
                 report = Report(revision, [*report.failures, Failure(revision, reason)], None)
         return report
 
-    def require(self, revision: CommitHash, since: str | None = None) -> Report:
+    def require(self, revision: CommitHash, since: str | None = None) -> Accepted:
+        """The verdict on `revision`, which must be accepted. Raises HistoryRejected."""
         report = self.check(revision, since)
-        if not report.ok:
+        if not report.ok or report.accepted is None:
             raise HistoryRejected([(f.commit, f.reason) for f in report.failures])
-        return report
+        return report.accepted
