@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -540,3 +541,20 @@ def test_object_sizes_from_headers_match_the_objects(ledger_repo: LedgerRepo, ke
     assert deltas  # git stored one of the two versions as a delta
     with GitObjects(ledger_repo.path) as objects:
         assert {b: objects.size(b) for b in blobs} == {b: len(objects.blob(b)) for b in blobs}
+
+
+def test_syncs_leave_no_descriptor_open(make_app: Any, ledger_repo: LedgerRepo, keys: dict[str, SshKey]) -> None:
+    """Each sync used to open a git repository that was never closed (49 descriptors after 60 syncs)."""
+    app = make_app()
+    syncer = app.extensions["opos"].syncer
+    assert syncer.sync().outcome == "published"
+    client = app.test_client()
+    client.get("/v1/log.json")
+    before = len(os.listdir("/proc/self/fd"))
+    for number in range(30):
+        if number % 10 == 0:
+            ledger_repo.write(f"ledger/instructions/fd-{number}.yaml", instruction(f"fd-{number}"))
+            ledger_repo.commit(f"Another {number}", keys["alice"])
+        syncer.sync(NOW + dt.timedelta(hours=number))  # published, unchanged, or a renewed head
+        client.get("/v1/log.json")
+    assert len(os.listdir("/proc/self/fd")) <= before + 2
