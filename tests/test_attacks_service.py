@@ -318,6 +318,8 @@ def test_escape_sequences_in_commit_messages_reach_no_terminal_and_no_feed_reade
     tree = ElementTree.fromstring(atom.data)  # well-formed: it parses
     assert "\x1b" not in atom.data.decode() and "\\x1b[2J" in atom.data.decode()
     assert tree.tag.endswith("feed")
+    page = app.test_client().get("/log").data.decode()
+    assert "\x1b" not in page and "\u202e" not in page and "Clear\\x1b[2J the screen" in page
     log = opos("log", "--repo", ledger_repo.path)
     assert log.code == 0 and "\x1b" not in log.out and "\x07" not in log.out and "\u202e" not in log.out
     assert "Clear\\x1b[2J the screen \\u202eevil\\x07" in log.out

@@ -19,7 +19,7 @@ from flask.typing import ResponseReturnValue
 from opos.eventlog.events import Event, field_changes
 from opos.eventlog.logindex import LogQuery, Period, decode_cursor, log_document, select
 from opos.model import format_duration, parse_country, parse_network, parse_timestamp
-from opos.text import for_xml
+from opos.text import for_terminal, for_xml
 from webhook.service import current
 
 blueprint = Blueprint("log", __name__)
@@ -139,6 +139,12 @@ def _show(value: Any) -> str:
     if isinstance(value, list):
         return "\n".join(str(item) for item in value) or "(none)"
     return str(value)
+
+
+@blueprint.app_template_filter("visible")
+def _visible(text: str) -> str:
+    """Commit messages come from git: control and bidirectional characters are shown, not obeyed."""
+    return for_terminal(text)
 
 
 @blueprint.app_template_filter("short")
