@@ -88,8 +88,11 @@ def test_init_then_the_printed_commands_make_a_verified_ledger(tmp_path: Path, k
     target = tmp_path / "new-ledger"
     result = opos("init", target, "--signer", "alice@ooni.example", "--key", keys["alice"].public)
     assert result.code == 0, result.err
-    commands = [line.strip() for line in result.out.splitlines() if line.startswith("  ")]
+    after = result.out.split("Make the signed trust-root commit, and pin its hash:\n")[1]
+    commands = [line.strip() for line in after.splitlines() if line.startswith("  ")]
     assert commands[0] == f"cd {target}"
+    assert "  commit.gpgsign = true" in result.out  # it says what it set in the repository's git config
+    assert "require signed commits, allow merge commits only" in result.out
     for command in commands[1:]:
         subprocess.run(command.split("#")[0], shell=True, cwd=target, check=True, capture_output=True)
     trust_root = subprocess.run(["git", "rev-parse", "HEAD"], cwd=target, capture_output=True, text=True).stdout.strip()
@@ -98,6 +101,8 @@ def test_init_then_the_printed_commands_make_a_verified_ledger(tmp_path: Path, k
     assert verified.code == 0, verified.out
     log = subprocess.run(["git", "log", "--show-signature", "-1"], cwd=target, capture_output=True, text=True)
     assert 'Good "git" signature for alice@ooni.example' in log.stdout
+    assert "missing key" not in log.stdout + log.stderr  # no blank line in allowed_signers to complain of
+    assert 'alice@ooni.example namespaces="git" ssh-ed25519 ' in (target / "ledger" / "allowed_signers").read_text()
     assert opos("init", target, "--signer", "a", "--key", keys["alice"].public).code == 2
 
 
@@ -163,3 +168,28 @@ def test_demo_builds_and_verifies(tmp_path: Path) -> None:
             capture_output=True,
         )
         assert check.returncode == 0, commit
+
+
+def test_init_refuses_a_principal_nobody_could_sign_as(tmp_path: Path, keys: dict[str, SshKey]) -> None:
+    result = opos("init", tmp_path / "l", "--signer", "Alice Staff", "--key", keys["alice"].public)
+    assert result.code == 2 and "one word" in result.err and not (tmp_path / "l").exists()
+    assert opos("init", tmp_path / "m", "--signer", "a@x", "--key", keys["alice"].public, "--opos-ref", "v1").code == 2
+
+
+def test_check_flags_a_signer_whose_namespaces_exclude_git(ledger_repo: LedgerRepo, keys: dict[str, SshKey]) -> None:
+    ledger_repo.signers([f'alice@ooni.example namespaces="file" {keys["alice"].public_text}'])
+    result = opos("check", "--repo", ledger_repo.path)
+    assert result.code == 1 and 'namespaces="file" does not include git' in result.out
+
+
+def test_commands_find_the_repository_from_a_subdirectory(
+    ledger_repo: LedgerRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inside = ledger_repo.path / "ledger" / "instructions"
+    monkeypatch.chdir(inside)
+    assert opos("check").code == 0
+    made = opos("new", "--id", "from-inside", "--kind", "run", "--test", "web_connectivity", "--title", "T",
+                "--reason", "R", "--input", "https://example.org/", "--country", "IR")  # fmt: skip
+    assert made.code == 0, made.err
+    assert (inside / "from-inside.yaml").exists() and not (inside / "ledger").exists()
+    assert opos("verify").code == 0 and opos("log").code == 0

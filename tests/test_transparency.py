@@ -34,7 +34,8 @@ def story(tmp_path: Path, keys: dict[str, SshKey], feed_key_file: Path) -> dict[
     target = tmp_path / "ledger"
     result = opos("init", target, "--signer", "alice@ooni.example", "--key", keys["alice"].public)
     assert result.code == 0
-    for command in [line.strip() for line in result.out.splitlines() if line.startswith("  ")][1:]:
+    printed = result.out.split("Make the signed trust-root commit, and pin its hash:\n")[1]
+    for command in [line.strip() for line in printed.splitlines() if line.startswith("  ")][1:]:
         subprocess.run(command.split("#")[0], shell=True, cwd=target, check=True, capture_output=True)
     repo = LedgerRepo.existing(target)
     add = {

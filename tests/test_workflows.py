@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 import yaml
 
 from conftest import LedgerRepo, SshKey, instruction, opos
+from opos.trust.gitrepo import GitObjects
+from servers import Mirror
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
@@ -80,4 +83,46 @@ def test_init_installs_the_hosting_files(tmp_path: Path, keys: dict[str, SshKey]
     assert opos("init", tmp_path / "l", "--signer", "a@x", "--key", keys["alice"].public).code == 0
     assert (tmp_path / "l" / ".github" / name).exists()
     workflow = yaml.safe_load((tmp_path / "l" / ".github" / "workflows" / "ledger.yml").read_text())
-    assert workflow["env"]["OPOS_INSTALL"] == "opos"
+    with GitObjects(ROOT) as objects:  # this OPOS runs from a checkout: its commit is the one pinned
+        assert workflow["env"]["OPOS_REF"] == objects.resolve("HEAD")
+
+
+def test_the_workflow_refuses_an_opos_it_cannot_pin(tmp_path: Path) -> None:
+    install = steps("publish")["install"]
+    for ref in ("", "opos", "v1.0", "a" * 39):
+        result = run_step(install, tmp_path, {"OPOS_REF": ref, "OPOS_REPOSITORY": "https://example.invalid/opos"})
+        assert result.returncode == 1 and "must be the full commit hash" in result.stdout, ref
+    document = yaml.safe_load((ROOT / ".github" / "workflows" / "ledger.yml").read_text())
+    assert document[True]["schedule"] == [{"cron": "17 */6 * * *"}]  # the head is renewed on quiet days
+    assert "OPOS_INSTALL" not in (ROOT / ".github" / "workflows" / "ledger.yml").read_text()
+
+
+def test_the_publish_job_renders_over_what_is_published(
+    ledger_repo: LedgerRepo, keys: dict[str, SshKey], tmp_path: Path, feed_key_file: Path
+) -> None:
+    """The mirror's current head and feed are fetched first, so a render never goes back or forks."""
+    old = ledger_repo.head()
+    ledger_repo.write("ledger/instructions/second-one.yaml", instruction("second-one"))
+    new = ledger_repo.commit("Second", keys["alice"])
+    published = tmp_path / "published"
+    assert (
+        opos("render", "--repo", ledger_repo.path, "--rev", new, "--key", feed_key_file, "--out", published).code == 0
+    )
+    pages = Mirror.of_site(published)
+    try:
+        job = steps("publish")
+        workdir = tmp_path / "job"
+        shutil.copytree(ledger_repo.path, workdir)
+        env = {"OPOS_PAGES_URL": pages.url, "RUNNER_TEMP": str(tmp_path), "OPOS_TRUST_ROOT": "",
+               "OPOS_FEED_KEY": feed_key_file.read_text()}  # fmt: skip
+        fetched = run_step(job["fetch"], workdir, env)
+        assert fetched.returncode == 0, fetched.stderr
+        assert (workdir / "site" / "v1" / "feed" / f"{new}.json").exists()
+        stale = run_step(job["render"], workdir, {**env, "GITHUB_SHA": old})  # a run on an older commit
+        assert stale.returncode == 0 and "older than the published head" in stale.stdout
+        head = opos("verify-feed", workdir / "site" / "v1" / "head.json", "--key", f"{feed_key_file}.pub")
+        assert head.code == 0 and new in head.out  # the published head stands
+        renewed = run_step(job["render"], workdir, {**env, "GITHUB_SHA": new})  # the six-hourly run
+        assert renewed.returncode == 0 and "published as the head" in renewed.stdout
+    finally:
+        pages.stop()

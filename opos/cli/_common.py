@@ -38,8 +38,20 @@ def add_command(
     return parser
 
 
+def repository_root(text: str) -> Path:
+    """The top of the git repository that holds `text`, as git finds it (walking up); else `text` itself."""
+    start = Path(text).resolve()
+    for folder in (start, *start.parents):
+        if (folder / ".git").exists() or ((folder / "HEAD").is_file() and (folder / "objects").is_dir()):
+            return folder
+    return Path(text)
+
+
 def add_repo(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repo", type=Path, default=Path("."), help="the ledger's git repository (default: .)")
+    parser.add_argument(
+        "--repo", type=repository_root, default=".",
+        help="the ledger's git repository, or any folder inside it (default: the one around the current folder)",
+    )  # fmt: skip
     add_ledger_dir(parser)
 
 

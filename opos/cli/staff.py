@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.metadata
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import TextIO
 
 from opos.atomic import write_atomically
 from opos.cli._common import Commands, add_command, add_ledger_dir, add_repo, ledger_path, open_ledger
-from opos.errors import KeyInvalid, LedgerInvalid, Problem, UsageError
+from opos.errors import KeyInvalid, LedgerInvalid, Problem, RepositoryError, UsageError
 from opos.eventlog import impact
 from opos.instructions import resources, rules
 from opos.instructions.worktree import read_ledger_dir
 from opos.model import format_time, parse_timestamp
 from opos.trust import sshsig
-from opos.trust.gitrepo import init_repository, set_config
+from opos.trust.gitrepo import GitObjects, init_repository, set_config
 
 
 def register(commands: Commands) -> None:
@@ -32,6 +34,15 @@ def register(commands: Commands) -> None:
     init_parser.add_argument("--key", type=Path, required=True, help="the signer's SSH public key file (.pub)")
     add_ledger_dir(init_parser)
     init_parser.add_argument("--examples", action="store_true", help="also copy the example instructions")
+    init_parser.add_argument(
+        "--opos-ref", metavar="COMMIT",
+        help="the full commit hash of the OPOS that the ledger's workflow installs (default: the commit of this "
+        "OPOS, when it was installed from git or runs from a checkout)",
+    )  # fmt: skip
+    init_parser.add_argument(
+        "--opos-repository", metavar="URL", help="where the workflow installs OPOS from (default: where this one came "
+        "from, else https://github.com/ooni/opos)",
+    )  # fmt: skip
 
     new_parser = add_command(
         commands, "new", new,
@@ -101,6 +112,11 @@ def collect_problems(repo: Path, ledger_dir: str) -> tuple[list[Problem], int]:
     elif signers_path.is_file():
         signers, problems = sshsig.parse_allowed_signers(signers_path.read_bytes(), f"{shown}allowed_signers")
         result.problems.extend(problems)
+        for signer in signers:
+            if not signer.allows_namespace("git"):
+                message = (f'namespaces="{signer.namespaces}" does not include git: {signer.principals} could not '
+                           'sign commits; write namespaces="git"')  # fmt: skip
+                result.problems.append(Problem(f"{shown}allowed_signers", signer.line, "", message))
         if not signers and not problems:
             result.problems.append(
                 Problem(f"{shown}allowed_signers", None, "", "no signer is allowed: nobody could sign a change")
@@ -193,6 +209,16 @@ def init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     target: Path = args.dir
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"{target} exists and is not empty: choose a new directory")
+    if not PRINCIPAL.fullmatch(args.signer):
+        raise UsageError(
+            f"--signer {args.signer!r}: a principal is one word, usually an e-mail address (alice@ooni.example); "
+            "git and ssh-keygen split allowed_signers lines at white space, so nobody could sign as it"
+        )
+    if args.opos_ref is not None and not re.fullmatch(r"[0-9a-f]{40}", args.opos_ref):
+        raise UsageError(f"--opos-ref {args.opos_ref!r}: the full, 40-character commit hash of OPOS")
+    found_ref, found_repository = _this_opos()
+    opos_ref = args.opos_ref or found_ref
+    opos_repository = args.opos_repository or found_repository or DEFAULT_OPOS_REPOSITORY
     key_text = _read_signer_key(args.key)
     init_repository(target).close()
     folder, shown = ledger_path(target, args.ledger_dir)
@@ -209,25 +235,44 @@ def init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         shutil.copyfile(source, folder / relative)
     (folder / "instructions").mkdir(parents=True, exist_ok=True)
     (folder / "instructions" / ".gitkeep").touch()
-    header = (template / "allowed_signers").read_text(encoding="utf-8").split("\n\n")[0]
-    (folder / "allowed_signers").write_text(f"{header}\n\n{args.signer} {key_text}\n", encoding="utf-8")
-    _install_hosting_files(target)
+    header = "".join(
+        line
+        for line in (template / "allowed_signers").read_text(encoding="utf-8").splitlines(keepends=True)
+        if line.startswith("#")
+    )
+    signer_line = f'{args.signer} namespaces="git" {key_text}\n'
+    (folder / "allowed_signers").write_text(header + signer_line, encoding="utf-8")
+    _install_hosting_files(target, opos_ref, opos_repository)
     schemas = target / "schemas"
     schemas.mkdir(exist_ok=True)
     for name in ("instruction.schema.json", "policy.schema.json"):
         shutil.copyfile(resources.data_dir("schemas") / name, schemas / name)
     private = args.key.with_suffix("") if args.key.suffix == ".pub" else args.key
     signing_key = private if private.exists() else args.key
-    set_config(
-        target,
-        {
-            "gpg.format": "ssh",
-            "gpg.ssh.allowedSignersFile": str((folder / "allowed_signers").resolve()),
-            "user.signingkey": str(signing_key.resolve()),
-            "commit.gpgsign": "true",
-        },
-    )
+    settings = {
+        "gpg.format": "ssh",
+        "gpg.ssh.allowedSignersFile": str((folder / "allowed_signers").resolve()),
+        "user.signingkey": str(signing_key.resolve()),
+        "commit.gpgsign": "true",
+    }
+    set_config(target, settings)
     print(f"Created the ledger repository {target} with {args.signer} as its signer ({shown or './'}).", file=out)
+    print("Set in its git configuration (.git/config), so that every commit is signed with your key:", file=out)
+    for name, value in settings.items():
+        print(f"  {name} = {value}", file=out)
+    if opos_ref:
+        print(f"The ledger workflow installs OPOS {opos_ref} from {opos_repository}.", file=out)
+    else:
+        unpinned = (
+            "The ledger workflow does not yet name the OPOS it installs: set OPOS_REF in "
+            ".github/workflows/ledger.yml to the full commit hash you trust (or rerun with --opos-ref)."
+        )
+        print(unpinned, file=err)
+    protect = (
+        "On the hosting site, protect the main branch: require signed commits, allow merge commits only "
+        "(no squash, no rebase: their commits are not signed by staff), and restrict who may push."
+    )
+    print(protect, file=out)
     print("Make the signed trust-root commit, and pin its hash:", file=out)
     print(f"  cd {target}", file=out)
     print("  git add -A", file=out)
@@ -236,7 +281,32 @@ def init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
-def _install_hosting_files(target: Path) -> None:
+DEFAULT_OPOS_REPOSITORY = "https://github.com/ooni/opos"
+PRINCIPAL = re.compile(r"[^\s,\"'#*?!]+")
+
+
+def _this_opos() -> tuple[str | None, str | None]:
+    """(commit, repository URL) of the running OPOS, when it can be told: a git install's record, or a checkout."""
+    try:
+        record = importlib.metadata.distribution("opos").read_text("direct_url.json")
+        direct = json.loads(record) if record else {}
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        direct = {}
+    commit = direct.get("vcs_info", {}).get("commit_id") if isinstance(direct, dict) else None
+    if isinstance(commit, str) and re.fullmatch(r"[0-9a-f]{40}", commit):
+        url = str(direct.get("url", "")).removeprefix("git+") or None
+        return commit, url
+    checkout = resources.data_dir("ledger").parent
+    if (checkout / ".git").exists():
+        try:
+            with GitObjects(checkout) as objects:
+                return objects.resolve("HEAD"), None
+        except RepositoryError:
+            return None, None
+    return None, None
+
+
+def _install_hosting_files(target: Path, opos_ref: str | None, opos_repository: str) -> None:
     """The pull-request template, a CODEOWNERS example and the ledger workflow, where the hosting site reads them."""
     hosting = target / ".github"
     (hosting / "workflows").mkdir(parents=True, exist_ok=True)
@@ -244,7 +314,10 @@ def _install_hosting_files(target: Path) -> None:
     for name in ("pull_request_template.md", "CODEOWNERS"):
         shutil.copyfile(templates / name, hosting / name)
     workflow = (resources.data_dir(".github/workflows") / "ledger.yml").read_text(encoding="utf-8")
-    workflow = workflow.replace('OPOS_INSTALL: "."', 'OPOS_INSTALL: "opos"  # pin the OPOS release you trust')
+    workflow = workflow.replace('OPOS_REF: "."', f'OPOS_REF: "{opos_ref or ""}"')
+    workflow = workflow.replace(
+        f'OPOS_REPOSITORY: "{DEFAULT_OPOS_REPOSITORY}"', f'OPOS_REPOSITORY: "{opos_repository}"'
+    )
     (hosting / "workflows" / "ledger.yml").write_text(workflow, encoding="utf-8")
 
 
