@@ -560,3 +560,34 @@ def test_syncs_leave_no_descriptor_open(make_app: Any, ledger_repo: LedgerRepo, 
         syncer.sync(NOW + dt.timedelta(hours=number))  # published, unchanged, or a renewed head
         client.get("/v1/log.json")
     assert len(os.listdir("/proc/self/fd")) <= before + 2
+
+
+def test_the_way_back_from_an_unsigned_commit_is_a_reset_to_the_last_accepted_one(
+    make_app: Any, ledger_repo: LedgerRepo, keys: dict[str, SshKey]
+) -> None:
+    app = make_app()
+    assert sync(app).outcome == "published"
+    good = ledger_repo.head()
+    ledger_repo.write("ledger/instructions/squashed-one.yaml", instruction("squashed-one"))
+    ledger_repo.commit("A squash merge by the hosting site", None)
+    ledger_repo.write("ledger/instructions/squashed-one.yaml", instruction("squashed-one", title='"Revert"'))
+    ledger_repo.commit("A signed change on top, which cannot help", keys["alice"])
+    result = sync(app)
+    assert result.outcome == "rejected" and f"The last accepted commit is {good}: reset main to it" in result.detail
+    verify = opos("verify", "--repo", ledger_repo.path)
+    assert verify.code == 1 and "git commit --amend -S" in verify.out
+    assert f"The last accepted commit is {good}" in verify.err and "force-push" in verify.err
+    ledger_repo.git("reset", "-q", "--hard", good)  # the one force-push that is safe
+    assert sync(app).outcome in ("unchanged", "renewed")
+    status = app.test_client().get("/healthz")
+    assert status.status_code == 200 and status.json["commit"] == good and status.json["problem"] is None
+
+
+def test_a_signer_who_lets_themselves_in_is_told_how(ledger_repo: LedgerRepo, keys: dict[str, SshKey]) -> None:
+    lines = [f"alice@ooni.example {keys['alice'].public_text}", f"bob@ooni.example {keys['bob'].public_text}"]
+    ledger_repo.signers(lines)
+    ledger_repo.commit("Bob adds himself", keys["bob"])
+    verify = opos("verify", "--repo", ledger_repo.path)
+    assert verify.code == 1 and "a new signer must be added in a commit signed by an existing one" in verify.out
+    wrong = opos("verify", "--repo", ledger_repo.path, "--trust-root", "0" * 40)
+    assert wrong.code == 1 and "wrong repository, or history rewritten" in wrong.err

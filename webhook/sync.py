@@ -146,7 +146,9 @@ class Syncer:
             report = verification.check(remote_commit, since=served)
             if not report.ok:
                 lines = "; ".join(str(f) for f in report.failures)
-                return SyncResult("rejected", served, f"{branch} at {remote_commit} was not accepted: {lines}")
+                fix = (f" The last accepted commit is {served}: reset {branch} to it, then re-apply the change "
+                       "with signed commits." if served else "")  # fmt: skip
+                return SyncResult("rejected", served, f"{branch} at {remote_commit} was not accepted: {lines}.{fix}")
             try:
                 published = publish(verification, remote_commit, key, self.site, now, self.head_ttl)
             except (HistoryRejected, LedgerInvalid) as err:

@@ -74,9 +74,14 @@ def verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         revision = ledger.resolve(args.rev)
         verification = Verification.open(ledger, revision, args.trust_root)
         report = verification.check(revision, args.since)
+        last = verification.last_accepted(revision) if not report.ok else None
     for failure in report.failures:
         print(failure, file=out)
     if not report.ok or report.accepted is None:
+        if last is not None:
+            print(f"The last accepted commit is {last}. To recover: reset the branch to it "
+                  f"(git reset --hard {last[:12]}; the one force-push that is safe is back to it), then re-apply "
+                  "your change with signed commits. See ledger/README.md, 'A way back'.", file=err)  # fmt: skip
         return 1
     print(f"ok: {revision} (sequence {report.accepted.sequence}) from trust root {verification.trust_root}", file=err)
     return 0

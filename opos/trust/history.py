@@ -138,7 +138,13 @@ class Verifier:
             if info.id == self.trust_root:
                 continue
             if not info.parents:
-                failures.append(Failure(info.id, "does not descend from the trust root (a root commit other than it)"))
+                failures.append(
+                    Failure(
+                        info.id,
+                        "does not descend from the trust root (a root commit other than it): "
+                        "wrong repository, wrong --trust-root, or history rewritten",
+                    )
+                )
                 continue
             for parent in reversed(info.parents):
                 if parent not in emitted and self.cache.get(parent) is None:
@@ -182,18 +188,33 @@ class Verifier:
         self, info: CommitInfo, signers_from: CommitInfo, sequence: int
     ) -> tuple[Failure | None, Accepted | None]:
         if info.signature is None:
-            return Failure(info.id, "unsigned: it changes the ledger, so it must be signed (git commit -S)"), None
+            message = (
+                "unsigned: it changes the ledger, so it must be signed: `git commit --amend -S` (or "
+                "`git rebase -S` for several commits) before it is merged"
+            )
+            return Failure(info.id, message), None
         signers = self._allowed_signers(signers_from)
         moment = dt.datetime.fromtimestamp(info.committed, dt.UTC)
         try:
             verified = sshsig.verify(info.signature, info.payload, signers, moment)
         except sshsig.SignerUnknown as err:
+            if self._adds_its_own_signer(info):
+                return Failure(info.id, f"unknown key: {err} as of {signers_from.id[:12]}: a new signer must be added "
+                                        "in a commit signed by an existing one"), None  # fmt: skip
             return Failure(info.id, f"unknown key: {err}"), None
         except sshsig.SignerNotValid as err:
             return Failure(info.id, f"signer not valid at that time: {err}"), None
         except SignatureInvalid as err:
             return Failure(info.id, f"bad signature: {err}"), None
         return None, Accepted(info.id, sequence, verified)
+
+    def _adds_its_own_signer(self, info: CommitInfo) -> bool:
+        """Whether the commit's signing key is one that this very commit lists in allowed_signers."""
+        try:
+            key = sshsig.parse_armored(info.signature or b"").public_key
+        except SignatureInvalid:
+            return False
+        return any(line.key_blob == key for line in self._allowed_signers(info))
 
     def _allowed_signers(self, commit: CommitInfo) -> list[sshsig.AllowedSigner]:
         data = self.source.allowed_signers(commit) or b""

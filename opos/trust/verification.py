@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from opos.errors import HistoryRejected
+from opos.errors import HistoryRejected, RepositoryError
 from opos.instructions import rules
 from opos.model import CommitHash
 from opos.trust.gitrepo import FileCache, GitLedger
@@ -27,7 +27,14 @@ class Verification:
         cls, ledger: GitLedger, revision: CommitHash, trust_root: str | None, checked: rules.CheckMemo | None = None
     ) -> Verification:
         """Verify from the pinned (or default) trust root; `checked` carries parsed files over from earlier runs."""
-        root = ledger.resolve(trust_root) if trust_root else ledger.default_trust_root(revision)
+        if trust_root:
+            try:
+                root = ledger.resolve(trust_root)
+            except RepositoryError as err:
+                raise RepositoryError(f"the trust root {trust_root} is not in {ledger.path}: wrong repository, or "
+                                      "history rewritten") from err  # fmt: skip
+        else:
+            root = ledger.default_trust_root(revision)
         scope = scope_of(root, ledger.ledger_prefix)
         cache = FileCache(ledger.state.verdicts_file(scope))
         memo = checked if checked is not None else rules.new_check_memo()
@@ -42,9 +49,21 @@ class Verification:
         if since is not None:
             previous = self.ledger.resolve(since)
             if not descends_from(self.ledger, revision, previous):
-                reason = f"history rewritten: it does not descend from the previously accepted commit {previous}"
+                reason = (f"history rewritten: it does not descend from the previously accepted commit {previous}; "
+                          f"reset the branch to {previous} (`git reset --hard {previous[:12]}`, then force-push it: "
+                          "the one force-push that is safe) and re-apply the change with signed commits")  # fmt: skip
                 report = Report(revision, [*report.failures, Failure(revision, reason)], None)
         return report
+
+    def last_accepted(self, revision: CommitHash) -> CommitHash | None:
+        """The newest accepted commit on `revision`'s first-parent chain: where to reset a branch to."""
+        commit: CommitHash | None = revision
+        while commit is not None:
+            if self.accepted(commit):
+                return commit
+            parents = self.ledger.commit(commit).parents
+            commit = parents[0] if parents else None
+        return None
 
     def require(self, revision: CommitHash, since: str | None = None) -> Accepted:
         """The verdict on `revision`, which must be accepted. Raises HistoryRejected."""
