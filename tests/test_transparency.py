@@ -72,6 +72,7 @@ def test_every_view_tells_the_same_story(story: dict[str, Any]) -> None:
     assert cli == api and api["next"] is None
     actions = [(e["action"], e["instruction"]) for e in api["events"]]
     assert sorted(actions) == sorted([
+        ("signer-added", "allowed_signers"),  # the trust root: who may sign, from the start
         ("added", "ir-last-week"), ("added", "ir-all-networks"), ("added", "ru-telegram"),
         ("removed", "ir-all-networks"), ("expired", "ir-last-week"),
     ])  # fmt: skip
@@ -178,15 +179,15 @@ def test_merged_pull_requests_are_credited_to_their_signer(ledger_repo: LedgerRe
 
 
 def test_the_index_follows_and_rebuilds(ledger_repo: LedgerRepo, keys: dict[str, SshKey]) -> None:
-    assert len(json.loads(opos("log", "--repo", ledger_repo.path, "--json").out)["events"]) == 1
+    assert len(json.loads(opos("log", "--repo", ledger_repo.path, "--json").out)["events"]) == 2  # + the signer
     ledger_repo.write("ledger/instructions/second-one.yaml", instruction("second-one"))
     ledger_repo.commit("Second", keys["alice"])
-    assert len(json.loads(opos("log", "--repo", ledger_repo.path, "--json").out)["events"]) == 2
+    assert len(json.loads(opos("log", "--repo", ledger_repo.path, "--json").out)["events"]) == 3
     ledger_repo.git("reset", "-q", "--hard", "HEAD~1")
     ledger_repo.write("ledger/instructions/third-one.yaml", instruction("third-one"))
     ledger_repo.commit("Third, on a rewritten history", keys["alice"])
     events = json.loads(opos("log", "--repo", ledger_repo.path, "--json").out)["events"]
-    assert sorted(e["instruction"] for e in events) == ["first-one", "third-one"]
+    assert sorted(e["instruction"] for e in events) == ["allowed_signers", "first-one", "third-one"]
     for index in (ledger_repo.path / ".git" / "opos").glob("log-*.sqlite3*"):
         index.unlink()  # the index is only a cache: rebuilt from git
     assert json.loads(opos("log", "--repo", ledger_repo.path, "--json").out)["events"] == events
@@ -213,3 +214,40 @@ def test_diff_previews_the_impact(ledger_repo: LedgerRepo, keys: dict[str, SshKe
     ledger_repo.commit("Broken", keys["alice"])
     broken = opos("diff", base, "HEAD", "--repo", ledger_repo.path)
     assert broken.code == 1 and "broken-one.yaml" in broken.err
+
+
+def test_signer_and_policy_changes_are_public_events(
+    ledger_repo: LedgerRepo, keys: dict[str, SshKey], tmp_path: Path, feed_key_file: Path
+) -> None:
+    alice, bob = (f"{name}@ooni.example {keys[name].public_text}" for name in ("alice", "bob"))
+    ledger_repo.signers([alice, bob])
+    ledger_repo.commit("Allow bob to sign", keys["alice"])
+    ledger_repo.write("ledger/policy.yaml", "min_every: 30m\nmax_inputs: 50\n")
+    ledger_repo.commit("Tighten the limits", keys["bob"])
+    ledger_repo.signers([bob])
+    ledger_repo.commit("Alice leaves", keys["bob"])
+    events = json.loads(opos("log", "--repo", ledger_repo.path, "--json").out)["events"]
+    ledger_events = [(e["action"], e["signer"]) for e in events if e["instruction"] in ("allowed_signers", "policy")]
+    by_alice, by_bob = "alice@ooni.example", "bob@ooni.example"
+    assert ledger_events == [("signer-removed", by_bob), ("policy-changed", by_bob),
+                             ("signer-added", by_alice), ("signer-added", by_alice)]  # fmt: skip
+    removed = events[0]
+    assert removed["before"]["principal"] == "alice@ooni.example" and removed["before"]["key"].startswith("SHA256:")
+    policy = events[1]
+    assert (policy["before"]["min_every"], policy["after"]["min_every"]) == (900, 1800)
+    assert policy["after"]["max_inputs"] == 50
+    app = create_app({"remote": str(ledger_repo.path), "data_dir": str(tmp_path / "data"),
+                      "feed_key": str(feed_key_file), "follow": False})  # fmt: skip
+    assert app.extensions["opos"].syncer.sync().outcome == "published"
+    client = app.test_client()
+    assert client.get("/v1/log.json").json["events"] == events  # the same story in the API
+    page = client.get("/log").data.decode()
+    assert "alice@ooni.example may no longer sign changes" in page and "the ledger&#39;s limits changed" in page
+    atom = client.get("/log.atom").data.decode()
+    assert "signer-added: bob@ooni.example may sign changes" in atom
+    static = json.loads((tmp_path / "data" / "site" / "v1" / "log.json").read_bytes())
+    assert static["events"] == events  # and in every static mirror
+    only_ir = client.get("/v1/log.json?country=IR").json["events"]
+    assert all(e["instruction"] not in ("allowed_signers", "policy") for e in only_ir)
+    text = opos("log", "--repo", ledger_repo.path)
+    assert "signer-removed alice@ooni.example may no longer sign changes" in text.out

@@ -160,7 +160,9 @@ def _view(event: Event) -> dict[str, Any]:
         "subject": subject,
         "where": ", ".join(target["countries"] + target["networks"]),
         "link": _link(event.revision),
-        "changes": field_changes(event.before, event.after) if event.action == "changed" else [],
+        "changes": field_changes(event.before, event.after)
+        if event.action in ("changed", "policy-changed", "signer-added", "signer-removed")
+        else [],
     }
 
 
@@ -226,10 +228,16 @@ def atom() -> Response:
         view = _view(event)
         entry = element(root, "entry")
         element(entry, "id", f"tag:opos,{event.commit}:{event.action}:{event.instruction}:{event.time}")
-        element(entry, "title", f"{event.action}: {event.instruction} ({view['subject']['test']} in {view['where']})")
+        if event.about_instruction:
+            title = f"{event.action}: {event.instruction} ({view['subject']['test']} in {view['where']})"
+        else:
+            title = f"{event.action}: {event.summary}"
+        element(entry, "title", title)
         element(entry, "updated", event.time)
         element(element(entry, "author"), "name", event.signer or "unsigned")
-        element(entry, "link", href=url_for("log.instruction_page", ident=event.instruction, _external=True))
+        page = (url_for("log.instruction_page", ident=event.instruction, _external=True) if event.about_instruction
+                else url_for("log.log_page", _external=True))  # fmt: skip
+        element(entry, "link", href=page)
         summary = f"{view['subject']['title']}. {view['subject']['reason']}".strip()
         element(entry, "summary", f"{summary} (sequence {event.sequence}, commit {event.revision}: {event.message})")
     body = ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)

@@ -73,6 +73,13 @@ def log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(json.dumps(log_document(events, None), indent=2, ensure_ascii=False), file=out)
         return 0
     for event in events:
+        if not event.about_instruction:
+            by = f"signed by {event.signer}" if event.signer else "unsigned"
+            line = (
+                f"{event.time}  {event.action:8} {event.summary}  sequence {event.sequence}, {event.revision[:12]} {by}"
+            )
+            print(for_terminal(line), file=out)
+            continue
         subject = event.subject
         target = subject["target"]
         where = " ".join(target["countries"] + target["networks"])

@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 
 from opos.instructions import rules
 from opos.model import CommitHash, format_time, parse_time
+from opos.trust import sshsig
 from opos.trust.history import CommitInfo
 from opos.trust.revisions import last_revisions
 
@@ -31,11 +32,16 @@ class LedgerSource(Protocol):
 
     def policy_file(self, commit: CommitInfo) -> bytes | None: ...
 
+    def allowed_signers(self, commit: CommitInfo) -> bytes | None: ...
+
     @property
     def ledger_prefix(self) -> str: ...
 
 
-Action = Literal["added", "changed", "removed", "expired", "invalid"]
+Action = Literal[
+    "added", "changed", "removed", "expired", "invalid", "signer-added", "signer-removed", "policy-changed"
+]
+SIGNERS, POLICY = "allowed_signers", "policy"  # the `instruction` of signer and policy events: the file they are about
 
 
 @dataclass(frozen=True)
@@ -70,15 +76,32 @@ class Event:
         }
 
     @property
+    def about_instruction(self) -> bool:
+        """False for the events about who may sign and about the policy."""
+        return not self.action.startswith(("signer-", "policy-"))
+
+    @property
+    def summary(self) -> str:
+        """One line for people, for the events that are not about an instruction."""
+        if self.action == "signer-added" and self.after:
+            return f"{self.after['principal']} may sign changes ({self.after['key']})"
+        if self.action == "signer-removed" and self.before:
+            return f"{self.before['principal']} may no longer sign changes ({self.before['key']})"
+        if self.action == "policy-changed":
+            return "the ledger's limits changed: " + ", ".join(f for f, _, _ in field_changes(self.before, self.after))
+        return str(self.subject.get("title", ""))
+
+    @property
     def subject(self) -> dict[str, Any]:
         """The instruction the event is about: as it stands after, or as it stood before.
 
         An `invalid` file with no valid version before it is shown as a stub that says so.
         """
-        subject = self.after or self.before
+        subject = (self.after or self.before) if self.about_instruction else None
         if subject is None:
+            title = "(not a valid instruction)" if self.about_instruction else self.summary
             return {
-                "id": self.instruction, "kind": "", "title": "(not a valid instruction)", "reason": self.problem or "",
+                "id": self.instruction, "kind": "", "title": title, "reason": self.problem or "",
                 "test": "none", "inputs": [], "every": None,
                 "target": {"countries": [], "networks": [], "platforms": [], "max_probes": None,
                            "max_probes_per": "target", "sample": None},
@@ -119,8 +142,68 @@ def step_events(
     """The events of one first-parent step, from `parent` (None for the trust root) to `commit`."""
     info = source.commit(commit)
     parent_info = source.commit(parent) if parent else None
+    events = _ledger_events(source, info, parent_info, sequence, signer_of)
     if parent_info is not None and source.instructions_tree(parent_info) == source.instructions_tree(info):
-        return []
+        return events
+    return events + _instruction_events(source, info, parent_info, sequence, signer_of)
+
+
+def _signer_lines(data: bytes | None) -> dict[tuple[str, str], dict[str, Any]]:
+    signers, _ = sshsig.parse_allowed_signers(data or b"")
+    return {
+        (line.principals, sshsig.fingerprint(line.key_blob)): {
+            "principal": line.principals,
+            "key": sshsig.fingerprint(line.key_blob),
+            "namespaces": line.namespaces,
+            "valid_after": format_time(line.valid_after) if line.valid_after else None,
+            "valid_before": format_time(line.valid_before) if line.valid_before else None,
+        }
+        for line in signers
+    }
+
+
+def _policy_fields(data: bytes | None) -> dict[str, Any]:
+    policy, _ = rules.load_policy(data, "policy.yaml")
+    return {
+        "min_every": policy.min_every,
+        "max_window": policy.max_window,
+        "max_inputs": policy.max_inputs,
+        "tests": sorted(policy.tests) if policy.tests is not None else None,
+    }
+
+
+def _ledger_events(
+    source: LedgerSource, info: CommitInfo, parent: CommitInfo | None, sequence: int, signer_of: SignerOf
+) -> list[Event]:
+    """Who may sign, and the policy's limits: signer-added, signer-removed and policy-changed events."""
+    time = format_time(dt.datetime.fromtimestamp(info.committed, dt.UTC))
+    signer, key = signer_of(info.id)
+    first = info.message.strip().splitlines()
+    message = first[0] if first else ""
+    events: list[Event] = []
+
+    def event(action: Action, about: str, after: dict[str, Any] | None, before: dict[str, Any] | None) -> Event:
+        return Event(action, about, info.id, sequence, time, signer, key, message, info.id, after, before)
+
+    now_signers = source.allowed_signers(info)
+    was_signers = source.allowed_signers(parent) if parent else None
+    if now_signers != was_signers:
+        now, was = _signer_lines(now_signers), _signer_lines(was_signers)
+        events.extend(event("signer-added", SIGNERS, now[k], None) for k in sorted(set(now) - set(was)))
+        events.extend(event("signer-removed", SIGNERS, None, was[k]) for k in sorted(set(was) - set(now)))
+    now_policy = source.policy_file(info)
+    was_policy = source.policy_file(parent) if parent else None
+    if parent is not None and now_policy != was_policy:
+        after, before = _policy_fields(now_policy), _policy_fields(was_policy)
+        if after != before:
+            events.append(event("policy-changed", POLICY, after, before))
+    return events
+
+
+def _instruction_events(
+    source: LedgerSource, info: CommitInfo, parent_info: CommitInfo | None, sequence: int, signer_of: SignerOf
+) -> list[Event]:
+    commit = info.id
     mine = source.instruction_entries(info)
     theirs = source.instruction_entries(parent_info) if parent_info else {}
     touched = sorted(n for n in set(mine) | set(theirs) if mine.get(n) != theirs.get(n))
@@ -172,7 +255,9 @@ def _remover(source: LedgerSource, merge: CommitInfo, name: str) -> str:
 
 def expired_events(events: Iterable[Event], now: dt.datetime) -> list[Event]:
     """An `expired` event at the end of every window that ended while its version was current."""
-    versions = sorted((e for e in events if e.action not in ("expired", "invalid")), key=lambda e: e.time)
+    versions = sorted(
+        (e for e in events if e.action not in ("expired", "invalid") and e.about_instruction), key=lambda e: e.time
+    )
     superseded: dict[int, str] = {}  # index of a version -> the time the next event replaced it
     last: dict[str, int] = {}
     for index, event in enumerate(versions):

@@ -130,6 +130,11 @@ def _overlaps(instruction: dict[str, Any], since: dt.datetime | None, until: dt.
 
 
 def _matches(event: ev.Event, query: LogQuery) -> bool:
+    if not event.about_instruction:  # who may sign, and the limits: shown unless the query is about instructions
+        if query.instruction or query.test or query.country or query.network:
+            return False
+        moment = parse_time(event.time)
+        return (query.since is None or moment >= query.since) and (query.until is None or moment < query.until)
     versions = [v for v in (event.after, event.before) if v is not None] or [event.subject]
     if query.instruction and event.instruction != query.instruction:
         return False
