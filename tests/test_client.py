@@ -402,3 +402,13 @@ def test_the_fetcher_caps_an_endless_answer_whatever_the_transport(sites: Sites,
     fetcher = MemoryFetcher(FAST, {"http://b.invalid": sites.b}, {f"v1/feed/{sites.commits['b']}.json": declared})
     result = poll(config(sites, tmp_path / "other", "http://b.invalid"), fetcher=fetcher).to_json()
     assert "1000000000 bytes; the limit is" in result["rejected"][0]["reason"]
+
+
+def test_each_run_carries_the_annotations_its_measurements_link_back_with(
+    sites: Sites, servers: list[Server], tmp_path: Path
+) -> None:
+    mirror = serve(servers, sites.b)
+    plan = check_plan(poll_json(config(sites, tmp_path, mirror.url)))
+    assert [run["annotations"] for run in plan["runs"]] == [
+        {"opos_instruction": "ir-run", "opos_revision": sites.commits["b"], "opos_sequence": "1"}
+    ]

@@ -324,6 +324,7 @@ def test_at_most_two_of_five_watching_probes_run_it(
         for name, process in probes.items():
             assert process.stdout is not None
             for line in process.stdout:  # each change is one JSON line, printed when noticed
+                jsonschema.validate(json.loads(line), resources.schema_document("plan.schema"))
                 runs = [r for r in json.loads(line)["runs"] if r["instruction"] == "ir-capped"]
                 if runs:
                     claims[name] = runs[0]["claim"]

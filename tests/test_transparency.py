@@ -251,3 +251,15 @@ def test_signer_and_policy_changes_are_public_events(
     assert all(e["instruction"] not in ("allowed_signers", "policy") for e in only_ir)
     text = opos("log", "--repo", ledger_repo.path)
     assert "signer-removed alice@ooni.example may no longer sign changes" in text.out
+
+
+def test_atom_links_come_from_the_public_url_not_the_host_header(
+    ledger_repo: LedgerRepo, tmp_path: Path, feed_key_file: Path
+) -> None:
+    app = create_app({"remote": str(ledger_repo.path), "data_dir": str(tmp_path / "data"), "follow": False,
+                      "feed_key": str(feed_key_file), "public_url": "https://opos.example.org/"})  # fmt: skip
+    assert app.extensions["opos"].syncer.sync().outcome == "published"
+    atom = app.test_client().get("/log.atom?country=IR", headers={"Host": "evil.example"}).data.decode()
+    assert "evil.example" not in atom and "http://" not in atom.replace("http://www.w3.org/2005/Atom", "")
+    assert "<id>https://opos.example.org/log.atom?country=IR</id>" in atom
+    assert "https://opos.example.org/log/first-one" in atom

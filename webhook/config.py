@@ -37,6 +37,7 @@ class Config:
     feed_retention: int = 1000  # published feeds kept as v1/feed/<commit>.json (the current one always)
     claims_database: str | None = None  # postgresql://… to share caps between instances; default SQLite in data_dir
     max_body_bytes: int = 1024 * 1024  # larger request bodies get 413
+    public_url: str | None = None  # https://opos.example.org: every absolute link (Atom) is built from it
     commit_url: str | None = None  # the log links commits here, e.g. https://github.com/ooni/ledger/commit/{commit}
     metrics_token: str | None = None  # when set, /metrics asks for `Authorization: Bearer <token>`
     claims_per_address: int = 1  # slots of one instruction a source address may hold; 0: no such limit

@@ -122,6 +122,14 @@ def log_json() -> ResponseReturnValue:
     return log_document(events, cursor)
 
 
+def absolute(path: str) -> str:
+    """An absolute link: from OPOS_PUBLIC_URL, never from the request's Host header (which anyone can set)."""
+    public = current().config.public_url
+    if public:
+        return public.rstrip("/") + path
+    return request.host_url.rstrip("/") + path  # development only: the README asks for OPOS_PUBLIC_URL
+
+
 def _link(commit: str) -> str | None:
     template = current().config.commit_url
     return template.replace("{commit}", commit) if template else None
@@ -219,11 +227,12 @@ def atom() -> Response:
         return child
 
     root = ElementTree.Element(f"{{{namespace}}}feed")
-    element(root, "id", request.url)
+    self_url = absolute(url_for("log.atom", **_filters()))
+    element(root, "id", self_url)
     element(root, "title", "OPOS: instructions to OONI probes")
     element(root, "updated", events[0].time if events else "1970-01-01T00:00:00Z")
-    element(root, "link", href=request.url, rel="self")
-    element(root, "link", href=url_for("log.log_page", _external=True))
+    element(root, "link", href=self_url, rel="self")
+    element(root, "link", href=absolute(url_for("log.log_page")))
     for event in events:
         view = _view(event)
         entry = element(root, "entry")
@@ -235,8 +244,8 @@ def atom() -> Response:
         element(entry, "title", title)
         element(entry, "updated", event.time)
         element(element(entry, "author"), "name", event.signer or "unsigned")
-        page = (url_for("log.instruction_page", ident=event.instruction, _external=True) if event.about_instruction
-                else url_for("log.log_page", _external=True))  # fmt: skip
+        page = absolute(url_for("log.instruction_page", ident=event.instruction) if event.about_instruction
+                        else url_for("log.log_page"))  # fmt: skip
         element(entry, "link", href=page)
         summary = f"{view['subject']['title']}. {view['subject']['reason']}".strip()
         element(entry, "summary", f"{summary} (sequence {event.sequence}, commit {event.revision}: {event.message})")

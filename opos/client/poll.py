@@ -158,7 +158,10 @@ def _plan(
         if claim in (None, "granted"):
             reported[entry.id] = entry.revision
         delay = plan.jitter(entry, now, config.max_delay, rng)
-        runs.append(plan.Run(entry.id, entry.revision, entry.instruction.test, entry.instruction.inputs, delay, claim))
+        sequence = accepted.head.sequence if accepted else 0
+        runs.append(
+            plan.Run(entry.id, entry.revision, entry.instruction.test, entry.instruction.inputs, delay, claim, sequence)
+        )
     state.mark_ran(reported)
     return plan.Plan(
         time=now,

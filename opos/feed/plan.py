@@ -64,6 +64,16 @@ class Run:
     inputs: tuple[str, ...]
     delay: int
     claim: Claim | None
+    sequence: int  # of the feed that asked for it
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        """For every measurement of this run: OONI measurements carry a string map `annotations`."""
+        return {
+            "opos_instruction": self.instruction,
+            "opos_revision": self.revision,
+            "opos_sequence": str(self.sequence),
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +83,7 @@ class Run:
             "inputs": list(self.inputs),
             "delay": self.delay,
             "claim": self.claim,
+            "annotations": self.annotations,
         }
 
 
