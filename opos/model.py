@@ -88,6 +88,16 @@ def parse_network(text: str) -> str:
     return f"AS{int(match.group(1))}"
 
 
+PLATFORMS = ("android", "ios", "linux", "macos", "windows")
+
+
+def parse_platform(text: str) -> str:
+    """A platform as typed (`Android`) → `android`. Raises ValueError."""
+    if text.lower() not in PLATFORMS:
+        raise ValueError(f"{text!r} is not a platform: {', '.join(PLATFORMS)}")
+    return text.lower()
+
+
 def normalise_network(text: str) -> str:
     """`AS<n>` for anything parse_network accepts; other text unchanged (it then matches no network)."""
     try:

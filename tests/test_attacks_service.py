@@ -591,3 +591,26 @@ def test_a_signer_who_lets_themselves_in_is_told_how(ledger_repo: LedgerRepo, ke
     assert verify.code == 1 and "a new signer must be added in a commit signed by an existing one" in verify.out
     wrong = opos("verify", "--repo", ledger_repo.path, "--trust-root", "0" * 40)
     assert wrong.code == 1 and "wrong repository, or history rewritten" in wrong.err
+
+
+def test_the_service_refuses_to_start_on_an_unusable_feed_key(make_app: Any, feed_key_file: Path) -> None:
+    with pytest.raises(ConfigError, match=r"not its \.pub"):
+        make_app(feed_key=f"{feed_key_file}.pub")  # a public key cannot sign
+    feed_key_file.chmod(0o644)
+    try:
+        with pytest.raises(ConfigError, match="readable by others"):
+            make_app()
+    finally:
+        feed_key_file.chmod(0o600)
+
+
+def test_a_form_encoded_webhook_is_told_to_send_json(make_app: Any) -> None:
+    body = b"payload=%7B%22ref%22%3A+%22refs%2Fheads%2Fmain%22%7D"
+    headers = {**signed(body), "Content-Type": "application/x-www-form-urlencoded"}
+    answer = make_app().test_client().post("/hooks/github", data=body, headers=headers)
+    assert answer.status_code == 400 and "set its content type to application/json" in answer.json["detail"]
+
+
+def test_metrics_name_one_charset(make_app: Any) -> None:
+    answer = make_app().test_client().get("/metrics")
+    assert answer.headers["Content-Type"].count("charset") == 1

@@ -80,8 +80,35 @@ def test_new_refuses_an_invalid_instruction(ledger_repo: LedgerRepo) -> None:
         "new", "--repo", ledger_repo.path, "--id", "x-one", "--kind", "schedule", "--test", "telegram",
         "--title", "t", "--reason", "r", "--country", "IR", "--every", "1m",
     )  # fmt: skip
-    assert result.code == 1 and "min_every" in result.err
+    assert result.code == 1 and "--every: 1m is shorter than the policy's min_every" in result.err
+    assert "x-one.yaml" not in result.err  # it names the flag, never a file it did not write
     assert not (ledger_repo.path / "ledger" / "instructions" / "x-one.yaml").exists()
+    bad_country = opos("new", "--repo", ledger_repo.path, "--id", "y-one", *RUN, "--country", "XX")
+    assert bad_country.code == 1 and "--country: 'XX' is not an ISO 3166-1 alpha-2 country code" in bad_country.err
+
+
+RUN = (
+    "--kind",
+    "run",
+    "--test",
+    "web_connectivity",
+    "--title",
+    "t",
+    "--reason",
+    "r",
+    "--input",
+    "https://example.org/",
+)
+
+
+def test_new_starts_at_the_next_full_hour_and_takes_dates(ledger_repo: LedgerRepo) -> None:
+    made = opos("new", "--repo", ledger_repo.path, "--id", "z-one", *RUN, "--reason", "one line", "--country", "IR")
+    text = (ledger_repo.path / "ledger" / "instructions" / "z-one.yaml").read_text()
+    assert made.code == 0 and 'start: "' in text and ':00:00Z"' in text.split("start: ")[1].split("\n")[0]
+    assert "reason: |-\n  one line\n" in text  # no trailing newline in the reason
+    dated = opos("new", "--repo", ledger_repo.path, "--id", "d-one", *RUN, "--country", "IR", "--start", "2026-12-01")
+    assert dated.code == 0, dated.err
+    assert 'start: "2026-12-01T00:00:00Z"' in (ledger_repo.path / "ledger" / "instructions" / "d-one.yaml").read_text()
 
 
 def test_init_then_the_printed_commands_make_a_verified_ledger(tmp_path: Path, keys: dict[str, SshKey]) -> None:
@@ -193,3 +220,37 @@ def test_commands_find_the_repository_from_a_subdirectory(
     assert made.code == 0, made.err
     assert (inside / "from-inside.yaml").exists() and not (inside / "ledger").exists()
     assert opos("verify").code == 0 and opos("log").code == 0
+
+
+def test_the_command_line_refuses_what_the_service_refuses(ledger_repo: LedgerRepo) -> None:
+    assert "two-letter country code" in opos("log", "--repo", ledger_repo.path, "--country", "Iran").err
+    assert "not a network like AS197207" in opos("log", "--repo", ledger_repo.path, "--network", "garbage").err
+    assert opos("log", "--repo", ledger_repo.path, "--country", "ir", "--network", "as197207").code == 0
+    probe = opos("probe", "--mirror", "http://127.0.0.1:9", "--key", "k.pub", "--country", "IR", "--network", "AS1",
+                 "--platform", "Android/blackberry")  # fmt: skip
+    assert probe.code == 2 and "is not a platform" in probe.err
+
+
+def test_a_closed_pipe_ends_quietly(ledger_repo: LedgerRepo, keys: dict[str, SshKey]) -> None:
+    for number in range(200):  # far more output than a pipe holds, so `head` closes it mid-way
+        ledger_repo.write(f"ledger/instructions/many-{number}.yaml", instruction(f"many-{number}"))
+    ledger_repo.commit("Many", keys["alice"])
+    result = subprocess.run(f"'{sys.executable}' -m opos log --json --repo '{ledger_repo.path}' | head -c 100",
+                            shell=True, capture_output=True, text=True, executable="/bin/bash")  # fmt: skip
+    assert result.stdout.startswith("{") and result.stderr == ""  # no traceback, no complaint
+    status = subprocess.run(f"set -o pipefail; '{sys.executable}' -m opos log --json --repo '{ledger_repo.path}' "
+                            "| head -c 100 > /dev/null", shell=True, executable="/bin/bash")  # fmt: skip
+    assert status.returncode == 0
+
+
+def test_audit_exit_codes_separate_a_forgery_from_a_failure(ledger_repo: LedgerRepo, tmp_path: Path) -> None:
+    key = tmp_path / "feed-key"
+    assert opos("keygen", "--out", key).code == 0
+    assert opos("render", "--repo", ledger_repo.path, "--key", key, "--out", tmp_path / "site").code == 0
+    site = tmp_path / "site"
+    assert opos("audit", site / "v1" / "feed.json", "--key", f"{key}.pub", "--repo", ledger_repo.path).code == 0
+    not_a_feed = tmp_path / "garbage.json"
+    not_a_feed.write_text("{}")
+    for target in (not_a_feed, "http://127.0.0.1:9/opos", "http://"):
+        result = opos("audit", target, "--key", f"{key}.pub", "--repo", ledger_repo.path)
+        assert result.code == 2, (target, result.err)  # no verdict: never the tamper alarm (1)

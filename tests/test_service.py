@@ -249,16 +249,18 @@ def test_opos_serve_runs_the_same_service(
     published_ledger: tuple[LedgerRepo, str], feed_key_file: Path, tmp_path: Path
 ) -> None:
     _, url = published_ledger
-    port = free_port()
     env = {
         **os.environ,
         "OPOS_REMOTE": url,
         "OPOS_DATA_DIR": str(tmp_path / "serve"),
         "OPOS_FEED_KEY": str(feed_key_file),
     }
-    process = subprocess.Popen([sys.executable, "-m", "opos", "serve", "--port", str(port)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "opos", "serve", "--port", "0"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
+        assert process.stdout is not None
+        first = process.stdout.readline()  # --port 0: the port it really listens on is the one it prints
+        port = int(first.split("http://127.0.0.1:")[1].split("/")[0])
         wait_for_port(port)
         deadline = time.monotonic() + 20
         while http("GET", f"http://127.0.0.1:{port}/healthz").status != 200 and time.monotonic() < deadline:

@@ -57,7 +57,7 @@ def metrics_page() -> Response:
     last_success = service.syncer.state().last_success
     if last_success is not None:
         metrics.LAST_SUCCESS.set(parse_time(last_success).timestamp())
-    return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)  # it names its charset itself
 
 
 @blueprint.get("/openapi.json")

@@ -30,6 +30,8 @@ def github() -> ResponseReturnValue:
         return {"pong": True}
     if event != "push":
         return {"ignored": f"{event or 'an unnamed'} event: only push events start a sync"}
+    if request.mimetype == "application/x-www-form-urlencoded":
+        abort(400, "the webhook sends a form: set its content type to application/json on the hosting site")
     document = json_body(body, "a push event")
     ref = document.get("ref") if isinstance(document, dict) else None
     if not isinstance(ref, str):

@@ -14,13 +14,14 @@ from pathlib import Path
 from flask import Response, current_app
 
 from opos.atomic import write_atomically
-from opos.errors import OposError
+from opos.errors import KeyInvalid, OposError
 from opos.eventlog.logindex import LogIndex
+from opos.feed import keys
 from opos.feed.site import published_commit
 from opos.lru import LRU
 from webhook import metrics
 from webhook.claims_store import ClaimsStore, ClaimsUnavailable, open_store
-from webhook.config import Config
+from webhook.config import Config, ConfigError
 from webhook.deliveries import Deliveries
 from webhook.site_files import SiteFiles
 from webhook.sources import AsnDatabase, Sources, parse_rate
@@ -32,6 +33,7 @@ logger = logging.getLogger("opos.service")
 class Service:
     def __init__(self, config: Config) -> None:
         self.config = config
+        _check_feed_key(config)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.site = SiteFiles(config.site_dir)
         self.syncer = Syncer(config, on_result=self._count)
@@ -116,6 +118,20 @@ class Service:
             if self._claims is not None:
                 self._claims.close()
                 self._claims = None
+
+
+def _check_feed_key(config: Config) -> None:
+    """Refuse to start with a feed key that cannot sign or that others can read: say so now, not at the first sync."""
+    try:
+        mode = config.feed_key.stat().st_mode
+        keys.load_private(config.feed_key)
+    except OSError as err:
+        raise ConfigError(f"OPOS_FEED_KEY {config.feed_key}: {err.strerror}") from err
+    except KeyInvalid as err:
+        raise ConfigError(f"OPOS_FEED_KEY: {err} (the private key from `opos keygen`, not its .pub)") from err
+    if mode & 0o077:
+        raise ConfigError(f"OPOS_FEED_KEY {config.feed_key} is readable by others (mode {mode & 0o777:o}): "
+                          f"chmod 600 {config.feed_key}")  # fmt: skip
 
 
 def current() -> Service:

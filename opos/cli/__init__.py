@@ -54,6 +54,8 @@ def run(argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> int:
             parser.print_help(stdout)
             return 2
         return int(args.handler(args, stdout, stderr))
+    except BrokenPipeError:  # `opos log | head`: the reader has what it wanted
+        return 0
     except UsageError as err:
         print(err.diagnostics(), file=stderr)
         return 2
@@ -79,4 +81,9 @@ def main() -> None:
     # Ctrl-C (SIGINT) stops the long-running commands (probe --watch, demo --serve) cleanly, also when
     # the shell that started us in the background set SIGINT to be ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    sys.exit(run(sys.argv[1:], sys.stdout, sys.stderr))
+    code = run(sys.argv[1:], sys.stdout, sys.stderr)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # nothing more can be said to a closed pipe; say nothing on the way out either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(code)

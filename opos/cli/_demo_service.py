@@ -71,7 +71,10 @@ def _wait(condition: Any, seconds: float) -> Any:
 
 
 def serve_demo(folder: Path, repo: Path, feed_key: Path, port: int, out: TextIO) -> int:
-    port = port if _port_free(port) else _free_port()
+    if not _port_free(port):
+        wanted, port = port, _free_port()
+        print(f"Port {wanted} on 127.0.0.1 is in use by another program: the demo serves on {port} instead "
+              "(choose one with --port).", file=out)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     secret = secrets.token_hex(16)
     env = {

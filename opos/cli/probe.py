@@ -17,7 +17,7 @@ from opos.client import ClientConfig, Limits, Mirror, poll
 from opos.errors import UsageError
 from opos.feed import keys, plan
 from opos.instructions.yamlfile import YamlProblem, load
-from opos.model import format_duration, parse_country, parse_duration, parse_network
+from opos.model import format_duration, parse_country, parse_duration, parse_network, parse_platform
 from opos.text import for_terminal
 
 
@@ -87,8 +87,9 @@ def config_from(args: argparse.Namespace, err: TextIO) -> ClientConfig:
     try:
         country = parse_country(args.country)
         network = parse_network(args.network)
+        platform = parse_platform(args.platform) if args.platform else None
     except ValueError as error:
-        raise UsageError(f"--country/--network: {error}") from None
+        raise UsageError(f"--country/--network/--platform: {error}") from None
     if args.probe_id and not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", args.probe_id):
         raise UsageError("--probe-id: 16 to 64 characters of A-Z a-z 0-9 _ -")
     return ClientConfig(
@@ -96,7 +97,7 @@ def config_from(args: argparse.Namespace, err: TextIO) -> ClientConfig:
         keys=[keys.load_public(path) for path in args.keys],
         country=country,
         network=network,
-        platform=args.platform,
+        platform=platform,
         claims=tuple(_urls("--claims", args.claims, err)),
         probe_id=args.probe_id,
         state_dir=args.state,

@@ -25,14 +25,20 @@ def register(commands: Commands) -> None:
 
 
 def serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from werkzeug.serving import make_server
+
     from webhook import create_app, start_service, stop_service
     from webhook.config import load_config
 
     app = create_app(load_config(args.config))
+    server = make_server(args.host, args.port, app, threaded=True)  # bound now: --port 0 picks a free port
     start_service(app)
-    print(f"OPOS service on http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=out, flush=True)
+    print(f"OPOS service on http://{args.host}:{server.server_port}/ (Ctrl-C stops it)", file=out, flush=True)
     try:
-        app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
     finally:
+        server.server_close()
         stop_service(app)
     return 0

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import TextIO
 
 from opos.atomic import write_atomically
-from opos.cli._common import Commands, add_command, add_ledger_dir, add_repo, ledger_path, open_ledger
-from opos.errors import KeyInvalid, LedgerInvalid, Problem, RepositoryError, UsageError
+from opos.cli._common import Commands, add_command, add_ledger_dir, add_repo, ledger_path, moment, open_ledger
+from opos.errors import KeyInvalid, LedgerInvalid, OposError, Problem, RepositoryError, UsageError
 from opos.eventlog import impact
 from opos.instructions import resources, rules
 from opos.instructions.worktree import read_ledger_dir
-from opos.model import format_time, parse_timestamp
+from opos.model import format_time
 from opos.trust import sshsig
 from opos.trust.gitrepo import GitObjects, init_repository, set_config
 
@@ -150,6 +150,14 @@ def check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 1 if problems else 0
 
 
+NEW_FLAGS = {
+    "id": "--id", "kind": "--kind", "test": "--test", "title": "--title", "reason": "--reason", "inputs": "--input",
+    "every": "--every", "target.countries": "--country", "target.networks": "--network",
+    "target.platforms": "--platform", "target.max_probes": "--max-probes", "target.max_probes_per": "--max-probes-per",
+    "target.sample": "--sample", "window.start": "--start", "window.end": "--end",
+}  # fmt: skip
+
+
 def _schema_line(target: Path, repo: Path) -> str:
     schema = repo / "schemas" / "instruction.schema.json"
     relative = Path(*[".."] * len(target.parent.relative_to(repo).parts)) / "schemas" / "instruction.schema.json"
@@ -166,18 +174,15 @@ def new(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     target = folder / "instructions" / f"{args.id}.yaml"
     if target.exists():
         raise UsageError(f"{target} exists already: edit it, or choose another --id")
-    now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
-    start = args.start or format_time(now)
-    try:
-        end = args.end or format_time(parse_timestamp(start) + dt.timedelta(days=7))
-    except ValueError:
-        raise UsageError(f"--start {start!r} is not a timestamp with a time zone like 2026-12-01T00:00:00Z") from None
+    next_hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+    starts = moment("--start", args.start) or next_hour  # by default the next full hour: never in the past
+    start, end = format_time(starts), format_time(moment("--end", args.end) or starts + dt.timedelta(days=7))
     lines = [
         _schema_line(target, args.repo),
         f"id: {args.id}\n",
         f"kind: {args.kind}\n",
         f"title: {json.dumps(args.title, ensure_ascii=False)}\n",
-        "reason: |\n" + "".join(f"  {line}\n" for line in args.reason.splitlines() or [""]),
+        "reason: |-\n" + "".join(f"  {line}\n" for line in args.reason.splitlines() or [""]),
         f"test: {args.test}\n",
     ]
     if args.inputs:
@@ -197,8 +202,13 @@ def new(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     policy_path = folder / "policy.yaml"
     policy, _ = rules.load_policy(policy_path.read_bytes() if policy_path.is_file() else None, "policy.yaml")
     _, problems = rules.check_instruction(data, f"{shown}instructions/{args.id}.yaml", policy)
-    if problems:
-        raise LedgerInvalid(problems)
+    if problems:  # name the flag that gave the value: the file was never written
+        said = []
+        for problem in problems:
+            field = problem.field.split("[")[0]
+            flag = NEW_FLAGS.get(field, f"--{field.split('.')[-1].replace('_', '-')}" if field else "")
+            said.append(f"{flag}: {problem.message}" if flag else problem.message)
+        raise OposError("opos new: nothing was written:\n" + "\n".join(dict.fromkeys(said)))
     write_atomically(target, data)
     print(target, file=out)
     print("Next: git add it, git commit -S, and open a pull request.", file=err)

@@ -11,11 +11,12 @@ from typing import TextIO
 
 from opos.cli._common import Commands, add_command, add_repo, add_trust, moment, open_ledger
 from opos.client.fetch import FetchFailed, HttpFetcher, Limits, Mirror
-from opos.errors import RepositoryError, UsageError
+from opos.errors import RepositoryError, UntrustedDataError, UsageError
 from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
 from opos.feed import keys
 from opos.feed.documents import Feed, verify_envelope
 from opos.feed.site import feed_at
+from opos.model import parse_country, parse_network
 from opos.text import for_terminal
 from opos.trust.verification import Verification
 
@@ -58,8 +59,13 @@ def register(commands: Commands) -> None:
 
 
 def log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:  # as the service's /v1/log.json reads them
+        country = parse_country(args.country) if args.country else None
+        network = parse_network(args.network) if args.network else None
+    except ValueError as error:
+        raise UsageError(f"--country/--network: {error}") from None
     query = LogQuery(
-        country=args.country, network=args.network, test=args.test, instruction=args.instruction,
+        country=country, network=network, test=args.test, instruction=args.instruction,
         since=moment("--since", args.since), until=moment("--until", args.until), period=args.period, limit=10**9,
     )  # fmt: skip
     with open_ledger(args) as ledger:
@@ -92,10 +98,19 @@ def log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _feed_bytes(location: str) -> bytes:
+    """A feed from a file, a feed's URL, or a mirror's base URL (as `opos probe --mirror` takes it)."""
     if location.startswith(("http://", "https://")):
-        base, _, name = location.rpartition("/")
         try:
-            return HttpFetcher().get(Mirror(base), name, Limits().feed_bytes).body
+            mirror = Mirror.parse(location)
+        except ValueError as error:
+            raise UsageError(f"{location}: {error}") from None
+        if mirror.url.endswith(".json"):
+            base, _, name = mirror.url.rpartition("/")
+            mirror = Mirror(base, mirror.host)
+        else:
+            name = "v1/feed.json"
+        try:
+            return HttpFetcher().get(mirror, name, Limits().feed_bytes).body
         except FetchFailed as error:
             raise UsageError(f"cannot fetch {location}: {error}") from None
     try:
@@ -105,8 +120,12 @@ def _feed_bytes(location: str) -> bytes:
 
 
 def audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Exit 0: the feed is the ledger; 1: it is not (a forgery signed with the key); 2: no verdict could be had."""
     trusted = [keys.load_public(path) for path in args.key]
-    verified = verify_envelope(_feed_bytes(args.feed), trusted)
+    try:
+        verified = verify_envelope(_feed_bytes(args.feed), trusted)
+    except UntrustedDataError as error:
+        raise UsageError(f"{args.feed} is not a feed signed by the key(s) given: {error}") from None
     if not isinstance(verified.document, Feed):
         raise UsageError(f"{args.feed} is a {verified.kind}: give the feed (v1/feed.json or v1/feed/<commit>.json)")
     commit = verified.document.commit
