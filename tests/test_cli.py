@@ -254,3 +254,17 @@ def test_audit_exit_codes_separate_a_forgery_from_a_failure(ledger_repo: LedgerR
     for target in (not_a_feed, "http://127.0.0.1:9/opos", "http://"):
         result = opos("audit", target, "--key", f"{key}.pub", "--repo", ledger_repo.path)
         assert result.code == 2, (target, result.err)  # no verdict: never the tamper alarm (1)
+
+
+def test_check_suggests_gb_for_uk_and_warns_of_an_ended_window(ledger_repo: LedgerRepo) -> None:
+    ledger_repo.write("ledger/instructions/uk-one.yaml", instruction("uk-one", target="\n  countries: [UK, IR, IR]"))
+    result = opos("check", "--repo", ledger_repo.path)
+    assert "'UK' is not an ISO 3166-1 alpha-2 country code (did you mean 'GB'?)" in result.out
+    assert "IR is listed twice" in result.out and len(result.out.splitlines()) == 2  # one message per problem
+    ledger_repo.write("ledger/instructions/uk-one.yaml", instruction(
+        "uk-one", window="\n  start: 2026-01-01T00:00:00Z\n  end: 2026-01-15T00:00:00Z"))  # fmt: skip
+    ended = opos("check", "--repo", ledger_repo.path)
+    assert (
+        ended.code == 0
+        and "warning: ledger/instructions/uk-one.yaml: window.end: the window has already ended" in ended.err
+    )

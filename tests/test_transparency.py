@@ -200,16 +200,25 @@ def test_diff_previews_the_impact(ledger_repo: LedgerRepo, keys: dict[str, SshKe
         window="\n  start: 2026-01-01\n  end: 2026-03-01"))  # fmt: skip
     ledger_repo.write("ledger/instructions/twin-one.yaml", instruction("twin-one"))
     ledger_repo.write("ledger/instructions/first-one.yaml", instruction("first-one", title="Renamed"))
+    ledger_repo.write("ledger/instructions/begun-one.yaml", instruction(
+        "begun-one", test="dnscheck", inputs="\n  - https://dns.google/dns-query",
+        window="\n  start: 2026-11-01\n  end: 2027-01-15"))  # fmt: skip
+    ledger_repo.write("ledger/instructions/elsewhere-one.yaml", instruction(
+        "elsewhere-one", target="\n  countries: [RU]"))  # fmt: skip
     ledger_repo.commit("Several", keys["alice"])
     text = opos("diff", base, "HEAD", "--repo", ledger_repo.path)
     assert text.code == 0
     assert "ADDED everywhere" in text.out and "CHANGED first-one" in text.out and "changed title" in text.out
     assert "a very large target" in text.out and "a very short interval: every 20m" in text.out
-    assert "starts in the past" in text.out and "overlaps first-one" in text.out
+    assert "the window has already ended (2026-03-01T00:00:00Z): it will never apply" in text.out
+    assert "the window starts in the past (2026-11-01T00:00:00Z)" in text.out
+    assert ("overlaps first-one: the same test (web_connectivity) for IR (AS197207), from 2026-12-01T00:00:00Z to "
+            "2026-12-15T00:00:00Z") in text.out  # fmt: skip
+    assert "overlaps elsewhere-one" not in text.out  # RU and IR do not intersect: no warning
     markdown = opos("diff", base, "HEAD", "--repo", ledger_repo.path, "--format", "markdown").out
-    assert markdown.startswith("### OPOS impact preview: 3 instruction(s) changed") and "> **Warning:**" in markdown
+    assert markdown.startswith("### OPOS impact preview: 5 instruction(s) changed") and "> **Warning:**" in markdown
     document = json.loads(opos("diff", base, "HEAD", "--repo", ledger_repo.path, "--format", "json").out)
-    assert [c["action"] for c in document["changes"]] == ["added", "changed", "added"]
+    assert [c["action"] for c in document["changes"]] == ["added", "added", "added", "changed", "added"]
     ledger_repo.write("ledger/instructions/broken-one.yaml", "id: broken-one\n")
     ledger_repo.commit("Broken", keys["alice"])
     broken = opos("diff", base, "HEAD", "--repo", ledger_repo.path)

@@ -127,6 +127,18 @@ def collect_problems(repo: Path, ledger_dir: str) -> tuple[list[Problem], int]:
     return result.problems, len(result.instructions)
 
 
+def ended_windows(repo: Path, ledger_dir: str) -> list[str]:
+    """Valid instructions whose window has ended: not wrong, but they will never apply again."""
+    folder, shown = ledger_path(repo, ledger_dir)
+    now = dt.datetime.now(dt.UTC)
+    result = rules.check_ledger(read_ledger_dir(folder, shown))
+    return [
+        f"{shown}instructions/{ident}.yaml: window.end: the window has already ended ({format_time(i.window.end)})"
+        for ident, i in sorted(result.instructions.items())
+        if i.window.end <= now
+    ]
+
+
 def _github_escape(text: str, property_value: bool = False) -> str:
     text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
     return text.replace(":", "%3A").replace(",", "%2C") if property_value else text
@@ -145,6 +157,8 @@ def check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     else:
         for p in problems:
             print(p, file=out)
+        for warning in ended_windows(args.repo, args.ledger_dir):
+            print(f"warning: {warning}", file=err)
         summary = f"{len(problems)} problem(s)" if problems else f"ok: {valid} instruction(s), no problems"
         print(summary, file=err)
     return 1 if problems else 0

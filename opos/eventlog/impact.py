@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opos.eventlog.events import field_changes
-from opos.model import format_duration, parse_time
+from opos.model import format_duration, format_time, parse_time
 from opos.text import for_markdown, for_terminal
 
 LARGE_TARGET_COUNTRIES = 10
@@ -38,13 +38,28 @@ class Change:
         }
 
 
-def _overlap(one: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+def _shared(mine: list[str], theirs: list[str], everything: str) -> list[str] | None:
+    """What two lists of a target have in common: None when nothing (an empty list, or ["*"], takes everything)."""
+    if not mine or mine == ["*"]:
+        return theirs or [everything]
+    if not theirs or theirs == ["*"]:
+        return mine
+    common = [item for item in mine if item in theirs]
+    return common or None
+
+
+def _overlap(one: Mapping[str, Any], other: Mapping[str, Any]) -> str | None:
+    """How two instructions' targets and windows intersect, in words; None when they do not."""
     a, b = one["target"], other["target"]
-    countries = a["countries"] == ["*"] or b["countries"] == ["*"] or bool(set(a["countries"]) & set(b["countries"]))
-    networks = not a["networks"] or not b["networks"] or bool(set(a["networks"]) & set(b["networks"]))
+    countries = _shared(a["countries"], b["countries"], "every country")
+    networks = _shared(a["networks"], b["networks"], "every network")
+    platforms = _shared(a["platforms"], b["platforms"], "every platform")
     start = max(parse_time(one["window"]["start"]), parse_time(other["window"]["start"]))
     end = min(parse_time(one["window"]["end"]), parse_time(other["window"]["end"]))
-    return countries and networks and start < end
+    if countries is None or networks is None or platforms is None or start >= end:
+        return None
+    where = ", ".join(countries) + (f" ({', '.join(networks)})" if networks != ["every network"] else "")
+    return f"{where}, from {format_time(start)} to {format_time(end)}"
 
 
 def warnings_for(
@@ -58,11 +73,16 @@ def warnings_for(
         found.append(f"a very large target: every probe in {where}, with no network, cap or sample")
     if instruction["every"] is not None and instruction["every"] < SHORT_INTERVAL:
         found.append(f"a very short interval: every {format_duration(instruction['every'])}")
-    if parse_time(instruction["window"]["start"]) < now:
+    if parse_time(instruction["window"]["end"]) <= now:
+        found.append(f"the window has already ended ({instruction['window']['end']}): it will never apply")
+    elif parse_time(instruction["window"]["start"]) < now:
         found.append(f"the window starts in the past ({instruction['window']['start']}): it applies as soon as merged")
     for ident, other in sorted(others.items()):
-        if ident != instruction["id"] and other["test"] == instruction["test"] and _overlap(instruction, other):
-            found.append(f"overlaps {ident}: the same test, target and time")
+        if ident == instruction["id"] or other["test"] != instruction["test"]:
+            continue
+        shared = _overlap(instruction, other)
+        if shared:
+            found.append(f"overlaps {ident}: the same test ({instruction['test']}) for {shared}")
     return found
 
 

@@ -35,6 +35,8 @@ from opos.text import unsafe_characters
 MAX_INSTRUCTION_BYTES = 64 * 1024
 MAX_POLICY_BYTES = 16 * 1024
 
+# Codes people write for a country that ISO 3166-1 spells otherwise.
+COUNTRY_ALIASES = {"UK": "GB", "EL": "GR", "KV": "XK"}
 _DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.I)
 
 
@@ -261,7 +263,10 @@ class _Meaning:
             self.problem(("target", "countries"), '["*"] means every country: list it alone')
         for index, code in enumerate(countries):
             if code != "*" and code not in resources.countries():
-                self.problem(("target", "countries", index), f"{code!r} is not an ISO 3166-1 alpha-2 country code")
+                hint = f" (did you mean {COUNTRY_ALIASES[code]!r}?)" if code in COUNTRY_ALIASES else ""
+                self.problem(
+                    ("target", "countries", index), f"{code!r} is not an ISO 3166-1 alpha-2 country code{hint}"
+                )
         networks = [normalise_network(str(n)) for n in target.get("networks", [])]
         for name, values in (
             ("countries", countries),
