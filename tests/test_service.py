@@ -452,3 +452,12 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_openapi(
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-6000:]
     assert " generated, " in result.stdout and " failed" not in result.stdout.split("Test cases:")[-1]
+
+
+def test_each_sync_is_logged_with_time_and_level(published_ledger: tuple[LedgerRepo, str], start_service: Any) -> None:
+    _, url = published_ledger
+    service = start_service(url, workers=2)
+    first = service.wait_for(service.served_commit)
+    service.wait_for(lambda: f"sync published: {first}" in service.log.read_text(), what="the sync's log line")
+    line = next(line for line in service.log.read_text().splitlines() if f"sync published: {first}" in line)
+    assert line.startswith("[20") and "[INFO]" in line and line.rstrip().endswith("s)")  # gunicorn's format

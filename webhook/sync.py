@@ -125,12 +125,13 @@ class Syncer:
         if result.outcome in ("rejected", "failed"):
             self._keep_head_fresh(now)
         state.save(self.state_path)
+        seconds = time.monotonic() - started
         if result.outcome in ("rejected", "failed"):
-            logger.warning("sync %s: %s", result.outcome, result.detail)
+            logger.warning("sync %s (%.2f s): %s", result.outcome, seconds, result.detail)
         else:
-            logger.info("sync %s: %s %s", result.outcome, result.commit, result.detail)
+            logger.info("sync %s: %s (%.2f s) %s", result.outcome, result.commit, seconds, result.detail)
         if self.on_result:
-            self.on_result(result, time.monotonic() - started)
+            self.on_result(result, seconds)
         return result
 
     def _sync(self, state: ServiceState, now: dt.datetime) -> SyncResult:
