@@ -21,6 +21,7 @@ from opos.feed import dsse
 from opos.feed.keys import load_private, load_public
 from opos.feed.site import publish
 from opos.instructions import resources
+from opos.model import format_time
 from opos.trust.gitrepo import GitLedger
 from opos.trust.verification import Verification
 from servers import Mirror as Server
@@ -412,3 +413,37 @@ def test_each_run_carries_the_annotations_its_measurements_link_back_with(
     assert [run["annotations"] for run in plan["runs"]] == [
         {"opos_instruction": "ir-run", "opos_revision": sites.commits["b"], "opos_sequence": "1"}
     ]
+
+
+def test_the_probe_says_what_it_saw_for_people(
+    sites: Sites, servers: list[Server], tmp_path: Path, ledger_repo: LedgerRepo, keys: dict[str, SshKey]
+) -> None:
+    mirror = serve(servers, sites.b)
+    common = ["--mirror", mirror.url, "--country", "IR", "--network", "AS197207", "--state", tmp_path / "state"]
+    first = opos("probe", *common, "--key", f"{sites.key}.pub")
+    assert first.code == 0 and "ir-run" in first.out.split("schedule:")[0]
+    again = opos("probe", *common, "--key", f"{sites.key}.pub")
+    assert "runs: none new (already run at their current revision: ir-run)" in again.out
+    other = tmp_path / "other-key"
+    assert opos("keygen", "--out", other).code == 0
+    wrong = opos("probe", *common[:6], "--state", tmp_path / "fresh", "--key", f"{other}.pub")
+    assert "no mirror gave an acceptable answer (see rejected)" in wrong.out
+    signed_by = (
+        opos("verify-feed", sites.b / "v1" / "head.json", "--key", f"{sites.key}.pub").err.split("by ")[1].strip()
+    )
+    assert f"the document is signed by {signed_by} (as its signatures say), not by a pinned key" in wrong.out
+
+
+def test_upcoming_instructions_are_listed(
+    sites: Sites, servers: list[Server], tmp_path: Path, keys: dict[str, SshKey]
+) -> None:
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).replace(microsecond=0)
+    window = f"\n  start: {format_time(later)}\n  end: {format_time(later + dt.timedelta(days=2))}"
+    sites.repo.write("ledger/instructions/soon-one.yaml", instruction("soon-one", window=window))
+    sites.repo.commit("Soon", keys["alice"])
+    site = tmp_path / "site-soon"
+    assert opos("render", "--repo", sites.repo.path, "--key", sites.key, "--out", site).code == 0
+    plan = check_plan(poll_json(config(sites, tmp_path, serve(servers, site).url)))
+    soon = {"instruction": "soon-one", "kind": "run", "test": "web_connectivity", "starts": format_time(later)}
+    assert soon in plan["upcoming"] and "soon-one" not in [run["instruction"] for run in plan["runs"]]
+    assert [u["starts"] for u in plan["upcoming"]] == sorted(u["starts"] for u in plan["upcoming"])  # soonest first

@@ -17,7 +17,7 @@ from opos.client import ClientConfig, Limits, Mirror, poll
 from opos.errors import UsageError
 from opos.feed import keys, plan
 from opos.instructions.yamlfile import YamlProblem, load
-from opos.model import format_duration, parse_country, parse_duration, parse_network, parse_platform
+from opos.model import format_duration, format_time, parse_country, parse_duration, parse_network, parse_platform
 from opos.text import for_terminal
 
 
@@ -134,11 +134,17 @@ def describe(result: plan.Plan) -> str:
     document = result.to_json()
     lines = [f"Plan for probe {result.probe_id} at {document['time']}"]
     if result.source == "none":
-        lines.append("feed: none (no mirror answered and nothing is cached): the default schedule only")
+        why = "no mirror answered" if not result.rejected else "no mirror gave an acceptable answer (see rejected)"
+        lines.append(f"feed: none ({why}, and nothing is cached): the default schedule only")
     else:
         where = "the cache (no mirror gave an acceptable answer)" if result.source == "cache" else result.source
         lines.append(f"feed: commit {result.commit}, sequence {result.sequence}, from {where}")
-    lines.append("runs:" if result.runs else "runs: none")
+    if result.runs:
+        lines.append("runs:")
+    elif result.reported:
+        lines.append(f"runs: none new (already run at their current revision: {', '.join(result.reported)})")
+    else:
+        lines.append("runs: none")
     for run in result.runs:
         claim = {None: "uncapped", "granted": "claim granted"}.get(run.claim, f"claim {run.claim}: do not run")
         lines.append(f"  {run.instruction} ({run.revision[:12]}): {run.test} in {run.delay} s, {claim}")
@@ -147,10 +153,33 @@ def describe(result: plan.Plan) -> str:
     for entry in result.schedule:
         why = entry.instruction or "default"
         lines.append(f"  {entry.test:32} every {format_duration(entry.every):>5}  ({why})")
+    if result.upcoming:
+        lines.append("upcoming:")
+        lines.extend(f"  {u.instruction}: {u.kind} {u.test} from {format_time(u.starts)}" for u in result.upcoming)
     if result.rejected:
         lines.append("rejected:")
         lines.extend(f"  {item.mirror}: {item.reason}" for item in result.rejected)
     return "\n".join(for_terminal(line) for line in lines)  # reasons quote what mirrors sent
+
+
+def changes(before: plan.Plan, after: plan.Plan) -> list[str]:
+    """What a new plan changes, for people watching."""
+    said = []
+    if after.commit != before.commit:
+        said.append(f"new feed: commit {after.commit}, sequence {after.sequence}")
+    new_runs = [r.instruction for r in after.runs if r.instruction not in {b.instruction for b in before.runs}]
+    if new_runs:
+        said.append(f"new runs: {', '.join(new_runs)}")
+    was = {e.test: e for e in before.schedule}
+    for entry in after.schedule:
+        old = was.get(entry.test)
+        if old is None or (old.every, old.instruction) != (entry.every, entry.instruction):
+            since = f"{format_duration(old.every)} → " if old else ""
+            said.append(f"schedule: {entry.test} every {since}{format_duration(entry.every)} "
+                        f"({entry.instruction or 'default'})")  # fmt: skip
+    if after.source != before.source:
+        said.append(f"source: {after.source}")
+    return said or ["the plan changed"]
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -162,6 +191,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     # watching: JSON Lines (one plan a line) for programs, or the plan for people, then each change
     print(json.dumps(result.to_json()) if args.json else describe(result), file=out, flush=True)
     seen = _essence(result)
+    previous = result
     try:
         while True:
             time.sleep(args.watch)
@@ -172,7 +202,9 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     print(json.dumps({"noticed": result.to_json()["time"], **result.to_json()}), file=out, flush=True)
                 else:
                     noticed = result.to_json()["time"]
-                    print(f"\nchanged, noticed at {noticed}\n{describe(result)}", file=out, flush=True)
+                    what = "".join(f"\n  {line}" for line in changes(previous, result))
+                    print(f"\nchanged, noticed at {noticed}:{what}\n{describe(result)}", file=out, flush=True)
+            previous = result
     except KeyboardInterrupt:
         return 0
 

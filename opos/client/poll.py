@@ -151,7 +151,9 @@ def _plan(
     entries = plan.applicable(accepted.feed, probe, now) if accepted else []
     runs = []
     reported: dict[str, str] = {}
-    for entry in plan.pending_runs(entries, state.ran()):
+    ran = state.ran()
+    already = tuple(e.id for e in entries if e.instruction.kind == "run" and ran.get(e.id) == e.revision)
+    for entry in plan.pending_runs(entries, ran):
         claim: plan.Claim | None = None
         if entry.instruction.target.max_probes is not None:
             claim = _claim(config, fetcher, state, probe, entry, now, rng, rejected)
@@ -172,6 +174,8 @@ def _plan(
         runs=tuple(runs),
         schedule=plan.schedule(entries, config.defaults),
         rejected=tuple(rejected),
+        upcoming=plan.upcoming(accepted.feed, probe, now) if accepted else (),
+        reported=already,
     )
 
 

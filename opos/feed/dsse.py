@@ -96,4 +96,7 @@ def verify(envelope: Envelope, keys: Iterable[tuple[str, ed25519.Ed25519PublicKe
                 continue
             return trusted_id
     names = ", ".join(k for k, _ in trusted)
-    raise SignatureInvalid(f"no signature on the envelope verifies with the trusted key(s) {names}")
+    claimed = ", ".join(sorted({keyid for keyid, _ in envelope.signatures if keyid})) or "no key id"
+    raise SignatureInvalid(
+        f"the document is signed by {claimed} (as its signatures say), not by a pinned key ({names})"
+    )

@@ -109,6 +109,24 @@ class RejectedSource:
 
 
 @dataclass(frozen=True)
+class Upcoming:
+    """An instruction for this probe whose window has not opened yet."""
+
+    instruction: str
+    kind: str
+    test: str
+    starts: dt.datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "instruction": self.instruction,
+            "kind": self.kind,
+            "test": self.test,
+            "starts": format_time(self.starts),
+        }
+
+
+@dataclass(frozen=True)
 class Plan:
     time: dt.datetime
     probe_id: str
@@ -118,6 +136,8 @@ class Plan:
     runs: tuple[Run, ...]
     schedule: tuple[ScheduleEntry, ...]
     rejected: tuple[RejectedSource, ...]
+    upcoming: tuple[Upcoming, ...] = ()
+    reported: tuple[str, ...] = ()  # applicable run instructions already run at their revision
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -129,6 +149,8 @@ class Plan:
             "runs": [run.to_json() for run in self.runs],
             "schedule": [entry.to_json() for entry in self.schedule],
             "rejected": [item.to_json() for item in self.rejected],
+            "upcoming": [item.to_json() for item in self.upcoming],
+            "reported": list(self.reported),
         }
 
 
@@ -141,6 +163,18 @@ def applicable(feed: Feed, probe: Probe, now: dt.datetime) -> list[FeedEntry]:
         and targeting.matches(entry.instruction, probe.country, probe.network, probe.platform) is None
         and targeting.in_sample(entry.instruction, probe.probe_id)
     ]
+
+
+def upcoming(feed: Feed, probe: Probe, now: dt.datetime) -> tuple[Upcoming, ...]:
+    """The feed's instructions for this probe whose window opens later, soonest first."""
+    found = [
+        Upcoming(e.id, e.instruction.kind, e.instruction.test, e.instruction.window.start)
+        for e in feed.entries
+        if e.instruction.window.start > now
+        and targeting.matches(e.instruction, probe.country, probe.network, probe.platform) is None
+        and targeting.in_sample(e.instruction, probe.probe_id)
+    ]
+    return tuple(sorted(found, key=lambda u: (u.starts, u.instruction)))
 
 
 def schedule(entries: Iterable[FeedEntry], defaults: Mapping[str, int]) -> tuple[ScheduleEntry, ...]:
