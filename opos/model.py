@@ -70,7 +70,7 @@ def format_duration(seconds: int) -> str:
 
 
 _COUNTRY = re.compile(r"[A-Za-z]{2}")
-_NETWORK = re.compile(r"(?:[Aa][Ss])?([0-9]{1,10})")
+_NETWORK = re.compile(r"(?:[Aa][Ss] ?)?([0-9]{1,10})")
 
 
 def parse_country(text: str) -> str:

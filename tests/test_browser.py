@@ -89,7 +89,7 @@ def test_a_person_reads_the_log_on_a_phone(browser: Any, site: Any) -> None:
     page.goto(site.url + "/log")
     assert page.title() == "OPOS log"
     cards = page.locator("article.event")
-    assert cards.count() == 4  # ir-news added and changed, ru-telegram added, first-one added
+    assert cards.count() == 5  # ir-news added and changed, ru-telegram added, first-one added, alice may sign
     assert page.locator("article.event").first.locator(".action").inner_text().lower() == "changed"
     shoot(page, "log-phone")
     width = page.evaluate("document.documentElement.scrollWidth")
@@ -134,3 +134,32 @@ def test_the_log_reads_without_javascript(browser: Any, site: Any) -> None:
 def test_the_browser_is_a_real_chromium(browser: Any) -> None:
     version = subprocess.run([chromium_path(), "--version"], capture_output=True, text=True).stdout
     assert ("Chromium" in version or "Chrome" in version) and browser.version
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_pages_for_people(browser: Any, site: Any, width: int) -> None:
+    """Dates and durations in words, country names, the status, and errors as pages with the form again."""
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto(site.url + "/log?country=ir&network=as%20197207")  # lower case, and a space: taken as IR, AS197207
+    text = page.locator("main").inner_text()
+    assert "Iran (IR)" in text and " UTC" in text and "T00:" not in text.replace("datetime", "")
+    assert page.locator("article.event .name").count() >= 1
+    shoot(page, f"pages-log-{width}")
+    page.goto(site.url + "/log?country=RU")
+    assert "every 6 hours" in page.locator("main").inner_text() and "21600" not in page.content()
+    page.goto(site.url + "/log/ir-news")
+    status = page.locator("p.status").inner_text()
+    assert status.startswith("Active until ") and status.endswith(" UTC")
+    shoot(page, f"pages-instruction-{width}")
+    answer = page.goto(site.url + "/log/nope")
+    assert answer is not None and answer.status == 404
+    assert page.locator("p.error").inner_text().startswith("There is no instruction 'nope'")
+    assert page.locator("form.filters").count() == 1  # the form again, to look for it
+    answer = page.goto(site.url + "/log?network=AS19720x")
+    assert answer is not None and answer.status == 400 and "network" in page.locator("p.error").inner_text()
+    assert page.locator("input[name=network]").input_value() == "AS19720x"  # what was typed, to correct
+    shoot(page, f"pages-error-{width}")
+    for moment in page.locator("time").all()[:3]:  # a date never breaks mid-token
+        assert moment.evaluate("e => getComputedStyle(e).whiteSpace") == "nowrap"
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    page.close()

@@ -15,10 +15,12 @@ from xml.etree import ElementTree  # nosec B405
 
 from flask import Blueprint, Response, abort, make_response, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException, NotFound
 
 from opos.eventlog.events import Event, field_changes
 from opos.eventlog.logindex import LogQuery, Period, decode_cursor, log_document, select
-from opos.model import format_duration, parse_country, parse_network, parse_timestamp
+from opos.instructions import resources
+from opos.model import parse_country, parse_network, parse_time, parse_timestamp
 from opos.text import for_terminal, for_xml
 from webhook.service import current
 
@@ -135,9 +137,43 @@ def _link(commit: str) -> str | None:
     return template.replace("{commit}", commit) if template else None
 
 
-@blueprint.app_template_filter("duration")
-def _duration(seconds: int) -> str:
-    return format_duration(seconds)
+@blueprint.app_template_filter("when")
+def _when(text: str) -> str:
+    """`2026-12-01T00:00:00Z` → `1 Dec 2026, 00:00 UTC`."""
+    try:
+        moment = parse_time(text)
+    except ValueError:
+        return text
+    return f"{moment.day} {moment:%b %Y, %H:%M} UTC"
+
+
+_UNITS_IN_WORDS = ((7 * 86400, "week"), (86400, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
+
+
+@blueprint.app_template_filter("every")
+def _every(seconds: int) -> str:
+    """`1200` → `every 20 minutes`; `3600` → `every hour`."""
+    for size, unit in _UNITS_IN_WORDS:
+        if seconds % size == 0:
+            count = seconds // size
+            return f"every {unit}" if count == 1 else f"every {count} {unit}s"
+    return f"every {seconds} seconds"
+
+
+def _in_words(field: str, value: Any) -> Any:
+    """Durations (intervals, policy limits) in words, times in words: never raw seconds on a page."""
+    if field in ("every", "min_every", "max_window") and isinstance(value, int):
+        return _every(value).removeprefix("every ") if field != "every" else _every(value)
+    if field in ("window.start", "window.end", "valid_after", "valid_before") and isinstance(value, str):
+        return _when(value)
+    if field == "target.countries" and isinstance(value, list):
+        return _countries(value)
+    return value
+
+
+def _countries(codes: list[str]) -> str:
+    names = resources.country_names()
+    return ", ".join("every country" if c == "*" else f"{names.get(c, c)} ({c})" for c in codes)
 
 
 @blueprint.app_template_filter("show")
@@ -162,15 +198,15 @@ def _short(commit: str) -> str:
 
 def _view(event: Event) -> dict[str, Any]:
     subject = event.subject
+    shows_changes = event.action in ("changed", "policy-changed", "signer-added", "signer-removed")
+    changed = field_changes(event.before, event.after) if shows_changes else []
     target = subject["target"]
     return {
         "event": event,
         "subject": subject,
-        "where": ", ".join(target["countries"] + target["networks"]),
+        "where": ", ".join(part for part in (_countries(target["countries"]), ", ".join(target["networks"])) if part),
         "link": _link(event.revision),
-        "changes": field_changes(event.before, event.after)
-        if event.action in ("changed", "policy-changed", "signer-added", "signer-removed")
-        else [],
+        "changes": [(name, _in_words(name, old), _in_words(name, new)) for name, old, new in changed],
     }
 
 
@@ -186,10 +222,21 @@ def _filters() -> dict[str, Any]:
     return {name: value for name in FILTERS if (value := request.args.get(name, ""))}
 
 
+def _page_error(error: HTTPException) -> tuple[str, int]:
+    """An error on a page for people is a page: the form again, with what to change."""
+    page = render_template(
+        "log.html", views=[], form=request.args, next_url=None, atom_url=url_for("log.atom"), error=error.description
+    )
+    return page, error.code or 400
+
+
 @blueprint.get("/log")
 @conditional
 def log_page() -> ResponseReturnValue:
-    query = _query()
+    try:
+        query = _query()
+    except HTTPException as error:
+        return _page_error(error)
     events, cursor = _select(query)
     params = _filters()
     return render_template(
@@ -198,18 +245,40 @@ def log_page() -> ResponseReturnValue:
         form=request.args,
         next_url=url_for("log.log_page", **params, cursor=cursor) if cursor else None,
         atom_url=url_for("log.atom", **params),
+        error=None,
     )
 
 
 @blueprint.get("/log/<ident>")
 @conditional
 def instruction_page(ident: str) -> ResponseReturnValue:
-    if not re.fullmatch(r"[a-z0-9-]{3,80}", ident):
-        abort(404, "no such instruction")
-    events, _ = _select(LogQuery(instruction=ident, limit=MAX_LIMIT))
+    events: list[Event] = []
+    if re.fullmatch(r"[a-z0-9-]{3,80}", ident):
+        events, _ = _select(LogQuery(instruction=ident, limit=MAX_LIMIT))
+    events = [e for e in events if e.about_instruction]
     if not events:
-        abort(404, f"no instruction {ident!r} in the log")
-    return render_template("instruction.html", ident=ident, views=[_view(e) for e in events])
+        return _page_error(NotFound(f"There is no instruction {ident!r} in the log: look for it below."))
+    status = _status(events, dt.datetime.now(dt.UTC))
+    return render_template("instruction.html", ident=ident, views=[_view(e) for e in events], status=status)
+
+
+def _status(events: list[Event], now: dt.datetime) -> str:
+    """Where an instruction stands now, in words, from its newest event (events come newest first)."""
+    latest = events[0]
+    if latest.action == "removed" and latest.before is not None:
+        end = parse_time(latest.before["window"]["end"])
+        removed = parse_time(latest.time)
+        early = " early" if removed < end else ""
+        return f"Removed{early} on {_when(latest.time)}"
+    if latest.action == "invalid":
+        return f"Not valid since {_when(latest.time)}"
+    window = latest.subject["window"]
+    start, end = parse_time(window["start"]), parse_time(window["end"])
+    if now < start:
+        return f"Upcoming: starts {_when(window['start'])}"
+    if now < end:
+        return f"Active until {_when(window['end'])}"
+    return f"Ended on {_when(window['end'])}"
 
 
 @blueprint.get("/log.atom")

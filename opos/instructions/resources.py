@@ -76,3 +76,10 @@ def nettests() -> dict[str, dict[str, Any]]:
 @functools.cache
 def countries() -> frozenset[str]:
     return frozenset(schema_document("countries")["countries"])
+
+
+@functools.cache
+def country_names() -> dict[str, str]:
+    """Code → the country's name in English, for people reading the log."""
+    names: dict[str, str] = schema_document("countries")["names"]
+    return names
