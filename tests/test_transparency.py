@@ -273,3 +273,13 @@ def test_atom_links_come_from_the_public_url_not_the_host_header(
     assert "evil.example" not in atom and "http://" not in atom.replace("http://www.w3.org/2005/Atom", "")
     assert "<id>https://opos.example.org/log.atom?country=IR</id>" in atom
     assert "https://opos.example.org/log/first-one" in atom
+
+
+def test_an_atom_feed_without_entries_is_not_from_1970(
+    ledger_repo: LedgerRepo, tmp_path: Path, feed_key_file: Path
+) -> None:
+    app = create_app({"remote": str(ledger_repo.path), "data_dir": str(tmp_path / "data"), "follow": False,
+                      "feed_key": str(feed_key_file)})  # fmt: skip
+    assert app.extensions["opos"].syncer.sync().outcome == "published"
+    atom = app.test_client().get("/log.atom?country=JP").data.decode()
+    assert "<entry>" not in atom and "1970" not in atom

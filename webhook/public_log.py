@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from opos.eventlog.events import Event, field_changes
 from opos.eventlog.logindex import LogQuery, Period, decode_cursor, log_document, select
 from opos.instructions import resources
-from opos.model import parse_country, parse_network, parse_time, parse_timestamp
+from opos.model import format_time, parse_country, parse_network, parse_time, parse_timestamp
 from opos.text import for_terminal, for_xml
 from webhook.service import current
 
@@ -299,7 +299,9 @@ def atom() -> Response:
     self_url = absolute(url_for("log.atom", **_filters()))
     element(root, "id", self_url)
     element(root, "title", "OPOS: instructions to OONI probes")
-    element(root, "updated", events[0].time if events else "1970-01-01T00:00:00Z")
+    head = current().site.head()
+    quiet = format_time(head.issued) if head is not None else format_time(dt.datetime.now(dt.UTC))
+    element(root, "updated", events[0].time if events else quiet)  # never 1970 for an empty feed
     element(root, "link", href=self_url, rel="self")
     element(root, "link", href=absolute(url_for("log.log_page")))
     for event in events:
