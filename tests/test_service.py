@@ -23,7 +23,7 @@ import pytest
 
 from conftest import LedgerRepo, SshKey, instruction
 from opos.instructions import resources
-from servers import Service, free_port, http, post_json, wait_for_port
+from servers import ROOT, Service, free_port, http, post_json, wait_for_port
 
 pytestmark = pytest.mark.slow
 SECRET = "s3cret"
@@ -461,3 +461,20 @@ def test_each_sync_is_logged_with_time_and_level(published_ledger: tuple[LedgerR
     service.wait_for(lambda: f"sync published: {first}" in service.log.read_text(), what="the sync's log line")
     line = next(line for line in service.log.read_text().splitlines() if f"sync published: {first}" in line)
     assert line.startswith("[20") and "[INFO]" in line and line.rstrip().endswith("s)")  # gunicorn's format
+
+
+def test_the_service_refuses_to_start_with_a_trust_root_outside_the_history(
+    published_ledger: tuple[LedgerRepo, str], feed_key_file: Path, tmp_path: Path
+) -> None:
+    _, url = published_ledger
+    env = {**os.environ, "OPOS_REMOTE": url, "OPOS_DATA_DIR": str(tmp_path / "data"),
+           "OPOS_FEED_KEY": str(feed_key_file), "OPOS_TRUST_ROOT": "0123456789abcdef" * 2 + "01234567"}  # fmt: skip
+    command = [str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "webhook" / "gunicorn.conf.py"),
+               "--bind", f"127.0.0.1:{free_port()}", "webhook:create_app()"]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode != 0
+    assert "the service cannot start: OPOS_TRUST_ROOT 0123456789abcdef" in result.stdout + result.stderr
+    assert "wrong repository, wrong branch, or history rewritten" in result.stdout + result.stderr
+    serve = subprocess.run([sys.executable, "-m", "opos", "serve", "--port", "0"], env=env, capture_output=True,
+                           text=True, timeout=60)  # fmt: skip
+    assert serve.returncode == 1 and "is not in the history of main" in serve.stderr and "Traceback" not in serve.stderr

@@ -32,6 +32,15 @@ Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
+    # A configuration that can never publish stops here, with its reason, before any worker starts.
+    from webhook.config import ConfigError, load_config
+    from webhook.service import check_before_serving
+
+    try:
+        check_before_serving(load_config())
+    except ConfigError as err:
+        server.log.error("the service cannot start: %s", err.diagnostics())
+        raise SystemExit(1) from err
     # Samples of an earlier run are stale. The workers' own files appear as they write (each by its pid).
     directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     shutil.rmtree(directory, ignore_errors=True)

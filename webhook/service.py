@@ -14,11 +14,13 @@ from pathlib import Path
 from flask import Response, current_app
 
 from opos.atomic import write_atomically
-from opos.errors import KeyInvalid, OposError
+from opos.errors import KeyInvalid, OposError, RepositoryError
 from opos.eventlog.logindex import LogIndex
 from opos.feed import keys
 from opos.feed.site import published_commit
 from opos.lru import LRU
+from opos.trust.gitrepo import GitLedger, fetch_branch, redact
+from opos.trust.history import descends_from
 from webhook import metrics
 from webhook.claims_store import ClaimsStore, ClaimsUnavailable, open_store
 from webhook.config import Config, ConfigError
@@ -118,6 +120,33 @@ class Service:
             if self._claims is not None:
                 self._claims.close()
                 self._claims = None
+
+
+def check_before_serving(config: Config) -> None:
+    """Refuse to start on a configuration that can never publish: a feed key that cannot sign, or a
+    trust root that is not in the history of the followed branch. Raises ConfigError.
+
+    An unreachable remote is not refused: it may come back, and the service says so in /healthz.
+    """
+    _check_feed_key(config)
+    if not config.trust_root:
+        return
+    clone = config.data_dir / "ledger.git"
+    try:
+        head = fetch_branch(clone, config.remote, config.branch)
+    except RepositoryError as err:
+        logger.warning("cannot check OPOS_TRUST_ROOT before serving: %s", err.diagnostics())
+        return
+    with GitLedger(clone, config.ledger_dir) as ledger:
+        try:
+            root = ledger.resolve(config.trust_root)
+        except RepositoryError:
+            root = None
+        if root is None or not descends_from(ledger, head, root):
+            raise ConfigError(
+                f"OPOS_TRUST_ROOT {config.trust_root} is not in the history of {config.branch} at "
+                f"{redact(config.remote)}: wrong repository, wrong branch, or history rewritten"
+            )
 
 
 def _check_feed_key(config: Config) -> None:

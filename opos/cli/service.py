@@ -29,8 +29,11 @@ def serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     from webhook import create_app, start_service, stop_service
     from webhook.config import load_config
+    from webhook.service import check_before_serving
 
-    app = create_app(load_config(args.config))
+    config = load_config(args.config)
+    check_before_serving(config)
+    app = create_app(config)
     server = make_server(args.host, args.port, app, threaded=True)  # bound now: --port 0 picks a free port
     start_service(app)
     print(f"OPOS service on http://{args.host}:{server.server_port}/ (Ctrl-C stops it)", file=out, flush=True)
