@@ -280,9 +280,12 @@ def test_opos_serve_without_configuration_says_what_is_missing(tmp_path: Path) -
 
 
 def test_the_demo_serves_until_interrupted(tmp_path: Path) -> None:
-    port = free_port()
+    busy = socket.socket()  # another program holds the port asked for: the demo moves, and says why
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    wanted = busy.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "opos", "demo", "--serve", "--dir", str(tmp_path / "demo"), "--port", str(port)],
+        [sys.executable, "-m", "opos", "demo", "--serve", "--dir", str(tmp_path / "demo"), "--port", str(wanted)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     lines = []
@@ -291,8 +294,11 @@ def test_the_demo_serves_until_interrupted(tmp_path: Path) -> None:
         lines.append(line)
         if line.startswith("Serving until"):
             break
+    busy.close()
     text = "".join(lines)
     assert "6. Bob signed a new instruction" in text and "claim granted" in text, text
+    assert f"Port {wanted} on 127.0.0.1 is in use by another program: the demo serves on " in text
+    port = int(text.split("the demo serves on ")[1].split()[0])
     health = http("GET", f"http://127.0.0.1:{port}/healthz").json()
     assert health["status"] == "ok" and health["sequence"] == 5
     process.send_signal(signal.SIGINT)
