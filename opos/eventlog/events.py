@@ -150,16 +150,17 @@ def step_events(
 
 def _signer_lines(data: bytes | None) -> dict[tuple[str, str], dict[str, Any]]:
     signers, _ = sshsig.parse_allowed_signers(data or b"")
-    return {
-        (line.principals, sshsig.fingerprint(line.key_blob)): {
+    lines: dict[tuple[str, str], dict[str, Any]] = {}
+    for line in signers:
+        key = sshsig.fingerprint(line.key_blob)
+        lines[(line.principals, key)] = {
             "principal": line.principals,
-            "key": sshsig.fingerprint(line.key_blob),
+            "key": key,
             "namespaces": line.namespaces,
             "valid_after": format_time(line.valid_after) if line.valid_after else None,
             "valid_before": format_time(line.valid_before) if line.valid_before else None,
         }
-        for line in signers
-    }
+    return lines
 
 
 def _policy_fields(data: bytes | None) -> dict[str, Any]:
