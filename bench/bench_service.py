@@ -52,7 +52,9 @@ def webhook(base: str, secret: str) -> None:
     body = b'{"ref": "refs/heads/main"}'
     signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     request = urllib.request.Request(
-        base + "/hooks/github", body, {"X-GitHub-Event": "push", "X-Hub-Signature-256": signature}
+        base + "/hooks/github",
+        body,
+        {"X-GitHub-Event": "push", "X-Hub-Signature-256": signature, "Content-Type": "application/json"},
     )
     urllib.request.urlopen(request, timeout=5).read()
 

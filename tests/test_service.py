@@ -297,6 +297,7 @@ def test_the_demo_serves_until_interrupted(tmp_path: Path) -> None:
     busy.close()
     text = "".join(lines)
     assert "6. Bob signed a new instruction" in text and "claim granted" in text, text
+    assert "after the webhook (answered 202)" in text  # the webhook itself started the sync, not the timer
     assert f"Port {wanted} on 127.0.0.1 is in use by another program: the demo serves on " in text
     port = int(text.split("the demo serves on ")[1].split()[0])
     health = http("GET", f"http://127.0.0.1:{port}/healthz").json()

@@ -102,9 +102,9 @@ def serve_demo(folder: Path, repo: Path, feed_key: Path, port: int, out: TextIO)
         for path in ("/v1/head.json", "/v1/feed.json", f"/v1/feed/{first}.json", "/healthz", "/metrics",
                      "/openapi.json"):  # fmt: skip
             print(f"     {base}{path}", file=out)
-        seconds, commit = _push_and_notify(repo, folder, base, secret)
-        print(f"6. Bob signed a new instruction; after the webhook the service served {commit[:12]} "
-              f"in {seconds:.2f} s", file=out)  # fmt: skip
+        seconds, commit, status = _push_and_notify(repo, folder, base, secret)
+        print(f"6. Bob signed a new instruction; after the webhook (answered {status}) the service served "
+              f"{commit[:12]} in {seconds:.2f} s", file=out)  # fmt: skip
         print("7. A probe in IR / AS197207 polls the service, verifies what it gets and plans:", file=out)
         probe = _probe(base, feed_key, folder / "probe-state")
         print("     " + describe(probe).replace("\n", "\n     "), file=out)
@@ -134,7 +134,7 @@ def _probe(base: str, feed_key: Path, state: Path) -> Plan:
     return poll(config)
 
 
-def _push_and_notify(repo: Path, folder: Path, base: str, secret: str) -> tuple[float, str]:
+def _push_and_notify(repo: Path, folder: Path, base: str, secret: str) -> tuple[float, str, int]:
     """A new signed commit by bob, then a signed webhook: how long until the service serves it."""
     bob = keys.load_private(folder / "staff-keys" / "bob")
     start = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -153,6 +153,7 @@ def _push_and_notify(repo: Path, folder: Path, base: str, secret: str) -> tuple[
     started = time.monotonic()
     body = json.dumps({"ref": "refs/heads/main", "after": commit}).encode()
     signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    _get(f"{base}/hooks/github", body, {"X-GitHub-Event": "push", "X-Hub-Signature-256": signature})
+    status, _ = _get(f"{base}/hooks/github", body, {"X-GitHub-Event": "push", "X-Hub-Signature-256": signature,
+                                                    "Content-Type": "application/json"})  # fmt: skip
     _wait(lambda: _served(base) == commit, 30)
-    return time.monotonic() - started, commit
+    return time.monotonic() - started, commit, status
