@@ -76,6 +76,14 @@ class RepositoryError(OposError):
     """The git repository is missing, damaged, or does not have what was asked for."""
 
 
+class BlobTooLarge(RepositoryError):
+    """A file in the repository is larger than OPOS reads (refused from its header, before reading it)."""
+
+    def __init__(self, blob_id: str, size: int, limit: int) -> None:
+        super().__init__(f"file {blob_id} is {size} bytes; the limit is {limit}")
+        self.size = size
+
+
 class RepositoryDamaged(RepositoryError):
     """An object the repository should hold is missing or corrupt: a fresh clone is the remedy."""
 

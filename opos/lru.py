@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -32,6 +33,10 @@ class LRU(Generic[K, V]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._entries
+
+    def items(self) -> Iterator[tuple[K, V]]:
+        """Every entry, least recently used first (a snapshot: the cache may change meanwhile)."""
+        return iter(list(self._entries.items()))
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -22,12 +22,25 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 def format_time(moment: dt.datetime) -> str:
     """UTC, to the second, as `YYYY-MM-DDTHH:MM:SSZ`: the one time format of every document."""
-    return moment.astimezone(dt.UTC).strftime(TIME_FORMAT)
+    utc = moment if moment.tzinfo is dt.UTC else moment.astimezone(dt.UTC)
+    # strftime(TIME_FORMAT), spelled out: it is three times faster, and documents hold many times
+    return f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}Z"
+
+
+_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
 
 
 def parse_time(text: str) -> dt.datetime:
-    """The inverse of format_time. Raises ValueError."""
-    return dt.datetime.strptime(text, TIME_FORMAT).replace(tzinfo=dt.UTC)
+    """The inverse of format_time. Raises ValueError.
+
+    Read with a pattern rather than strptime, which is ten times slower: the log parses every
+    window of its history.
+    """
+    match = _TIME.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"{text!r} is not a time as YYYY-MM-DDTHH:MM:SSZ")
+    year, month, day, hour, minute, second = map(int, match.groups())
+    return dt.datetime(year, month, day, hour, minute, second, tzinfo=dt.UTC)
 
 
 def parse_timestamp(text: str) -> dt.datetime:

@@ -9,6 +9,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -81,6 +82,11 @@ def main() -> None:
     # Ctrl-C (SIGINT) stops the long-running commands (probe --watch, demo --serve) cleanly, also when
     # the shell that started us in the background set SIGINT to be ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # A command builds many small objects (parsed YAML, instructions) that live until it ends: the
+    # cyclic collector, run every 700 allocations, spent an eighth of a 10,000-file render walking
+    # them. Modules imported by now live as long as the process, so it need not walk those at all.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     code = run(sys.argv[1:], sys.stdout, sys.stderr)
     try:
         sys.stdout.flush()

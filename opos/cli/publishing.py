@@ -97,6 +97,7 @@ def render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         revision = ledger.resolve(args.rev)
         verification = Verification.open(ledger, revision, args.trust_root)
         published = publish(verification, revision, key, args.out, dt.datetime.now(dt.UTC), ttl)
+        verification.save_checked()
     print(f"{published.feed_path} (sequence {published.sequence}): {published.note}", file=out)
     return 0
 

@@ -17,9 +17,10 @@ from opos.errors import KeyInvalid, LedgerInvalid, OposError, Problem, Repositor
 from opos.eventlog import impact
 from opos.instructions import resources, rules
 from opos.instructions.worktree import read_ledger_dir
-from opos.model import format_time
-from opos.trust import sshsig
+from opos.model import Instruction, format_time
+from opos.trust import checkedfile, sshsig
 from opos.trust.gitrepo import GitObjects, init_repository, set_config
+from opos.trust.statedir import StateDir
 
 
 def register(commands: Commands) -> None:
@@ -99,13 +100,19 @@ def register(commands: Commands) -> None:
     diff_parser.add_argument("--format", choices=("text", "markdown", "json"), default="text")
 
 
-def collect_problems(repo: Path, ledger_dir: str) -> tuple[list[Problem], int]:
-    """Every problem of the working tree's ledger, and how many instructions are valid."""
+def collect_problems(repo: Path, ledger_dir: str) -> tuple[list[Problem], dict[str, Instruction]]:
+    """Every problem of the working tree's ledger, and its valid instructions by id."""
     folder, shown = ledger_path(repo, ledger_dir)
     if not folder.is_dir():
         hint = "" if ledger_dir != "ledger" else " (use --ledger-dir, or `opos init` to start a ledger)"
         raise UsageError(f"there is no ledger directory {folder}{hint}")
-    result = rules.check_ledger(read_ledger_dir(folder, shown))
+    memo = rules.new_check_memo()
+    state = StateDir(repo / ".git" / "opos") if (repo / ".git").is_dir() else None
+    if state is not None:
+        checkedfile.load(state, memo)
+    result = rules.check_ledger(read_ledger_dir(folder, shown), memo)
+    if state is not None:
+        checkedfile.save(state, memo)
     signers_path = folder / "allowed_signers"
     if signers_path.is_symlink():
         pass  # reported with every other link; never followed
@@ -124,17 +131,15 @@ def collect_problems(repo: Path, ledger_dir: str) -> tuple[list[Problem], int]:
     else:
         message = "missing: list the staff keys that may sign (principal ssh-ed25519 AAAA…)"
         result.problems.append(Problem(f"{shown}allowed_signers", None, "", message))
-    return result.problems, len(result.instructions)
+    return result.problems, result.instructions
 
 
-def ended_windows(repo: Path, ledger_dir: str) -> list[str]:
+def ended_windows(instructions: dict[str, Instruction], shown: str) -> list[str]:
     """Valid instructions whose window has ended: not wrong, but they will never apply again."""
-    folder, shown = ledger_path(repo, ledger_dir)
     now = dt.datetime.now(dt.UTC)
-    result = rules.check_ledger(read_ledger_dir(folder, shown))
     return [
         f"{shown}instructions/{ident}.yaml: window.end: the window has already ended ({format_time(i.window.end)})"
-        for ident, i in sorted(result.instructions.items())
+        for ident, i in sorted(instructions.items())
         if i.window.end <= now
     ]
 
@@ -145,7 +150,8 @@ def _github_escape(text: str, property_value: bool = False) -> str:
 
 
 def check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    problems, valid = collect_problems(args.repo, args.ledger_dir)
+    problems, instructions = collect_problems(args.repo, args.ledger_dir)
+    valid = len(instructions)
     if args.format == "json":
         listed = [{"path": p.path, "line": p.line, "field": p.field, "message": p.message} for p in problems]
         print(json.dumps({"ok": not problems, "instructions": valid, "problems": listed}, indent=2), file=out)
@@ -157,7 +163,7 @@ def check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     else:
         for p in problems:
             print(p, file=out)
-        for warning in ended_windows(args.repo, args.ledger_dir):
+        for warning in ended_windows(instructions, ledger_path(args.repo, args.ledger_dir)[1]):
             print(f"warning: {warning}", file=err)
         summary = f"{len(problems)} problem(s)" if problems else f"ok: {valid} instruction(s), no problems"
         print(summary, file=err)

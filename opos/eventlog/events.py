@@ -10,6 +10,7 @@ Windows that ended are `expired` events at their end time, derived when the log 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
@@ -28,7 +29,9 @@ class LedgerSource(Protocol):
 
     def instruction_entries(self, commit: CommitInfo) -> Mapping[str, str]: ...
 
-    def instruction_file(self, commit: CommitInfo, name: str) -> bytes | None: ...
+    def instruction_blob(self, blob_id: str) -> bytes:
+        """A file's contents by blob id; raises BlobTooLarge past the ledger's file limit."""
+        ...
 
     def policy_file(self, commit: CommitInfo) -> bytes | None: ...
 
@@ -113,22 +116,30 @@ class Event:
 SignerOf = Callable[[CommitHash], tuple[str | None, str | None]]
 
 
+_FILE_MODES = ("100644", "100755")
+
+
 def _instructions(
-    source: LedgerSource, commit: CommitInfo, names: Iterable[str]
+    source: LedgerSource, commit: CommitInfo, names: Iterable[str], memo: rules.CheckMemo | None
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Normalised instructions for the named files at a commit, and for the files that are not valid, why."""
+    """Normalised instructions for the named files at a commit, and for the files that are not valid, why.
+
+    `memo` holds the verdicts the renderer already reached, by blob id: no file is judged twice.
+    """
     names = [n for n in names if n.endswith(".yaml")]
     if not names:
         return {}, {}
-    policy, _ = rules.load_policy(source.policy_file(commit), "policy.yaml")
+    policy = rules.policy_of(source.policy_file(commit))
+    entries = source.instruction_entries(commit)
     result, problems = {}, {}
     for name in names:
         path = f"{source.ledger_prefix}instructions/{name}"
-        data = source.instruction_file(commit, name)
-        if data is None:
-            problems[name] = f"{path}: not a file OPOS can read (a link, or far too large)"
+        mode, _, blob_id = entries.get(name, "").partition(":")
+        if mode not in _FILE_MODES:
+            problems[name] = f"{path}: not a file OPOS can read (a link or a folder)"
             continue
-        instruction, found = rules.check_instruction(data, path, policy)
+        read = functools.partial(source.instruction_blob, blob_id)
+        instruction, found = rules.check_known(memo, policy, path, blob_id, read)
         if instruction is not None:
             result[name] = instruction.to_json()
         else:
@@ -137,15 +148,23 @@ def _instructions(
 
 
 def step_events(
-    source: LedgerSource, parent: CommitHash | None, commit: CommitHash, sequence: int, signer_of: SignerOf
+    source: LedgerSource,
+    parent: CommitHash | None,
+    commit: CommitHash,
+    sequence: int,
+    signer_of: SignerOf,
+    memo: rules.CheckMemo | None = None,
 ) -> list[Event]:
-    """The events of one first-parent step, from `parent` (None for the trust root) to `commit`."""
+    """The events of one first-parent step, from `parent` (None for the trust root) to `commit`.
+
+    `memo` is the verdicts reached so far (see rules.check_known), shared with the renderer.
+    """
     info = source.commit(commit)
     parent_info = source.commit(parent) if parent else None
     events = _ledger_events(source, info, parent_info, sequence, signer_of)
     if parent_info is not None and source.instructions_tree(parent_info) == source.instructions_tree(info):
         return events
-    return events + _instruction_events(source, info, parent_info, sequence, signer_of)
+    return events + _instruction_events(source, info, parent_info, sequence, signer_of, memo)
 
 
 def _signer_lines(data: bytes | None) -> dict[tuple[str, str], dict[str, Any]]:
@@ -202,14 +221,19 @@ def _ledger_events(
 
 
 def _instruction_events(
-    source: LedgerSource, info: CommitInfo, parent_info: CommitInfo | None, sequence: int, signer_of: SignerOf
+    source: LedgerSource,
+    info: CommitInfo,
+    parent_info: CommitInfo | None,
+    sequence: int,
+    signer_of: SignerOf,
+    memo: rules.CheckMemo | None,
 ) -> list[Event]:
     commit = info.id
     mine = source.instruction_entries(info)
     theirs = source.instruction_entries(parent_info) if parent_info else {}
     touched = sorted(n for n in set(mine) | set(theirs) if mine.get(n) != theirs.get(n))
-    after, broken = _instructions(source, info, [n for n in touched if n in mine])
-    before = _instructions(source, parent_info, [n for n in touched if n in theirs])[0] if parent_info else {}
+    after, broken = _instructions(source, info, [n for n in touched if n in mine], memo)
+    before = _instructions(source, parent_info, [n for n in touched if n in theirs], memo)[0] if parent_info else {}
     present = [n for n in touched if n in after]
     revisions = last_revisions(source, commit, present) if len(info.parents) > 1 else dict.fromkeys(present, commit)
     time = format_time(dt.datetime.fromtimestamp(info.committed, dt.UTC))

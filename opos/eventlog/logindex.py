@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import functools
 import json
+import secrets
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any, Literal
 
 from opos.errors import RepositoryError
 from opos.eventlog import events as ev
+from opos.lru import LRU
 from opos.model import CommitHash, Target, parse_time
 from opos.trust.verification import Verification
 
@@ -48,11 +51,18 @@ class LogIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._loaded: tuple[str | None, list[ev.Event]] = (None, [])
+        # what events() read last: the head, the index's generation (new at each rebuild), events, last ord
+        self._loaded: tuple[str | None, str | None, list[ev.Event], int] = (None, None, [], 0)
 
     @classmethod
     def for_verification(cls, verification: Verification) -> LogIndex:
-        return cls(verification.ledger.state.log_index_file(verification.scope))
+        """The index of a verified history: one object per file in a process, so what it read stays read."""
+        path = verification.ledger.state.log_index_file(verification.scope)
+        index = _indexes.get(path)
+        if index is None:
+            index = cls(path)
+            _indexes.put(path, index)
+        return index
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -68,7 +78,10 @@ class LogIndex:
     def update(self, verification: Verification, head: CommitHash) -> None:
         """Index the first-parent steps from what is indexed to `head` (verified), or rebuild."""
         ledger = verification.ledger
-        known = self.indexed()
+        with contextlib.closing(self._connect()) as connection:
+            meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
+        # an index without a generation (made before there were generations) is built again whole
+        known = meta.get("head") if "generation" in meta else None
         chain: list[CommitHash] = []
         commit: CommitHash | None = head
         while commit is not None and commit != known:
@@ -80,12 +93,14 @@ class LogIndex:
             if not parents:
                 raise RepositoryError(f"{head} does not descend from the trust root along first parents")
             commit = parents[0]
-        rebuild = commit is None and known is not None  # the indexed head is not on the chain: history was rewritten
+        # a new index, or the indexed head is not on the chain (history was rewritten): build it whole
+        rebuild = known is None or commit is None
         connection = self._connect()
         try:
             connection.execute("BEGIN IMMEDIATE")
             if rebuild:
                 connection.execute("DELETE FROM events")
+                connection.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (secrets.token_hex(8),))
             rows = []
             for step in reversed(chain):
                 accepted = verification.verifier.cache.get(step)
@@ -93,7 +108,8 @@ class LogIndex:
                     raise RepositoryError(f"{step} is not verified: verify the history before indexing it")
                 parents = ledger.commit(step).parents
                 parent = parents[0] if parents and step != verification.trust_root else None
-                for event in ev.step_events(ledger, parent, step, accepted.sequence, self._signer(verification)):
+                signer_of = self._signer(verification)
+                for event in ev.step_events(ledger, parent, step, accepted.sequence, signer_of, verification.checked):
                     rows.append((step, json.dumps(event.to_json())))
             connection.executemany("INSERT INTO events (commit_id, data) VALUES (?, ?)", rows)
             connection.execute("INSERT OR REPLACE INTO meta VALUES ('head', ?)", (head,))
@@ -115,54 +131,135 @@ class LogIndex:
         return signer_of
 
     def events(self) -> list[ev.Event]:
-        """Every stored event, oldest first (cached until the index moves)."""
-        head = self.indexed()
-        if self._loaded[0] != head or head is None:
-            with contextlib.closing(self._connect()) as connection:
-                rows = connection.execute("SELECT data FROM events ORDER BY ord").fetchall()
-            self._loaded = (head, [ev.Event(**json.loads(row[0])) for row in rows])
-        return self._loaded[1]
+        """Every stored event, oldest first: one list per indexed commit, read from where the last one ended."""
+        with contextlib.closing(self._connect()) as connection:
+            meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
+            head, generation = meta.get("head"), meta.get("generation")
+            loaded_head, loaded_generation, loaded, last_ord = self._loaded
+            if head is not None and (loaded_head, loaded_generation) == (head, generation):
+                return loaded
+            if generation is None or generation != loaded_generation:  # rebuilt (or new): read it all
+                loaded, last_ord = [], 0
+            rows = connection.execute("SELECT ord, data FROM events WHERE ord > ? ORDER BY ord", (last_ord,)).fetchall()
+        events = [*loaded, *(ev.Event(**json.loads(data)) for _, data in rows)]
+        self._loaded = (head, generation, events, rows[-1][0] if rows else last_ord)
+        return events
 
 
-def _overlaps(instruction: dict[str, Any], since: dt.datetime | None, until: dt.datetime | None) -> bool:
-    start, end = parse_time(instruction["window"]["start"]), parse_time(instruction["window"]["end"])
-    return (until is None or start < until) and (since is None or end > since)
+_indexes: LRU[Path, LogIndex] = LRU(8)
 
 
-def _matches(event: ev.Event, query: LogQuery) -> bool:
+@dataclass(frozen=True)
+class _Version:
+    test: str
+    target: Target
+    start: dt.datetime
+    end: dt.datetime
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One event as queries see it: parsed once per indexed commit, not once per query."""
+
+    key: tuple[str, int]  # (time, order): the sort key and what a cursor names
+    event: ev.Event
+    moment: dt.datetime
+
+    @functools.cached_property
+    def versions(self) -> tuple[_Version, ...]:
+        """The instruction before and after (or its subject), parsed when a query first needs them."""
+        return _versions(self.event)
+
+
+@dataclass(frozen=True)
+class _Timeline:
+    """Every stored event and every `expired` event there can be, newest first.
+
+    An `expired` event exists once its window's end has passed, so the timeline holds them all
+    and a query skips those still in its future.
+    """
+
+    stored: list[ev.Event]  # kept so that the list's id, the cache key, cannot be reused
+    entries: list[_Entry]
+
+
+def _versions(event: ev.Event) -> tuple[_Version, ...]:
+    if not event.about_instruction:
+        return ()
+    found = [v for v in (event.after, event.before) if v is not None] or [event.subject]
+    return tuple(
+        _Version(
+            v["test"], Target.from_json(v["target"]), parse_time(v["window"]["start"]), parse_time(v["window"]["end"])
+        )
+        for v in found
+    )
+
+
+def _timeline(stored: list[ev.Event]) -> _Timeline:
+    cached = _timelines.get(id(stored))
+    if cached is not None and cached.stored is stored:
+        return cached
+    expired = ev.expired_events(stored, dt.datetime.max.replace(tzinfo=dt.UTC))
+    entries = [_Entry((e.time, i), e, parse_time(e.time)) for i, e in enumerate([*stored, *expired])]
+    entries.sort(key=lambda entry: entry.key, reverse=True)
+    timeline = _Timeline(stored, entries)
+    _timelines.clear()  # one history at a time: the newest list replaces the last
+    _timelines[id(stored)] = timeline
+    return timeline
+
+
+_timelines: dict[int, _Timeline] = {}
+
+
+def _matches(entry: _Entry, query: LogQuery) -> bool:
+    event = entry.event
     if not event.about_instruction:  # who may sign, and the limits: shown unless the query is about instructions
         if query.instruction or query.test or query.country or query.network:
             return False
-        moment = parse_time(event.time)
-        return (query.since is None or moment >= query.since) and (query.until is None or moment < query.until)
-    versions = [v for v in (event.after, event.before) if v is not None] or [event.subject]
+        return (query.since is None or entry.moment >= query.since) and (
+            query.until is None or entry.moment < query.until
+        )
     if query.instruction and event.instruction != query.instruction:
         return False
-    if query.test and not any(v["test"] == query.test for v in versions):
+    if query.test and not any(v.test == query.test for v in entry.versions):
         return False
     if (query.country or query.network) and all(
-        Target.from_json(v["target"]).excludes(query.country, query.network) for v in versions
+        v.target.excludes(query.country, query.network) for v in entry.versions
     ):
         return False
     if query.period == "time":
-        moment = parse_time(event.time)
-        return (query.since is None or moment >= query.since) and (query.until is None or moment < query.until)
-    return any(_overlaps(v, query.since, query.until) for v in versions)
+        return (query.since is None or entry.moment >= query.since) and (
+            query.until is None or entry.moment < query.until
+        )
+    if query.since is None and query.until is None:
+        return True
+    return any(
+        (query.until is None or v.start < query.until) and (query.since is None or v.end > query.since)
+        for v in entry.versions
+    )
 
 
 def select(stored: list[ev.Event], now: dt.datetime, query: LogQuery) -> tuple[list[ev.Event], str | None]:
-    """A page of events, newest first, and the cursor of the next page (None on the last)."""
-    expired = ev.expired_events(stored, now)
-    keyed = [((e.time, i), e) for i, e in enumerate([*stored, *expired])]
-    keyed.sort(key=lambda item: item[0], reverse=True)
-    if query.cursor:
-        after = decode_cursor(query.cursor)
-        keyed = [item for item in keyed if item[0] < after]
-    chosen = [item for item in keyed if _matches(item[1], query)]
-    page = chosen[: query.limit]
-    more = len(chosen) > query.limit
-    cursor = base64.urlsafe_b64encode(json.dumps(list(page[-1][0])).encode()).decode() if more and page else None
-    return [event for _, event in page], cursor
+    """A page of events, newest first, and the cursor of the next page (None on the last).
+
+    The events are parsed and sorted once per list (the index hands out one list per indexed
+    commit), and a page stops being searched once it is full.
+    """
+    after = decode_cursor(query.cursor) if query.cursor else None
+    page: list[_Entry] = []
+    more = False
+    for entry in _timeline(stored).entries:
+        if after is not None and entry.key >= after:
+            continue
+        if entry.event.action == "expired" and entry.moment > now:
+            continue  # its window has not ended yet
+        if _matches(entry, query):
+            if len(page) == query.limit:
+                more = True
+                break
+            page.append(entry)
+    cursor = base64.urlsafe_b64encode(json.dumps(list(page[-1].key)).encode()).decode() if more and page else None
+    return [entry.event for entry in page], cursor
 
 
 def decode_cursor(cursor: str) -> tuple[str, int]:

@@ -7,12 +7,14 @@ In a wheel they live in `opos/_data/`; in a source checkout they are the reposit
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 import jsonschema
 import jsonschema.validators
 
@@ -65,6 +67,41 @@ def strict_validator(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
 def validator(name: str) -> jsonschema.Draft202012Validator:
     """A validator for `schemas/<name>.schema.json`, checked once to be a valid schema."""
     return strict_validator(schema_document(f"{name}.schema"))
+
+
+@functools.cache
+def rules_fingerprint() -> str:
+    """Names this version of the rules: the schemas, the test registry and the code that judges files.
+
+    Saved verdicts carry it, so that another version of OPOS never trusts what this one decided.
+    """
+    digest = hashlib.sha256()
+    sources = sorted(data_dir("schemas").glob("*.json")) + sorted(Path(__file__).parent.glob("*.py"))
+    for path in [*sources, _PACKAGE / "model.py"]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@functools.cache
+def fast_check(name: str) -> Callable[[Any], object]:
+    """`schemas/<name>.schema.json` compiled to Python by fastjsonschema: it raises on any invalid value.
+
+    Some fifteen times faster than `validator`, so valid files are accepted here and only invalid
+    ones go through `validator` for their located messages. Its patterns match whole strings too
+    (it reads a final `$` as the end of the string), and tests/test_rules.py checks on thousands
+    of mutated files that it never accepts what `validator` refuses.
+    """
+    check: Callable[[Any], object] = fastjsonschema.compile(schema_document(f"{name}.schema"))
+    return check
+
+
+def is_valid(name: str, value: Any) -> bool:
+    """Whether `value` passes `schemas/<name>.schema.json`, quickly; `validator` says why it does not."""
+    try:
+        fast_check(name)(value)
+    except fastjsonschema.JsonSchemaException:
+        return False
+    return True
 
 
 @functools.cache

@@ -7,16 +7,17 @@ Nothing here opens a file: the adapters read the ledger (working tree or commit)
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import jsonschema
 
-from opos.errors import Problem
+from opos.errors import BlobTooLarge, Problem
 from opos.instructions import resources
 from opos.instructions.yamlfile import LoadedYaml, YamlProblem, dotted, load
 from opos.lru import LRU
@@ -50,6 +51,7 @@ class LedgerFiles:
     not_files: tuple[str, ...] = ()  # names under instructions/ that are folders or links
     links: tuple[str, ...] = ()  # symbolic links anywhere in the ledger directory (paths inside it)
     oversized: Mapping[str, int] = field(default_factory=dict)  # files too large to read: path -> size
+    ids: Mapping[str, str] = field(default_factory=dict)  # name under instructions/ -> git blob id, where known
 
 
 @dataclass
@@ -60,6 +62,8 @@ class CheckResult:
 
 def schema_problems(loaded: LoadedYaml, schema: str, path: str) -> list[Problem]:
     """Every schema error, each with the line of the field it is about and a readable message."""
+    if resources.is_valid(schema, loaded.value):
+        return []
     problems = []
     errors = sorted(resources.validator(schema).iter_errors(loaded.value), key=lambda e: list(e.path))
     for error in errors:
@@ -134,6 +138,12 @@ def load_policy(data: bytes | None, path: str) -> tuple[Policy, list[Problem]]:
                 problems.append(Problem(path, line, f"tests[{index}]", message))
         fields["tests"] = frozenset(value["tests"])
     return Policy(**fields), problems
+
+
+@functools.lru_cache(maxsize=64)
+def policy_of(data: bytes | None) -> Policy:
+    """The policy a policy.yaml sets (defaults where it is invalid: `check_ledger` reports why)."""
+    return load_policy(data, "policy.yaml")[0]
 
 
 def check_instruction(data: bytes, path: str, policy: Policy) -> tuple[Instruction | None, list[Problem]]:
@@ -377,13 +387,40 @@ def _endpoint_error(text: str) -> str | None:
     return None
 
 
-CheckMemo = LRU[tuple[Policy, str, bytes], tuple[Instruction | None, list[Problem]]]
+Verdict = tuple[Instruction | None, list[Problem]]
+CheckMemo = LRU[tuple[Policy, str, bytes | str], Verdict]  # (policy, path, contents or git blob id)
 CHECK_MEMO_SIZE = 20_000
 
 
 def new_check_memo() -> CheckMemo:
-    """Verdicts by (policy, path, contents), for callers that check one commit after another."""
+    """Verdicts by (policy, path, contents or blob id), for callers that check one commit after another."""
     return LRU(CHECK_MEMO_SIZE)
+
+
+def check_known(
+    memo: CheckMemo | None, policy: Policy, path: str, blob_id: str | None, read: Callable[[], bytes]
+) -> Verdict:
+    """One instruction's verdict, from `memo` when this file (by git blob id, else contents) was judged before.
+
+    A file that cannot be read for its size is judged too large; nothing else is read twice.
+    """
+    key: tuple[Policy, str, bytes | str] | None = (policy, path, blob_id) if blob_id else None
+    verdict = memo.get(key) if memo is not None and key is not None else None
+    if verdict is not None:
+        return verdict
+    try:
+        data = read()
+    except BlobTooLarge as err:
+        return None, [Problem(path, None, "", f"the file is {err.size} bytes: far too large")]
+    if key is None:
+        key = (policy, path, data)
+        verdict = memo.get(key) if memo is not None else None
+        if verdict is not None:
+            return verdict
+    verdict = check_instruction(data, path, policy)
+    if memo is not None:
+        memo.put(key, verdict)
+    return verdict
 
 
 def check_ledger(files: LedgerFiles, memo: CheckMemo | None = None) -> CheckResult:
@@ -419,13 +456,8 @@ def check_ledger(files: LedgerFiles, memo: CheckMemo | None = None) -> CheckResu
             if not name.startswith("."):
                 result.problems.append(Problem(path, None, "", f"instructions/ holds only <id>.yaml files{hint}"))
             continue
-        key = (policy, path, files.instructions[name])
-        verdict = memo.get(key) if memo is not None else None
-        if verdict is None:
-            verdict = check_instruction(files.instructions[name], path, policy)
-            if memo is not None:
-                memo.put(key, verdict)
-        instruction, problems = verdict
+        read = functools.partial(files.instructions.__getitem__, name)
+        instruction, problems = check_known(memo, policy, path, files.ids.get(name), read)
         result.problems.extend(problems)
         if instruction is None:
             continue

@@ -192,6 +192,8 @@ class _Walker:
                 self.lines[(*where, index)] = item.start_mark.line + 1
                 items.append(self.build(item, (*where, index), depth + 1))
             return items
+        if node.tag == _STR:
+            return node.value  # what SafeConstructor would build, without its bookkeeping (most values)
         if node.tag not in _PLAIN_SCALAR_TAGS:
             raise self.problem(node, f"the tag {node.tag} is not allowed", where)
         try:

@@ -7,9 +7,9 @@ object's size is the second varint of the delta's data (after the base's size).
 
 from __future__ import annotations
 
+import os
 import zlib
 from pathlib import Path
-from typing import BinaryIO
 
 OFS_DELTA, REF_DELTA = 6, 7
 _HEAD = 64  # compressed bytes read to learn a size: headers are tiny
@@ -36,10 +36,12 @@ def _varint(data: bytes, offset: int) -> tuple[int, int]:
             return value, offset
 
 
-def packed_size(handle: BinaryIO, offset: int) -> int:
-    """The size of the object at `offset` of an open pack file. Raises ValueError."""
-    handle.seek(offset)
-    data = handle.read(_HEAD)
+def packed_size(fd: int, offset: int) -> int:
+    """The size of the object at `offset` of an open pack file (positioned reads: threads may share `fd`).
+
+    Raises ValueError.
+    """
+    data = os.pread(fd, _HEAD, offset)
     first = data[0]
     kind, size, shift, position = (first >> 4) & 0x07, first & 0x0F, 4, 1
     byte = first
@@ -56,8 +58,7 @@ def packed_size(handle: BinaryIO, offset: int) -> int:
         position += 1
     else:
         position += 20
-    handle.seek(offset + position)
-    delta = zlib.decompressobj().decompress(handle.read(_HEAD), 32)
+    delta = zlib.decompressobj().decompress(os.pread(fd, _HEAD, offset + position), 32)
     _, after_base = _varint(delta, 0)
     target, _ = _varint(delta, after_base)
     return target

@@ -10,7 +10,7 @@ import contextlib
 import os
 import re
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 from opos.atomic import write_atomically
-from opos.errors import RepositoryDamaged, RepositoryError
+from opos.errors import BlobTooLarge, RepositoryDamaged, RepositoryError
 from opos.instructions.rules import LedgerFiles
 from opos.lru import LRU
 from opos.model import CommitHash, KeyFingerprint, Signer
@@ -99,12 +99,6 @@ def parse_raw_commit(commit_id: CommitHash, raw: bytes) -> CommitInfo:
 MAX_LEDGER_FILE_BYTES = 1024 * 1024  # any file of the ledger; the rules' own limits are far lower
 
 
-class BlobTooLarge(RepositoryError):
-    def __init__(self, blob_id: str, size: int, limit: int) -> None:
-        super().__init__(f"file {blob_id} is {size} bytes; the limit is {limit}")
-        self.size = size
-
-
 class GitObjects:
     """Raw object access to one repository: commits, trees and blobs by id, each read once into bounded caches.
 
@@ -122,6 +116,7 @@ class GitObjects:
         self.path = Path(path)
         self._commits: LRU[CommitHash, CommitInfo] = LRU(self.COMMITS_KEPT)
         self._trees: LRU[str, dict[bytes, tuple[int, str]]] = LRU(self.TREES_KEPT)
+        self._pack_files: dict[str, int] = {}  # pack data path -> an open descriptor, to read object headers
 
     def __enter__(self) -> GitObjects:
         return self
@@ -130,6 +125,9 @@ class GitObjects:
         self.close()
 
     def close(self) -> None:
+        for fd in self._pack_files.values():
+            os.close(fd)
+        self._pack_files.clear()
         _close(self.repo)
 
     def _raw(self, object_id: str, expected: int, what: str) -> bytes:
@@ -180,16 +178,18 @@ class GitObjects:
         store = self.repo.object_store
         oid = ObjectID(object_id.encode())
         try:
-            loose = Path(store._get_shafile_path(oid))
-            if loose.exists():
-                return _objectsize.loose_size(loose)
-            for pack in store.packs:
+            for pack in store.packs:  # a clone keeps (almost) everything in packs: look there first
                 try:
                     offset = pack.index.object_offset(oid)
                 except KeyError:
                     continue
-                with open(pack._data_path, "rb") as handle:
-                    return _objectsize.packed_size(handle, offset)
+                fd = self._pack_files.get(pack._data_path)
+                if fd is None:
+                    fd = self._pack_files[pack._data_path] = os.open(pack._data_path, os.O_RDONLY | os.O_CLOEXEC)
+                return _objectsize.packed_size(fd, offset)
+            loose = Path(store._get_shafile_path(oid))
+            if loose.exists():
+                return _objectsize.loose_size(loose)
         except (OSError, ValueError, IndexError, AttributeError, zlib.error):
             return None
         return None
@@ -225,6 +225,26 @@ class GitObjects:
                 roots.append(commit_id)
             stack.extend(info.parents)
         return roots
+
+
+class _Blobs(Mapping[str, bytes]):
+    """File name → contents, each blob read when asked for (a checker that knows a blob id skips it).
+
+    A file over MAX_LEDGER_FILE_BYTES raises BlobTooLarge, refused from its header.
+    """
+
+    def __init__(self, objects: GitObjects, ids: Mapping[str, str]) -> None:
+        self._objects = objects
+        self._ids = ids
+
+    def __getitem__(self, name: str) -> bytes:
+        return self._objects.blob(self._ids[name], MAX_LEDGER_FILE_BYTES)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
 
 class GitLedger:
@@ -321,30 +341,32 @@ class GitLedger:
         except BlobTooLarge:
             return None  # the rules report it where the ledger is checked
 
+    def instruction_blob(self, blob_id: str) -> bytes:
+        return self.objects.blob(blob_id, MAX_LEDGER_FILE_BYTES)
+
     def policy_file(self, commit: CommitInfo) -> bytes | None:
         return self._ledger_file(commit, "policy.yaml")
 
     def ledger_files(self, commit: CommitInfo) -> LedgerFiles:
+        """The ledger at a commit; instruction files are read only when the checker asks for them."""
         tree_id = self.instructions_tree(commit)
-        files: dict[str, bytes] = {}
+        ids: dict[str, str] = {}
         not_files: list[str] = []
         oversized: dict[str, int] = {}
         for name, (mode, sha) in (self.objects.tree(tree_id) if tree_id else {}).items():
             text = name.decode("utf-8", "replace")
             if mode in _FILE_MODES:
-                try:
-                    files[text] = self.objects.blob(sha, MAX_LEDGER_FILE_BYTES)
-                except BlobTooLarge as err:
-                    oversized[f"instructions/{text}"] = err.size
+                ids[text] = sha
             else:
                 not_files.append(text)
+        files = _Blobs(self.objects, ids)
         try:
             policy = self._ledger_file(commit, "policy.yaml")
         except BlobTooLarge as err:
             policy, oversized["policy.yaml"] = None, err.size
         ledger = self.ledger_tree(commit)
         links = tuple(self._links(ledger)) if ledger else ()
-        return LedgerFiles(self.ledger_prefix, files, policy, tuple(not_files), links, oversized)
+        return LedgerFiles(self.ledger_prefix, files, policy, tuple(not_files), links, oversized, ids)
 
     def _links(self, tree_id: str, prefix: str = "", budget: list[int] | None = None) -> list[str]:
         """Paths of the symbolic links below a tree (its subtrees included, a bounded number of entries)."""

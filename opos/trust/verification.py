@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from opos.errors import HistoryRejected, RepositoryError
 from opos.instructions import rules
 from opos.model import CommitHash
+from opos.trust import checkedfile
 from opos.trust.gitrepo import FileCache, GitLedger
 from opos.trust.history import Accepted, Failure, Report, Verifier, descends_from
 from opos.trust.statedir import scope_of
@@ -37,8 +38,15 @@ class Verification:
             root = ledger.default_trust_root(revision)
         scope = scope_of(root, ledger.ledger_prefix)
         cache = FileCache(ledger.state.verdicts_file(scope))
-        memo = checked if checked is not None else rules.new_check_memo()
+        memo = checked
+        if memo is None:  # a new process: start from the verdicts the last one saved
+            memo = rules.new_check_memo()
+            checkedfile.load(ledger.state, memo)
         return cls(ledger, Verifier(ledger, root, cache), root, scope, memo)
+
+    def save_checked(self) -> None:
+        """Keep the verdicts on instruction files for the next process (see checkedfile)."""
+        checkedfile.save(self.ledger.state, self.checked)
 
     def accepted(self, commit: CommitHash) -> bool:
         return self.verifier.cache.get(commit) is not None

@@ -1,0 +1,132 @@
+"""The shortcuts taken for speed (issue 11) give exactly the answers of the long way round.
+
+The fast schema check never accepts what jsonschema refuses; verdicts saved between runs give
+byte-identical feeds and are ignored when damaged; the log index reads on from where it was and
+starts again after a rebuild. Durations are the benchmark suite's business, never a test's.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import LedgerRepo, SshKey, instruction, opos
+from opos.instructions import resources, rules
+from opos.model import Policy
+from opos.trust import checkedfile
+from opos.trust.statedir import StateDir
+
+VALID: dict[str, Any] = {
+    "id": "check-sites", "kind": "run", "title": "Sites", "reason": "Reports.", "test": "web_connectivity",
+    "inputs": ["https://example.org/"], "every": "6h",
+    "target": {"countries": ["IR", "cn"], "networks": ["AS1234", 5678], "platforms": ["android"],
+               "max_probes": 3, "max_probes_per": "network", "sample": 0.5},
+    "window": {"start": "2026-12-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"},
+}  # fmt: skip
+ODD_VALUES: list[Any] = [
+    None, True, False, 0, -1, 1.5, 2**40, "", "x", "x\n", "AS12\n", "IR\n", "ir", "1h", "0s", "\u202e",
+    [], ["x"], [1], {}, {"a": 1}, "2026-12-01", "2026-12-01T00:00:00Z\n", "https://example.org/\n", "a" * 300,
+]  # fmt: skip
+
+
+def _mutations(value: Any, rng: random.Random) -> Any:
+    document = copy.deepcopy(value)
+    for _ in range(rng.randint(1, 3)):
+        holder: Any = document
+        path: list[Any] = []
+        while isinstance(holder, (dict, list)) and holder and rng.random() < 0.7:
+            key = rng.choice(list(holder)) if isinstance(holder, dict) else rng.randrange(len(holder))
+            path.append(key)
+            if not isinstance(holder[key], (dict, list)):
+                break
+            holder = holder[key]
+        action = rng.random()
+        if isinstance(holder, dict) and action < 0.15:
+            holder[rng.choice(["extra", "Id", "every", "sample"])] = rng.choice(ODD_VALUES)
+        elif isinstance(holder, dict) and holder and action < 0.3:
+            del holder[rng.choice(list(holder))]
+        elif isinstance(holder, (dict, list)) and holder:
+            key = rng.choice(list(holder)) if isinstance(holder, dict) else rng.randrange(len(holder))
+            holder[key] = rng.choice(ODD_VALUES)
+        elif path:
+            document = rng.choice(ODD_VALUES) if rng.random() < 0.05 else document
+    return document
+
+
+def test_the_fast_schema_check_never_accepts_what_jsonschema_refuses() -> None:
+    rng = random.Random(11)
+    refused = 0
+    for _ in range(3000):
+        value = _mutations(VALID, rng)
+        slow = not any(resources.validator("instruction").iter_errors(value))
+        fast = resources.is_valid("instruction", value)
+        assert fast <= slow, f"the fast check accepted what jsonschema refuses: {value!r}"
+        refused += not slow
+    assert refused > 1000  # the mutations do reach the refusals
+    for policy in ({"max_inputs": 5}, {"max_inputs": "5"}, {"tests": ["x", 1]}, {"min_every": "1h\n"}, []):
+        slow = not any(resources.validator("policy").iter_errors(policy))
+        assert resources.is_valid("policy", policy) <= slow
+
+
+def test_a_file_judged_by_blob_id_gets_the_verdict_of_its_contents() -> None:
+    memo = rules.new_check_memo()
+    data = instruction("by-blob").encode()
+    first = rules.check_known(memo, Policy(), "ledger/instructions/by-blob.yaml", "b" * 40, lambda: data)
+    again = rules.check_known(memo, Policy(), "ledger/instructions/by-blob.yaml", "b" * 40, lambda: b"never read")
+    assert first == again and first[0] is not None
+
+
+@pytest.fixture
+def rendered_twice(ledger_repo: LedgerRepo, keys: dict[str, SshKey], tmp_path: Path) -> tuple[Path, Path, Path]:
+    ledger_repo.write("ledger/instructions/second-one.yaml", instruction("second-one"))
+    ledger_repo.commit("Add second", keys["alice"])
+    key = tmp_path / "feed-key"
+    assert opos("keygen", "--out", key).code == 0
+    return ledger_repo.path, key, ledger_repo.path / ".git" / "opos"
+
+
+def test_saved_verdicts_give_the_same_feed_and_damage_is_ignored(
+    rendered_twice: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    repo, key, state = rendered_twice
+    outputs = []
+    for attempt, damage in enumerate([None, None, b"{not json", b'{"policies": [[1]], "verdicts": [[0]]}']):
+        saved = list(state.glob("checked-*.json"))
+        if damage is not None:
+            saved[0].write_bytes(damage)
+        out = tmp_path / f"site-{attempt}"
+        result = opos("render", "--repo", repo, "--key", key, "--out", out)
+        assert result.code == 0, result.err
+        assert "Traceback" not in result.err
+        outputs.append(next((out / "v1" / "feed").glob("*.json")).read_bytes())
+    assert len(set(outputs)) == 1
+    saved = json.loads(next(state.glob("checked-*.json")).read_bytes())
+    assert len(saved["verdicts"]) == 2  # written again whole after the damage
+
+
+def test_verdicts_of_other_rules_are_never_read(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "opos")
+    memo = rules.new_check_memo()
+    rules.check_known(memo, Policy(), "ledger/instructions/a.yaml", "a" * 40, lambda: instruction("aaa").encode())
+    (tmp_path / "opos" / "checked-0000000000000000.json").write_text('{"policies": [], "verdicts": []}')
+    checkedfile.save(state, memo)
+    assert [p.name for p in (tmp_path / "opos").glob("checked-*.json")] == [
+        f"checked-{resources.rules_fingerprint()}.json"
+    ]
+    loaded = rules.new_check_memo()
+    checkedfile.load(state, loaded)
+    assert list(loaded.items()) == list(memo.items())
+
+
+def test_opos_check_reuses_saved_verdicts_with_the_same_answers(ledger_repo: LedgerRepo) -> None:
+    ledger_repo.write("ledger/instructions/broken.yaml", instruction("broken", test="no_such_test"))
+    first = opos("check", "--repo", ledger_repo.path)
+    second = opos("check", "--repo", ledger_repo.path)
+    assert first.code == second.code == 1
+    assert first.out == second.out and "no_such_test" in first.out
+    assert list((ledger_repo.path / ".git" / "opos").glob("checked-*.json"))
