@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from werkzeug.test import Client
+from werkzeug.wrappers import Response
 
 from conftest import LedgerRepo, SshKey, instruction
 from opos.feed import site as site_module
@@ -242,3 +244,22 @@ def test_openapi_describes_every_route(app_client: Any) -> None:
             continue
         documented = rule.rule.replace("<", "{").replace(">", "}").replace("{ident}", "{id}")
         assert documented in paths, rule.rule
+
+
+def test_the_fast_path_answers_the_polled_paths_as_flask_does(app_client: Any) -> None:
+    client = app_client(one={})
+    flask_only = Client(client.application.wsgi_app.app, Response)  # the Flask routes alone, for comparison
+    for path in ("/v1/head.json", "/v1/feed.json"):
+        fast, slow = client.get(path), flask_only.get(path)
+        assert (fast.status_code, fast.data) == (slow.status_code, slow.data) == (200, slow.data)
+        same = ("Content-Type", "Content-Length", "ETag", "Cache-Control", "Content-Security-Policy")
+        assert {h: fast.headers.get(h) for h in same} == {h: slow.headers.get(h) for h in same}
+        etag = fast.headers["ETag"]
+        for header in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+            assert client.get(path, headers={"If-None-Match": header}).status_code == 304
+            assert flask_only.get(path, headers={"If-None-Match": header}).status_code == 304
+        assert client.get(path, headers={"If-None-Match": '"other"'}).status_code == 200
+        head = client.head(path)
+        assert head.status_code == 200 and head.data == b""
+        assert client.post(path).status_code == 405  # anything else goes to Flask
+        assert client.get(path + "?x=1").data == slow.data

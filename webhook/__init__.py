@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from webhook import claims, feed, health, hooks, metrics, public_log
 from webhook.config import Config, load_config
+from webhook.fastpath import FastPath
 from webhook.service import Service
 
 logger = logging.getLogger("opos.service")
@@ -46,6 +47,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.extensions["opos"] = service
     for module in (feed, claims, hooks, health, public_log):
         app.register_blueprint(module.blueprint)
+    app.wsgi_app = FastPath(app.wsgi_app, service.site, SECURITY_HEADERS)  # type: ignore[method-assign]
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:

@@ -19,7 +19,7 @@ def _json(data: bytes, etag: str, cache_control: str) -> Response:
     response = Response(data, mimetype="application/json")
     response.set_etag(etag)
     response.headers["Cache-Control"] = cache_control
-    if request.if_none_match.contains(etag):
+    if request.if_none_match.contains_weak(etag):  # RFC 9110: If-None-Match compares weakly
         response.status_code = 304
         response.set_data(b"")
     return response

@@ -10,7 +10,7 @@ from opos.errors import EnvelopeInvalid
 from opos.feed.documents import Feed, Head, read_own_feed, read_own_head
 from opos.lru import LRU
 
-_Version = tuple[int, int, int]  # inode, size, mtime: every publication renames a new file into place
+Version = tuple[int, int, int]  # inode, size, mtime: every publication renames a new file into place
 
 
 class SiteFiles:
@@ -20,11 +20,11 @@ class SiteFiles:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._files: LRU[str, tuple[_Version, bytes]] = LRU(self.FILES_KEPT)
-        self._documents: dict[str, tuple[_Version, Head | Feed]] = {}
+        self._files: LRU[str, tuple[Version, bytes]] = LRU(self.FILES_KEPT)
+        self._documents: dict[str, tuple[Version, Head | Feed]] = {}
         self._lock = threading.Lock()
 
-    def _version(self, relative: str) -> _Version | None:
+    def _version(self, relative: str) -> Version | None:
         try:
             status = os.stat(self.root / relative)
         except OSError:
@@ -34,7 +34,11 @@ class SiteFiles:
     def read(self, relative: str) -> bytes | None:
         return self._read(relative)[1]
 
-    def _read(self, relative: str) -> tuple[_Version | None, bytes | None]:
+    def versioned(self, relative: str) -> tuple[Version | None, bytes | None]:
+        """The file's contents and the version they were read at (None, None when it is missing)."""
+        return self._read(relative)
+
+    def _read(self, relative: str) -> tuple[Version | None, bytes | None]:
         version = self._version(relative)
         if version is None:
             return None, None
