@@ -20,7 +20,6 @@ from opos.trust.gitrepo import GitLedger, init_repository, write_commit
 
 IDENTITY = "Bench <bench@ooni.example>"
 PRINCIPAL = "bench@ooni.example"
-CAPPED = "claims-cap"  # the instruction the claims benchmark asks for
 
 
 def window_now() -> tuple[str, str]:
@@ -38,9 +37,9 @@ def instruction(number: int, version: int, window: tuple[str, str]) -> bytes:
     ).encode()
 
 
-def capped(cap: int, window: tuple[str, str]) -> bytes:
+def capped(ident: str, cap: int, window: tuple[str, str]) -> bytes:
     return (
-        f"id: {CAPPED}\nkind: run\ntitle: Capped\nreason: Benchmark of claims.\ntest: web_connectivity\n"
+        f"id: {ident}\nkind: run\ntitle: Capped\nreason: Benchmark of claims.\ntest: web_connectivity\n"
         f"inputs:\n  - https://example.org/\ntarget:\n  countries: [IR]\n  networks: [AS1]\n  max_probes: {cap}\n"
         f"window:\n  start: {window[0]}\n  end: {window[1]}\n"
     ).encode()
@@ -89,13 +88,16 @@ def _start(path: Path, extra: dict[str, bytes], when: int) -> BenchLedger:
     return BenchLedger(path, staff, 0, window, head, when)
 
 
-def wide(path: Path, instructions: int, cap: int | None = None) -> BenchLedger:
-    """`instructions` instruction files in one signed commit (plus a capped one when `cap` is given)."""
+def wide(path: Path, instructions: int, capped_id: str | None = None, cap: int = 0) -> BenchLedger:
+    """`instructions` instruction files in one signed commit (plus `capped_id`, capped at `cap`, if given).
+
+    Claims are kept by instruction id, whatever the ledger: a new id per run starts from no claims.
+    """
     when = int(dt.datetime.now(dt.UTC).timestamp()) - 86400
     window = window_now()
     files = {f"ledger/instructions/item-{n:05}.yaml": instruction(n, 0, window) for n in range(instructions)}
-    if cap is not None:
-        files[f"ledger/instructions/{CAPPED}.yaml"] = capped(cap, window)
+    if capped_id is not None:
+        files[f"ledger/instructions/{capped_id}.yaml"] = capped(capped_id, cap, window)
     bench = _start(path, files, when)
     bench.instructions = instructions
     return bench

@@ -172,19 +172,33 @@ def verify_rows(work: Path, sizes: Sizes, times: int, history: ledgers.BenchLedg
     ]  # fmt: skip
 
 
+def first_sync(remote: str, data: Path, feed_key: Path, peaks: list[float]) -> float:
+    _, peak, out = run_child([PYTHON, HERE / "service_child.py", "first-sync", remote, data, feed_key])
+    result = json.loads(out)
+    if result["outcome"] != "published":
+        raise BenchFailed(f"the first sync was {result['outcome']}: {result['detail']}")
+    peaks.append(peak / 2**20)
+    return float(result["seconds"])
+
+
 def history_rows(work: Path, sizes: Sizes, times: int, history: ledgers.BenchLedger, feed_key: Path) -> list[Figure]:
     seconds, peaks = [], []
-    for attempt in range(times):
-        data = work / f"first-sync-{attempt}"
-        _, peak, out = run_child([PYTHON, HERE / "service_child.py", "first-sync", history.path, data, feed_key])
-        result = json.loads(out)
-        if result["outcome"] != "published":
-            raise BenchFailed(f"the first sync was {result['outcome']}: {result['detail']}")
-        seconds.append(result["seconds"])
-        peaks.append(peak / 2**20)
-        if attempt < times - 1:
-            shutil.rmtree(data)
-    setting = f"first sync of a new instance: {sizes.commits:,} commits × {sizes.history_instructions:,} instructions"
+    served = work / "history-daemon"
+    served.mkdir(exist_ok=True)
+    git("clone", "-q", "--bare", history.path, served / "ledger.git")
+    daemon = GitDaemon(served)  # a new instance fetches over the network, from C git, as in production
+    try:
+        for attempt in range(times):
+            data = work / f"first-sync-{attempt}"
+            seconds.append(first_sync(daemon.url("ledger.git"), data, feed_key, peaks))
+            if attempt < times - 1:
+                shutil.rmtree(data)
+    finally:
+        daemon.stop()
+    setting = (
+        f"first sync of a new instance, fetching over `git daemon`: {sizes.commits:,} commits × "
+        f"{sizes.history_instructions:,} instructions"
+    )
     figures = [
         Figure("long history: time", setting, "s", seconds, 5.0),
         Figure("long history: peak memory", setting, "MB", peaks, 300),
@@ -240,7 +254,8 @@ class Running:
     def __init__(self, work: Path, sizes: Sizes, feed_key: Path, claims_database: str | None) -> None:
         root = work / "daemon"
         root.mkdir(parents=True, exist_ok=True)
-        self.bench = ledgers.wide(root / "staff", sizes.service_instructions, cap=sizes.claims // 2)
+        self.capped = f"claims-{os.urandom(6).hex()}"  # claims are kept by instruction id: a new one each run
+        self.bench = ledgers.wide(root / "staff", sizes.service_instructions, self.capped, sizes.claims // 2)
         git("clone", "-q", "--bare", self.bench.path, root / "ledger.git")
         git("-C", self.bench.path, "remote", "add", "origin", str(root / "ledger.git"))
         self.daemon = GitDaemon(root)
@@ -453,7 +468,7 @@ def claim_storm(service: Running, claims: int, clients: int) -> tuple[float, int
         mine = 0
         try:
             for index in range(per_client):
-                body = json.dumps({"instruction": ledgers.CAPPED, "country": "IR", "network": "AS1",
+                body = json.dumps({"instruction": service.capped, "country": "IR", "network": "AS1",
                                    "probe_id": f"bench-{run_id}-{number:03}-{index:06}"})  # fmt: skip
                 connection.request("POST", "/v1/claims", body, {"Content-Type": "application/json"})
                 answer = connection.getresponse()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -11,12 +11,18 @@ V = TypeVar("V")
 
 
 class LRU(Generic[K, V]):
-    """At most `size` entries; reading an entry makes it the most recent."""
+    """At most `size` entries (or, with `weigh`, entries weighing `size` in all); reading one makes it the newest.
 
-    def __init__(self, size: int) -> None:
+    `weigh` is for values of very different sizes (a tree of three entries, a tree of a thousand),
+    so that the bound is on memory rather than on a count. The newest entry is always kept.
+    """
+
+    def __init__(self, size: int, weigh: Callable[[V], int] | None = None) -> None:
         if size < 1:
             raise ValueError("an LRU holds at least one entry")
         self.size = size
+        self._weigh = weigh
+        self._weight = 0
         self._entries: OrderedDict[K, V] = OrderedDict()
 
     def get(self, key: K) -> V | None:
@@ -26,10 +32,20 @@ class LRU(Generic[K, V]):
         return value
 
     def put(self, key: K, value: V) -> None:
+        if self._weigh is None:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._weight -= self._weigh(old)
         self._entries[key] = value
-        self._entries.move_to_end(key)
-        if len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        self._weight += self._weigh(value)
+        while self._weight > self.size and len(self._entries) > 1:
+            _, evicted = self._entries.popitem(last=False)
+            self._weight -= self._weigh(evicted)
 
     def __contains__(self, key: object) -> bool:
         return key in self._entries

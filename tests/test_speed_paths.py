@@ -130,3 +130,30 @@ def test_opos_check_reuses_saved_verdicts_with_the_same_answers(ledger_repo: Led
     assert first.code == second.code == 1
     assert first.out == second.out and "no_such_test" in first.out
     assert list((ledger_repo.path / ".git" / "opos").glob("checked-*.json"))
+
+
+def test_signatures_checked_on_two_threads_give_the_verdicts_of_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from opos.feed import keys as feed_keys
+    from opos.trust import history, sshsig
+    from opos.trust.gitrepo import init_repository, write_commit
+
+    staff, stranger = ed25519.Ed25519PrivateKey.generate(), ed25519.Ed25519PrivateKey.generate()
+    line = f"staff@ooni.example {feed_keys.public_line(staff.public_key()).strip()}\n".encode()
+    with init_repository(tmp_path / "repo") as ledger:
+        head = write_commit(ledger, {"ledger/allowed_signers": line}, "root\n", "S <s@x>", 1_800_000_000,
+                            sign=lambda p: sshsig.sign_ed25519(staff, p))  # fmt: skip
+        root = head
+        for step in range(history.PARALLEL_FROM + 40):
+            signer = stranger if step in (100, 200) else staff
+            files = {f"ledger/instructions/i-{step % 7}.yaml": f"v{step}\n".encode()}
+            sign = None if step == 150 else (lambda p, k=signer: sshsig.sign_ed25519(k, p))
+            head = write_commit(ledger, files, f"step {step}\n", "S <s@x>", 1_800_000_001 + step, (head,), sign)
+        parallel = history.Verifier(ledger, root).verify(head)
+        monkeypatch.setattr(history, "PARALLEL_FROM", 10**9)
+        sequential = history.Verifier(ledger, root).verify(head)
+    assert [(f.commit, f.reason) for f in parallel.failures] == [(f.commit, f.reason) for f in sequential.failures]
+    assert len(parallel.failures) == 3 and not parallel.ok

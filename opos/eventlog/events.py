@@ -29,6 +29,12 @@ class LedgerSource(Protocol):
 
     def instruction_entries(self, commit: CommitInfo) -> Mapping[str, str]: ...
 
+    def changed_instructions(self, commit: CommitInfo, parent: CommitInfo | None) -> set[str]: ...
+
+    def instruction_entry(self, commit: CommitInfo, name: str) -> str | None:
+        """The file's `mode:blob id` at a commit, or None when there is no such entry."""
+        ...
+
     def instruction_blob(self, blob_id: str) -> bytes:
         """A file's contents by blob id; raises BlobTooLarge past the ledger's file limit."""
         ...
@@ -130,11 +136,10 @@ def _instructions(
     if not names:
         return {}, {}
     policy = rules.policy_of(source.policy_file(commit))
-    entries = source.instruction_entries(commit)
     result, problems = {}, {}
     for name in names:
         path = f"{source.ledger_prefix}instructions/{name}"
-        mode, _, blob_id = entries.get(name, "").partition(":")
+        mode, _, blob_id = (source.instruction_entry(commit, name) or "").partition(":")
         if mode not in _FILE_MODES:
             problems[name] = f"{path}: not a file OPOS can read (a link or a folder)"
             continue
@@ -229,9 +234,9 @@ def _instruction_events(
     memo: rules.CheckMemo | None,
 ) -> list[Event]:
     commit = info.id
-    mine = source.instruction_entries(info)
-    theirs = source.instruction_entries(parent_info) if parent_info else {}
-    touched = sorted(n for n in set(mine) | set(theirs) if mine.get(n) != theirs.get(n))
+    touched = sorted(source.changed_instructions(info, parent_info))
+    mine = {name for name in touched if source.instruction_entry(info, name) is not None}
+    theirs = {name for name in touched if parent_info and source.instruction_entry(parent_info, name) is not None}
     after, broken = _instructions(source, info, [n for n in touched if n in mine], memo)
     before = _instructions(source, parent_info, [n for n in touched if n in theirs], memo)[0] if parent_info else {}
     present = [n for n in touched if n in after]

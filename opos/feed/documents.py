@@ -134,9 +134,12 @@ def verify_envelope(data: bytes, trusted: Sequence[ed25519.Ed25519PublicKey]) ->
     keyid = dsse.verify(envelope, [(keys.key_id(k), k) for k in trusted], envelope.payload_type)
     payload = dsse.load_json(envelope.payload, "the signed payload")
     try:
-        error = best_match(resources.validator(kind).iter_errors(payload))
+        valid = resources.is_valid(kind, payload)  # quick; jsonschema only to say what is wrong
+        error = None if valid else best_match(resources.validator(kind).iter_errors(payload))
     except RecursionError:
         raise EnvelopeInvalid(f"the {kind} payload is nested too deeply") from None
+    if not valid and error is None:
+        raise EnvelopeInvalid(f"the {kind} payload breaks its schema")
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(top)"
         raise EnvelopeInvalid(f"the {kind} payload breaks its schema at {where}: {error.message}")

@@ -106,7 +106,7 @@ class GitObjects:
     """
 
     COMMITS_KEPT = 20_000
-    TREES_KEPT = 20_000
+    TREE_ENTRIES_KEPT = 200_000  # parsed trees, counted by their entries (a tree of 1,000 files weighs 1,000)
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         try:
@@ -115,7 +115,7 @@ class GitObjects:
             raise RepositoryError(f"{path} is not a git repository: give the ledger's clone with --repo") from err
         self.path = Path(path)
         self._commits: LRU[CommitHash, CommitInfo] = LRU(self.COMMITS_KEPT)
-        self._trees: LRU[str, dict[bytes, tuple[int, str]]] = LRU(self.TREES_KEPT)
+        self._trees: LRU[str, dict[bytes, tuple[int, str]]] = LRU(self.TREE_ENTRIES_KEPT, len)
         self._pack_files: dict[str, int] = {}  # pack data path -> an open descriptor, to read object headers
 
     def __enter__(self) -> GitObjects:
@@ -260,7 +260,8 @@ class GitLedger:
         self.path = self.objects.path
         self._ledger_trees: LRU[str, str | None] = LRU(100_000)
         self._signer_files: LRU[str, bytes] = LRU(64)
-        self._entries: LRU[str, dict[str, str]] = LRU(4096)  # instructions tree id -> file name -> mode:blob
+        # instructions tree id -> file name -> mode:blob, bounded by entries as the parsed trees are
+        self._entries: LRU[str, dict[str, str]] = LRU(GitObjects.TREE_ENTRIES_KEPT, len)
         self._state: StateDir | None = None
 
     def __enter__(self) -> GitLedger:
@@ -327,6 +328,24 @@ class GitLedger:
             }
             self._entries.put(tree_id, entries)
         return entries
+
+    def instruction_entry(self, commit: CommitInfo, name: str) -> str | None:
+        """One file's `mode:blob id` under instructions/ (in octal, as instruction_entries), or None."""
+        tree_id = self.instructions_tree(commit)
+        found = self.objects.tree(tree_id).get(name.encode()) if tree_id else None
+        return f"{found[0]:o}:{found[1]}" if found else None
+
+    def changed_instructions(self, commit: CommitInfo, parent: CommitInfo | None) -> set[str]:
+        """Names under instructions/ added, removed or changed (contents or mode) from `parent` to `commit`.
+
+        A set difference of the two parsed trees: no per-file work for the files that did not change.
+        """
+        mine_id, theirs_id = self.instructions_tree(commit), self.instructions_tree(parent) if parent else None
+        if mine_id == theirs_id:
+            return set()
+        mine = self.objects.tree(mine_id).items() if mine_id else {}.items()
+        theirs = self.objects.tree(theirs_id).items() if theirs_id else {}.items()
+        return {name.decode("utf-8", "replace") for name, _ in mine ^ theirs}
 
     def instruction_file(self, commit: CommitInfo, name: str) -> bytes | None:
         """One file under instructions/ at a commit, or None."""

@@ -15,6 +15,7 @@ this module does no I/O of its own.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from typing import Protocol
 from opos.errors import SignatureInvalid
 from opos.model import CommitHash, Signer
 from opos.trust import sshsig
+
+PARALLEL_FROM = 256  # new commits from which their signatures are checked on two threads
+_SignatureTask = tuple[CommitHash, bytes, bytes, list[sshsig.AllowedSigner], dt.datetime]
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class Verifier:
         self.trust_root = trust_root
         self.cache: VerifiedCache = cache if cache is not None else MemoryCache()
         self._signers: dict[bytes, list[sshsig.AllowedSigner]] = {}
+        self._checked: dict[CommitHash, Signer | SignatureInvalid] = {}  # signatures checked ahead, this verify
 
     def verify(self, revision: CommitHash) -> Report:
         """Verify every commit between the trust root and `revision` that is not yet cached."""
@@ -111,13 +116,42 @@ class Verifier:
             return Report(revision, [], known)
         failures: list[Failure] = []
         done: dict[CommitHash, Accepted | None] = {}  # None: this commit or an ancestor failed
-        for info in self._new_commits(revision, failures):
+        new = list(self._new_commits(revision, failures))
+        self._checked = self._check_signatures(new) if len(new) >= PARALLEL_FROM else {}
+        for info in new:
             failure, accepted = self._judge(info, done)
             if failure is not None:
                 failures.append(failure)
             done[info.id] = accepted
         self.cache.add(entry for entry in done.values() if entry is not None)
         return Report(revision, failures, done.get(revision) if not failures else None)
+
+    def _check_signatures(self, new: list[CommitInfo]) -> dict[CommitHash, Signer | SignatureInvalid]:
+        """Every signature that judging `new` will look at, checked on two threads ahead of the judging.
+
+        The cryptography releases the GIL while it verifies, so a long history is checked in about
+        half the time; the repository is read here, on this thread only.
+        """
+        tasks: list[_SignatureTask] = []
+        for info in new:
+            if info.signature is None or (not info.parents and info.id != self.trust_root):
+                continue
+            signers_from = info if info.id == self.trust_root else self.source.commit(info.parents[0])
+            if info.id != self.trust_root and self.source.ledger_tree(info) == self.source.ledger_tree(signers_from):
+                continue  # it changes nothing in the ledger: its signature is not looked at
+            moment = dt.datetime.fromtimestamp(info.committed, dt.UTC)
+            tasks.append((info.id, info.signature, info.payload, self._allowed_signers(signers_from), moment))
+
+        def check(
+            task: tuple[CommitHash, bytes, bytes, list[sshsig.AllowedSigner], dt.datetime],
+        ) -> Signer | SignatureInvalid:
+            try:
+                return sshsig.verify(task[1], task[2], task[3], task[4])
+            except SignatureInvalid as err:
+                return err
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            return {task[0]: result for task, result in zip(tasks, pool.map(check, tasks, chunksize=64), strict=True)}
 
     def _lookup(self, commit: CommitHash, done: dict[CommitHash, Accepted | None]) -> Accepted | None:
         return done[commit] if commit in done else self.cache.get(commit)
@@ -193,10 +227,15 @@ class Verifier:
                 "`git rebase -S` for several commits) before it is merged"
             )
             return Failure(info.id, message), None
-        signers = self._allowed_signers(signers_from)
-        moment = dt.datetime.fromtimestamp(info.committed, dt.UTC)
+        checked = self._checked.get(info.id)
         try:
-            verified = sshsig.verify(info.signature, info.payload, signers, moment)
+            if isinstance(checked, SignatureInvalid):
+                raise checked
+            if checked is not None:
+                verified = checked
+            else:
+                moment = dt.datetime.fromtimestamp(info.committed, dt.UTC)
+                verified = sshsig.verify(info.signature, info.payload, self._allowed_signers(signers_from), moment)
         except sshsig.SignerUnknown as err:
             if self._adds_its_own_signer(info):
                 return Failure(info.id, f"unknown key: {err} as of {signers_from.id[:12]}: a new signer must be added "

@@ -25,6 +25,9 @@ class InstructionSource(Protocol):
     def instruction_entries(self, commit: CommitInfo) -> Mapping[str, str]:
         """File name → an id that changes whenever the file's contents or mode change."""
 
+    def changed_instructions(self, commit: CommitInfo, parent: CommitInfo | None) -> set[str]:
+        """The names whose entry differs between the two commits (added, removed or changed)."""
+
 
 def last_revisions(
     source: InstructionSource,
@@ -63,6 +66,11 @@ def last_revisions(
         same_tree = [p for p in parents if source.instructions_tree(p) == mine_tree]
         if same_tree:
             routes[same_tree[0].id] = waiting  # TREESAME for every file: follow the first such parent
+        elif len(parents) == 1:  # most steps: what changed is a set difference, whatever the ledger's size
+            changed = waiting & source.changed_instructions(info, parents[0])
+            result.update(dict.fromkeys(changed, commit_id))
+            if waiting - changed:
+                routes[parents[0].id] = waiting - changed
         else:
             mine = source.instruction_entries(info)
             theirs = [source.instruction_entries(p) for p in parents]
