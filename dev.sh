@@ -2,6 +2,7 @@
 # Set everything up on a fresh clone, then run the main job or the whole test suite.
 #   ./dev.sh demo   a demo ledger with real signed commits: verify it, render and verify its signed feed
 #   ./dev.sh test   lint, type checks and every test (slow ones included)
+#   ./dev.sh bench  the performance figures, each beside its reference: writes docs/performance.md
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -119,8 +120,16 @@ case "${1:-}" in
     ensure_postgres
     .venv/bin/pytest -n 2 "$@"
     ;;
+  bench)
+    shift
+    # wrk drives the polling figures and nginx is their reference; PostgreSQL's claims row needs a server
+    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx-light
+    command -v wrk >/dev/null || apt_install wrk
+    ensure_postgres
+    .venv/bin/python bench/run.py "$@"
+    ;;
   *)
-    echo "usage: ./dev.sh demo | ./dev.sh test [pytest arguments]" >&2
+    echo "usage: ./dev.sh demo | ./dev.sh test [pytest arguments] | ./dev.sh bench [--quick]" >&2
     exit 2
     ;;
 esac

@@ -57,6 +57,7 @@ PYTHON = sys.executable
 OPOS = [PYTHON, "-m", "opos"]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 SECRET = "bench-secret"
+DOC = ROOT / "docs" / "performance.md"
 
 
 @dataclass(frozen=True)
@@ -533,10 +534,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small ledgers: check that the benchmark works")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each figure (default: 3)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
+    parser.add_argument("--out", type=Path, help="where to write (default: docs/performance.md; with --quick, a "
+                        "temporary file, so that a quick run never replaces the real figures)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
+    if args.out is None:
+        args.out = Path(tempfile.gettempdir()) / "opos-performance-quick.md" if args.quick else DOC
     work = Path(tempfile.mkdtemp(prefix="opos-bench-"))
     started = time.monotonic()
     figures: list[Figure] = []

@@ -95,32 +95,46 @@ def test_saved_verdicts_give_the_same_feed_and_damage_is_ignored(
 ) -> None:
     repo, key, state = rendered_twice
     outputs = []
-    for attempt, damage in enumerate([None, None, b"{not json", b'{"policies": [[1]], "verdicts": [[0]]}']):
-        saved = list(state.glob("checked-*.json"))
+    for attempt, damage in enumerate([None, None, b"{not json\n", b'[[1], "x"]\n[0]\n']):
+        saved = list(state.glob("checked-*.jsonl"))
         if damage is not None:
-            saved[0].write_bytes(damage)
+            saved[0].write_bytes(damage + saved[0].read_bytes()[:40])  # and a line cut short
         out = tmp_path / f"site-{attempt}"
         result = opos("render", "--repo", repo, "--key", key, "--out", out)
         assert result.code == 0, result.err
         assert "Traceback" not in result.err
         outputs.append(next((out / "v1" / "feed").glob("*.json")).read_bytes())
     assert len(set(outputs)) == 1
-    saved = json.loads(next(state.glob("checked-*.json")).read_bytes())
-    assert len(saved["verdicts"]) == 2  # written again whole after the damage
+    lines = next(state.glob("checked-*.jsonl")).read_bytes().splitlines()
+    assert len([json.loads(line) for line in lines[-2:]]) == 2  # judged again after the damage, and appended
 
 
 def test_verdicts_of_other_rules_are_never_read(tmp_path: Path) -> None:
     state = StateDir(tmp_path / "opos")
     memo = rules.new_check_memo()
     rules.check_known(memo, Policy(), "ledger/instructions/a.yaml", "a" * 40, lambda: instruction("aaa").encode())
-    (tmp_path / "opos" / "checked-0000000000000000.json").write_text('{"policies": [], "verdicts": []}')
-    checkedfile.save(state, memo)
-    assert [p.name for p in (tmp_path / "opos").glob("checked-*.json")] == [
-        f"checked-{resources.rules_fingerprint()}.json"
-    ]
+    (tmp_path / "opos" / "checked-0000000000000000.jsonl").write_text("[]\n")
+    checkedfile.SavedVerdicts(state).save(memo)
+    assert [p.name for p in (tmp_path / "opos").glob("checked-*")] == [f"checked-{resources.rules_fingerprint()}.jsonl"]
     loaded = rules.new_check_memo()
-    checkedfile.load(state, loaded)
+    checkedfile.SavedVerdicts(state).load(loaded)
     assert list(loaded.items()) == list(memo.items())
+
+
+def test_the_journal_appends_only_new_verdicts_and_compacts_when_it_grows(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "opos")
+    memo = rules.new_check_memo()
+    memo.size = 3  # compacted past twice this
+    saved = checkedfile.SavedVerdicts(state)
+    for number in range(10):
+        rules.check_known(memo, Policy(), f"i/{number}.yaml", f"{number:040}", lambda: instruction("abc").encode())
+        saved.save(memo)
+        saved.save(memo)  # nothing new: nothing written
+        lines = saved.path.read_bytes().splitlines()
+        assert len(lines) <= 2 * memo.size
+    again = rules.new_check_memo()
+    checkedfile.SavedVerdicts(state).load(again)
+    assert [key for key, _ in again.items()][-3:] == [key for key, _ in memo.items()]
 
 
 def test_opos_check_reuses_saved_verdicts_with_the_same_answers(ledger_repo: LedgerRepo) -> None:
@@ -129,7 +143,7 @@ def test_opos_check_reuses_saved_verdicts_with_the_same_answers(ledger_repo: Led
     second = opos("check", "--repo", ledger_repo.path)
     assert first.code == second.code == 1
     assert first.out == second.out and "no_such_test" in first.out
-    assert list((ledger_repo.path / ".git" / "opos").glob("checked-*.json"))
+    assert list((ledger_repo.path / ".git" / "opos").glob("checked-*.jsonl"))
 
 
 def test_signatures_checked_on_two_threads_give_the_verdicts_of_one(

@@ -107,12 +107,12 @@ def collect_problems(repo: Path, ledger_dir: str) -> tuple[list[Problem], dict[s
         hint = "" if ledger_dir != "ledger" else " (use --ledger-dir, or `opos init` to start a ledger)"
         raise UsageError(f"there is no ledger directory {folder}{hint}")
     memo = rules.new_check_memo()
-    state = StateDir(repo / ".git" / "opos") if (repo / ".git").is_dir() else None
-    if state is not None:
-        checkedfile.load(state, memo)
+    saved = checkedfile.SavedVerdicts(StateDir(repo / ".git" / "opos")) if (repo / ".git").is_dir() else None
+    if saved is not None:
+        saved.load(memo)
     result = rules.check_ledger(read_ledger_dir(folder, shown), memo)
-    if state is not None:
-        checkedfile.save(state, memo)
+    if saved is not None:
+        saved.save(memo)
     signers_path = folder / "allowed_signers"
     if signers_path.is_symlink():
         pass  # reported with every other link; never followed

@@ -163,7 +163,10 @@ class _Entry:
 
     key: tuple[str, int]  # (time, order): the sort key and what a cursor names
     event: ev.Event
-    moment: dt.datetime
+
+    @functools.cached_property
+    def moment(self) -> dt.datetime:
+        return parse_time(self.event.time)
 
     @functools.cached_property
     def versions(self) -> tuple[_Version, ...]:
@@ -200,7 +203,7 @@ def _timeline(stored: list[ev.Event]) -> _Timeline:
     if cached is not None and cached.stored is stored:
         return cached
     expired = ev.expired_events(stored, dt.datetime.max.replace(tzinfo=dt.UTC))
-    entries = [_Entry((e.time, i), e, parse_time(e.time)) for i, e in enumerate([*stored, *expired])]
+    entries = [_Entry((e.time, i), e) for i, e in enumerate([*stored, *expired])]
     entries.sort(key=lambda entry: entry.key, reverse=True)
     timeline = _Timeline(stored, entries)
     _timelines.clear()  # one history at a time: the newest list replaces the last

@@ -4,7 +4,7 @@
     verified-<scope>.tsv         accepted commits (history.Accepted), appended as they are verified
     revisions-<scope>.json       the last rendered commit's answer to "which commit last changed each file"
     log-<scope>.sqlite3          the event log's index
-    checked-<rules>.json         verdicts on instruction files by blob id, for one version of the rules
+    checked-<rules>.jsonl        verdicts on instruction files by blob id, for one version of the rules
 
 A scope names the trust root and the ledger directory that the verdicts hold for, so one clone
 can serve several ledgers or trust roots without mixing them up.
@@ -41,7 +41,7 @@ class StateDir:
         return self.path / f"revisions-{scope}.json"
 
     def checked_file(self, rules_fingerprint: str) -> Path:
-        return self.path / f"checked-{rules_fingerprint}.json"
+        return self.path / f"checked-{rules_fingerprint}.jsonl"
 
     def log_index_file(self, scope: str) -> Path:
         return self.path / f"log-{scope}.sqlite3"

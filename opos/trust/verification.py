@@ -22,6 +22,7 @@ class Verification:
     trust_root: CommitHash
     scope: str  # names the trust root and ledger directory in the state directory's file names
     checked: rules.CheckMemo = field(default_factory=rules.new_check_memo)
+    saved: checkedfile.SavedVerdicts | None = None  # the journal `checked` was loaded from, if any
 
     @classmethod
     def open(
@@ -38,15 +39,19 @@ class Verification:
             root = ledger.default_trust_root(revision)
         scope = scope_of(root, ledger.ledger_prefix)
         cache = FileCache(ledger.state.verdicts_file(scope))
+        saved = None
         memo = checked
         if memo is None:  # a new process: start from the verdicts the last one saved
             memo = rules.new_check_memo()
-            checkedfile.load(ledger.state, memo)
-        return cls(ledger, Verifier(ledger, root, cache), root, scope, memo)
+            saved = checkedfile.SavedVerdicts(ledger.state)
+            saved.load(memo)
+        return cls(ledger, Verifier(ledger, root, cache), root, scope, memo, saved)
 
     def save_checked(self) -> None:
         """Keep the verdicts on instruction files for the next process (see checkedfile)."""
-        checkedfile.save(self.ledger.state, self.checked)
+        if self.saved is None:
+            self.saved = checkedfile.SavedVerdicts(self.ledger.state)
+        self.saved.save(self.checked)
 
     def accepted(self, commit: CommitHash) -> bool:
         return self.verifier.cache.get(commit) is not None
