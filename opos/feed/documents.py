@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from jsonschema.exceptions import best_match
 from opos.errors import EnvelopeInvalid
 from opos.feed import dsse, keys
 from opos.instructions import resources
+from opos.lru import LRU
 from opos.model import FEED_PAYLOAD_TYPE, HEAD_PAYLOAD_TYPE, CommitHash, Instruction, format_time, parse_time
 
 Kind = Literal["feed", "head"]
@@ -120,11 +122,26 @@ class VerifiedDocument:
     payload: bytes  # the signed payload, byte for byte
 
 
+_verified: LRU[tuple[bytes, tuple[str, ...]], VerifiedDocument] = LRU(4)
+
+
 def verify_envelope(data: bytes, trusted: Sequence[ed25519.Ed25519PublicKey]) -> VerifiedDocument:
     """Check a feed or head envelope: signature by a trusted key, payload type, schema.
 
-    Raises EnvelopeInvalid or SignatureInvalid, each saying why.
+    Raises EnvelopeInvalid or SignatureInvalid, each saying why. The same bytes checked against
+    the same keys give the same answer, so a probe that keeps polling (`--watch`) checks its
+    cached feed once, not at every poll: the last few answers are kept by the bytes' digest.
     """
+    remembered = (hashlib.sha256(data).digest(), tuple(keys.key_id(k) for k in trusted))
+    known = _verified.get(remembered)
+    if known is not None:
+        return known
+    verified = _verify_envelope(data, trusted)
+    _verified.put(remembered, verified)
+    return verified
+
+
+def _verify_envelope(data: bytes, trusted: Sequence[ed25519.Ed25519PublicKey]) -> VerifiedDocument:
     envelope = dsse.parse(data)
     kinds: dict[str, Kind] = {v: k for k, v in PAYLOAD_TYPES.items()}
     kind = kinds.get(envelope.payload_type)
