@@ -142,6 +142,15 @@ class Target:
             return f"the instruction targets the platforms {', '.join(self.platforms)}, not {platform or 'unknown'}"
         return None
 
+    def takes(self, country: str | None, network: str | None) -> bool:
+        """Whether `excludes` would say nothing, for a country and network already normalised (IR, AS1234).
+
+        Without the reasons, for the log's filters, which ask it of every event of a history.
+        """
+        if country is not None and self.countries != ("*",) and country not in self.countries:
+            return False
+        return network is None or not self.networks or network in self.networks
+
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> Target:
         """The inverse of to_json, for documents OPOS wrote or has verified against their schema."""

@@ -179,11 +179,11 @@ class Follower:
 
     Every worker runs a follower thread; the one that holds the lock on data_dir/sync.lock is the
     leader and does every sync, so its caches (parsed instructions, revisions) stay warm. Other
-    workers only record requests, which the leader picks up within 50 ms. When the leader's
+    workers only record requests, which the leader picks up within 10 ms. When the leader's
     process exits, the lock is released and another worker takes over within a second.
     """
 
-    LEADER_CHECK = 0.05
+    LEADER_CHECK = 0.01  # how soon the leader sees a request another worker recorded (two small reads)
     FOLLOWER_CHECK = 1.0
     BURST = 5  # syncs allowed back to back before the floor applies (a few pushes in a row stay fast)
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from opos.errors import RepositoryError
 from opos.eventlog import events as ev
 from opos.lru import LRU
-from opos.model import CommitHash, Target, parse_time
+from opos.model import CommitHash, Target, normalise_network, parse_time
 from opos.trust.verification import Verification
 
 SCHEMA = """
@@ -214,7 +214,8 @@ def _timeline(stored: list[ev.Event]) -> _Timeline:
 _timelines: dict[int, _Timeline] = {}
 
 
-def _matches(entry: _Entry, query: LogQuery) -> bool:
+def _matches(entry: _Entry, query: LogQuery, country: str | None, network: str | None) -> bool:
+    """Whether the entry is on the query's page; `country` and `network` are the query's, normalised."""
     event = entry.event
     if not event.about_instruction:  # who may sign, and the limits: shown unless the query is about instructions
         if query.instruction or query.test or query.country or query.network:
@@ -226,9 +227,7 @@ def _matches(entry: _Entry, query: LogQuery) -> bool:
         return False
     if query.test and not any(v.test == query.test for v in entry.versions):
         return False
-    if (query.country or query.network) and all(
-        v.target.excludes(query.country, query.network) for v in entry.versions
-    ):
+    if (query.country or query.network) and not any(v.target.takes(country, network) for v in entry.versions):
         return False
     if query.period == "time":
         return (query.since is None or entry.moment >= query.since) and (
@@ -249,6 +248,8 @@ def select(stored: list[ev.Event], now: dt.datetime, query: LogQuery) -> tuple[l
     commit), and a page stops being searched once it is full.
     """
     after = decode_cursor(query.cursor) if query.cursor else None
+    country = query.country.upper() if query.country else None
+    network = normalise_network(query.network) if query.network else None
     page: list[_Entry] = []
     more = False
     for entry in _timeline(stored).entries:
@@ -256,7 +257,7 @@ def select(stored: list[ev.Event], now: dt.datetime, query: LogQuery) -> tuple[l
             continue
         if entry.event.action == "expired" and entry.moment > now:
             continue  # its window has not ended yet
-        if _matches(entry, query):
+        if _matches(entry, query, country, network):
             if len(page) == query.limit:
                 more = True
                 break
