@@ -47,6 +47,10 @@ class LRU(Generic[K, V]):
             _, evicted = self._entries.popitem(last=False)
             self._weight -= self._weigh(evicted)
 
+    def clear(self) -> None:
+        self._entries.clear()
+        self._weight = 0
+
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 

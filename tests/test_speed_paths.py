@@ -171,3 +171,28 @@ def test_signatures_checked_on_two_threads_give_the_verdicts_of_one(
         sequential = history.Verifier(ledger, root).verify(head)
     assert [(f.commit, f.reason) for f in parallel.failures] == [(f.commit, f.reason) for f in sequential.failures]
     assert len(parallel.failures) == 3 and not parallel.ok
+
+
+def test_claim_counts_are_backfilled_for_existing_claims_and_follow_revocations(tmp_path: Path) -> None:
+    import sqlite3
+
+    from webhook.claims_store import MIGRATIONS, SqliteStore
+
+    path = tmp_path / "claims.sqlite3"
+    with sqlite3.connect(path) as old:  # a store made before the counts existed, holding two claims
+        old.execute("CREATE TABLE opos_schema_version (version INTEGER NOT NULL)")
+        for number, statement in enumerate(MIGRATIONS[:5], start=1):
+            old.execute(statement)
+            old.execute("INSERT INTO opos_schema_version VALUES (?)", (number,))
+        for probe in ("probe-one-000000", "probe-two-000000"):
+            old.execute("INSERT INTO opos_claims (instruction, probe_id, scope) VALUES ('capped', ?, 'IR')", (probe,))
+    store = SqliteStore(path)
+    try:
+        assert not store.claim("capped", "IR", "probe-three-0000", 2).granted  # the two old claims count
+        assert store.claim("capped", "IR", "probe-one-000000", 2).granted  # asking again: the same slot
+        assert store.revoke("capped", "probe-two-000000") == 1
+        third = store.claim("capped", "IR", "probe-three-0000", 2)
+        assert third.granted and third.used == 2
+        assert not store.claim("capped", "IR", "probe-four-00000", 2).granted
+    finally:
+        store.close()

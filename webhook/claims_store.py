@@ -82,36 +82,58 @@ MIGRATIONS = [
         hits INTEGER NOT NULL,
         PRIMARY KEY (key, window_start)
     )""",
+    # the slots used per (instruction, scope), kept with each claim: a claim reads one row, not a count
+    """CREATE TABLE opos_claim_counts (
+        instruction TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        used INTEGER NOT NULL,
+        PRIMARY KEY (instruction, scope)
+    )""",
+    """INSERT INTO opos_claim_counts (instruction, scope, used)
+        SELECT instruction, scope, count(*) FROM opos_claims GROUP BY instruction, scope""",
 ]
 
 Run = Callable[[str, tuple[Any, ...]], Any]
 
 
+_USED = "SELECT used FROM opos_claim_counts WHERE instruction = ? AND scope = ?"
+
+
 def _claim(
     run: Run, instruction: str, scope: str, probe_id: str, limit: int, address: str, per_address: int
 ) -> ClaimResult:
-    """The claim itself, inside a transaction that the caller has serialised for this instruction."""
-    held = run(
-        "SELECT scope FROM opos_claims WHERE instruction = ? AND probe_id = ?", (instruction, probe_id)
-    ).fetchone()
-    if held is not None:
-        scope = held[0]  # asking again, perhaps from another network: the slot it holds, not a new one
-    used = int(
-        run("SELECT count(*) FROM opos_claims WHERE instruction = ? AND scope = ?", (instruction, scope)).fetchone()[0]
+    """The claim itself, inside a transaction that the caller has serialised for this instruction.
+
+    Every question is asked before any answer is read, so that PostgreSQL's pipeline mode sends
+    them in one round trip.
+    """
+    holding = run("SELECT scope FROM opos_claims WHERE instruction = ? AND probe_id = ?", (instruction, probe_id))
+    counted = run(_USED, (instruction, scope))
+    by_address = (
+        run("SELECT count(*) FROM opos_claims WHERE instruction = ? AND address = ?", (instruction, address))
+        if per_address > 0 and address
+        else None
     )
+    held, row = holding.fetchone(), counted.fetchone()
+    mine = int(by_address.fetchone()[0]) if by_address is not None else 0
+    if held is not None and held[0] != scope:  # asking again, perhaps from another network: the slot it holds
+        scope = held[0]
+        row = run(_USED, (instruction, scope)).fetchone()
+    used = int(row[0]) if row else 0
     if held is not None:
         return ClaimResult(True, used)
     if used >= limit:
         return ClaimResult(False, used, "cap")
-    if per_address > 0 and address:
-        mine = run(
-            "SELECT count(*) FROM opos_claims WHERE instruction = ? AND address = ?", (instruction, address)
-        ).fetchone()[0]
-        if int(mine) >= per_address:
-            return ClaimResult(False, used, "address")
+    if per_address > 0 and address and mine >= per_address:
+        return ClaimResult(False, used, "address")
     run(
         "INSERT INTO opos_claims (instruction, probe_id, scope, address) VALUES (?, ?, ?, ?)",
         (instruction, probe_id, scope, address),
+    )
+    run(
+        "INSERT INTO opos_claim_counts (instruction, scope, used) VALUES (?, ?, 1) "
+        "ON CONFLICT (instruction, scope) DO UPDATE SET used = opos_claim_counts.used + 1",
+        (instruction, scope),
     )
     return ClaimResult(True, used + 1)
 
@@ -143,7 +165,14 @@ def _revoke(run: Run, instruction: str, probe_id: str | None, address: str | Non
         query, params = query + " AND probe_id = ?", [*params, probe_id]
     if address is not None:
         query, params = query + " AND address = ?", [*params, address]
-    return int(run(query, tuple(params)).rowcount)
+    removed = len(run(query + " RETURNING probe_id", tuple(params)).fetchall())  # rowcount waits for a sync
+    run("DELETE FROM opos_claim_counts WHERE instruction = ?", (instruction,))  # counted afresh: revoking is rare
+    run(
+        "INSERT INTO opos_claim_counts (instruction, scope, used) "
+        "SELECT instruction, scope, count(*) FROM opos_claims WHERE instruction = ? GROUP BY instruction, scope",
+        (instruction,),
+    )
+    return removed
 
 
 class _Store:
@@ -264,7 +293,7 @@ class PostgresStore(_Store):
         with self.lock:
             try:
                 connection = self._connect()
-                with connection.transaction():
+                with connection.pipeline(), connection.transaction():  # statements go out together
                     if lock is not None:
                         connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (lock,))
                     return work(lambda sql, params: connection.execute(sql.replace("?", "%s"), params))

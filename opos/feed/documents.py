@@ -141,6 +141,11 @@ def verify_envelope(data: bytes, trusted: Sequence[ed25519.Ed25519PublicKey]) ->
     return verified
 
 
+def forget_verified() -> None:
+    """Forget the remembered verifications: the next check of any envelope is made in full."""
+    _verified.clear()
+
+
 def _verify_envelope(data: bytes, trusted: Sequence[ed25519.Ed25519PublicKey]) -> VerifiedDocument:
     envelope = dsse.parse(data)
     kinds: dict[str, Kind] = {v: k for k, v in PAYLOAD_TYPES.items()}
