@@ -196,3 +196,29 @@ def test_claim_counts_are_backfilled_for_existing_claims_and_follow_revocations(
         assert not store.claim("capped", "IR", "probe-four-00000", 2).granted
     finally:
         store.close()
+
+
+def test_a_timeline_extended_commit_by_commit_is_the_timeline_built_whole() -> None:
+    from opos.eventlog import logindex
+    from opos.eventlog.events import Event
+
+    rng = random.Random(7)
+    events: list[Event] = []
+    for step in range(300):
+        ident = f"item-{rng.randrange(12):02}"
+        end = f"2026-12-{rng.randrange(1, 29):02}T00:00:00Z"
+        after = {"id": ident, "test": "web_connectivity", "window": {"start": "2026-11-01T00:00:00Z", "end": end},
+                 "target": {"countries": ["IR"], "networks": [], "platforms": [], "max_probes": None,
+                            "max_probes_per": "target", "sample": None}}  # fmt: skip
+        action = rng.choice(["added", "changed", "removed"])
+        time = f"2026-{11 + step // 200:02}-{1 + step % 28:02}T{step % 24:02}:00:00Z"
+        events.append(Event(action, ident, f"{step:040}", step, time, None, None, "", f"{step:040}",
+                            None if action == "removed" else after, after if action != "added" else None))  # fmt: skip
+    logindex._timelines.clear()
+    for size in range(0, len(events) + 1, 17):
+        grown = logindex._timeline(events[:size])
+    grown = logindex._timeline(list(events))
+    logindex._timelines.clear()
+    whole = logindex._timeline(list(events))
+    assert [(e.key, e.event) for e in grown.entries] == [(e.key, e.event) for e in whole.entries]
+    assert any(e.event.action == "expired" for e in whole.entries)

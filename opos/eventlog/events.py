@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from opos.instructions import rules
-from opos.model import CommitHash, format_time, parse_time
+from opos.model import CommitHash, format_time
 from opos.trust import sshsig
 from opos.trust.history import CommitInfo
 from opos.trust.revisions import last_revisions
@@ -283,8 +283,13 @@ def _remover(source: LedgerSource, merge: CommitInfo, name: str) -> str:
     return merge.id
 
 
-def expired_events(events: Iterable[Event], now: dt.datetime) -> list[Event]:
-    """An `expired` event at the end of every window that ended while its version was current."""
+def expirations(events: Iterable[Event]) -> list[tuple[Event, Event]]:
+    """Every `expired` event there can be, with the event of the version that expires.
+
+    One at the end of every window that ends while its version is current (not replaced before);
+    it has happened once that end is past. The answer for one instruction depends on its own events
+    only, so a caller may work it out instruction by instruction.
+    """
     versions = sorted(
         (e for e in events if e.action not in ("expired", "invalid") and e.about_instruction), key=lambda e: e.time
     )
@@ -298,11 +303,17 @@ def expired_events(events: Iterable[Event], now: dt.datetime) -> list[Event]:
     for index, event in enumerate(versions):
         if event.after is None:
             continue
-        end = parse_time(event.after["window"]["end"])
-        if end > now or (index in superseded and parse_time(superseded[index]) <= end):
+        end = str(event.after["window"]["end"])  # canonical times compare as strings
+        if index in superseded and superseded[index] <= end:
             continue
-        result.append(replace(event, action="expired", time=format_time(end), after=None, before=event.after))
+        result.append((event, replace(event, action="expired", time=end, after=None, before=event.after)))
     return result
+
+
+def expired_events(events: Iterable[Event], now: dt.datetime) -> list[Event]:
+    """The `expired` events that have happened by `now`."""
+    moment = format_time(now)
+    return [expired for _, expired in expirations(events) if expired.time <= moment]
 
 
 def field_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> list[tuple[str, Any, Any]]:

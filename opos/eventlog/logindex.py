@@ -179,11 +179,13 @@ class _Timeline:
     """Every stored event and every `expired` event there can be, newest first.
 
     An `expired` event exists once its window's end has passed, so the timeline holds them all
-    and a query skips those still in its future.
+    and a query skips those still in its future. Keys are canonical whether a timeline was built
+    whole or extended: stored event i is (time, 2i), the expiry of its version (time, 2i + 1).
     """
 
     stored: list[ev.Event]  # kept so that the list's id, the cache key, cannot be reused
     entries: list[_Entry]
+    by_instruction: dict[str, list[int]]  # instruction -> the indexes of its stored events
 
 
 def _versions(event: ev.Event) -> tuple[_Version, ...]:
@@ -199,19 +201,41 @@ def _versions(event: ev.Event) -> tuple[_Version, ...]:
 
 
 def _timeline(stored: list[ev.Event]) -> _Timeline:
-    cached = _timelines.get(id(stored))
+    """The timeline of `stored`: the cached one, or the last one extended by the events added since."""
+    cached = _timelines.get("last")
     if cached is not None and cached.stored is stored:
         return cached
-    expired = ev.expired_events(stored, dt.datetime.max.replace(tzinfo=dt.UTC))
-    entries = [_Entry((e.time, i), e) for i, e in enumerate([*stored, *expired])]
-    entries.sort(key=lambda entry: entry.key, reverse=True)
-    timeline = _Timeline(stored, entries)
-    _timelines.clear()  # one history at a time: the newest list replaces the last
-    _timelines[id(stored)] = timeline
+    if (
+        cached is not None
+        and 0 < len(cached.stored) <= len(stored)
+        and stored[len(cached.stored) - 1] is cached.stored[-1]
+    ):
+        timeline = _extended(cached, stored)
+    else:
+        timeline = _extended(_Timeline([], [], {}), stored)
+    _timelines["last"] = timeline  # one history at a time: the newest list replaces the last
     return timeline
 
 
-_timelines: dict[int, _Timeline] = {}
+def _extended(timeline: _Timeline, stored: list[ev.Event]) -> _Timeline:
+    """`timeline` with the events of `stored` past its own (the expiries of the instructions they touch redone)."""
+    known = len(timeline.stored)
+    by_instruction = {name: list(indexes) for name, indexes in timeline.by_instruction.items()}
+    touched: set[str] = set()
+    for index in range(known, len(stored)):
+        event = stored[index]
+        by_instruction.setdefault(event.instruction, []).append(index)
+        touched.add(event.instruction)
+    position = {id(stored[i]): i for name in touched for i in by_instruction[name]}
+    kept = [e for e in timeline.entries if not (e.key[1] % 2 and e.event.instruction in touched)]
+    added = [_Entry((stored[i].time, 2 * i), stored[i]) for i in range(known, len(stored))]
+    for source, expired in ev.expirations(stored[i] for name in touched for i in by_instruction[name]):
+        added.append(_Entry((expired.time, 2 * position[id(source)] + 1), expired))
+    entries = sorted([*kept, *added], key=lambda entry: entry.key, reverse=True)
+    return _Timeline(stored, entries, by_instruction)
+
+
+_timelines: dict[str, _Timeline] = {}
 
 
 def _matches(entry: _Entry, query: LogQuery, country: str | None, network: str | None) -> bool:
