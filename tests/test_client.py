@@ -447,3 +447,12 @@ def test_upcoming_instructions_are_listed(
     soon = {"instruction": "soon-one", "kind": "run", "test": "web_connectivity", "starts": format_time(later)}
     assert soon in plan["upcoming"] and "soon-one" not in [run["instruction"] for run in plan["runs"]]
     assert [u["starts"] for u in plan["upcoming"]] == sorted(u["starts"] for u in plan["upcoming"])  # soonest first
+
+
+def test_a_probe_skips_and_says_what_it_cannot_follow(sites: Sites, servers: list[Server], tmp_path: Path) -> None:
+    """A probe without the telegram test: the schedule for it is skipped with why; the rest is followed."""
+    mirror = serve(servers, sites.b)
+    plan = check_plan(poll_json(config(sites, tmp_path, mirror.url, tests=frozenset({"web_connectivity"}))))
+    assert [r["instruction"] for r in plan["runs"]] == ["ir-run"]
+    assert plan["skipped"] == [{"instruction": "ir-telegram", "reason": "this probe does not have the test 'telegram'"}]
+    assert {"test": "telegram", "every": 3600, "instruction": None} in plan["schedule"]

@@ -222,3 +222,16 @@ def test_a_timeline_extended_commit_by_commit_is_the_timeline_built_whole() -> N
     whole = logindex._timeline(list(events))
     assert [(e.key, e.event) for e in grown.entries] == [(e.key, e.event) for e in whole.entries]
     assert any(e.event.action == "expired" for e in whole.entries)
+
+
+def test_the_fast_reader_check_never_accepts_what_the_reader_schema_refuses() -> None:
+    entry = {**VALID, "every": None, "target": {**VALID["target"], "countries": ["IR"], "networks": ["AS1234"]},
+             "revision": "1" * 40, "signer": None}  # fmt: skip
+    feed = {"type": "opos.feed/v1", "commit": "1" * 40, "sequence": 3, "committed": "2026-12-01T00:00:00Z",
+            "instructions": [entry]}  # fmt: skip
+    assert resources.is_readable("feed", {**feed, "later": 1}) and not resources.is_valid("feed", {**feed, "later": 1})
+    rng = random.Random(12)
+    for _ in range(2000):
+        value = _mutations(feed, rng)
+        slow = not any(resources.reader_validator("feed").iter_errors(value))
+        assert resources.is_readable("feed", value) <= slow, value

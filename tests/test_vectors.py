@@ -14,6 +14,7 @@ from opos.client.verify import Pin, Rejected, check_feed, check_head
 from opos.errors import UntrustedDataError
 from opos.feed import plan, targeting
 from opos.feed.keys import load_public
+from opos.instructions import resources
 from opos.model import parse_time
 
 HERE = Path(__file__).parent / "vectors"
@@ -30,7 +31,7 @@ def test_the_envelopes_are_reproducible(tmp_path: Path) -> None:
 
     subprocess.run([sys.executable, str(HERE / "make_vectors.py"), str(tmp_path)], check=True)
     made = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    assert made == {name: (HERE / name).read_bytes() for name in made} and len(made) == 7
+    assert made == {name: (HERE / name).read_bytes() for name in made} and len(made) == 9
 
 
 @pytest.mark.parametrize("case", VECTORS["cases"], ids=lambda c: f"{c['head']}+{c['feed']}+{c['pin']}")
@@ -65,3 +66,14 @@ def test_the_plan() -> None:
     assert [e.to_json() for e in plan.schedule(applicable, VECTORS["defaults"])] == VECTORS["plan"]["schedule"]
     for run in plan.pending_runs(applicable, {}):
         assert 0 <= plan.jitter(run, NOW, 900, random.Random(1)) <= 900
+
+
+def test_a_feed_from_a_later_version_is_followed_as_far_as_this_probe_can() -> None:
+    """Unknown fields are ignored; an unknown kind or a test the probe lacks is skipped and said."""
+    head = check_head((HERE / "head-future.json").read_bytes(), KEYS, NOW, SKEW, None)
+    feed = check_feed((HERE / "feed-future.json").read_bytes(), head, KEYS)
+    applicable = plan.applicable(feed, plan.Probe(**VECTORS["probe"]), NOW)
+    usable, skipped = plan.followable(applicable, resources.nettests())
+    expected = VECTORS["plan_future"]
+    assert [e.id for e in plan.pending_runs(usable, {})] == expected["runs"]
+    assert [item.to_json() for item in skipped] == expected["skipped"]

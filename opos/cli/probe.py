@@ -156,6 +156,9 @@ def describe(result: plan.Plan) -> str:
     if result.upcoming:
         lines.append("upcoming:")
         lines.extend(f"  {u.instruction}: {u.kind} {u.test} from {format_time(u.starts)}" for u in result.upcoming)
+    if result.skipped:
+        lines.append("skipped (this probe cannot follow them):")
+        lines.extend(f"  {item.instruction}: {item.reason}" for item in result.skipped)
     if result.rejected:
         lines.append("rejected:")
         lines.extend(f"  {item.mirror}: {item.reason}" for item in result.rejected)

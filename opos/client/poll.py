@@ -19,6 +19,7 @@ from opos.client.verify import Pin, Rejected, SplitView, check_feed, check_head,
 from opos.errors import UntrustedDataError
 from opos.feed import plan
 from opos.feed.documents import Feed, FeedEntry, Head
+from opos.instructions import resources
 from opos.model import parse_time
 
 
@@ -37,6 +38,7 @@ class ClientConfig:
     clock_skew: dt.timedelta = dt.timedelta(minutes=5)
     max_delay: int = 900  # the largest start delay of a run, in seconds (never past the window)
     claim_retry: dt.timedelta = dt.timedelta(hours=1)  # ask again this long after a refusal
+    tests: frozenset[str] | None = None  # the tests this probe has (default: every test this version knows)
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,8 @@ def _plan(
     now: dt.datetime,
     rng: random.Random,
 ) -> plan.Plan:
-    entries = plan.applicable(accepted.feed, probe, now) if accepted else []
+    applicable = plan.applicable(accepted.feed, probe, now) if accepted else []
+    entries, skipped = plan.followable(applicable, config.tests or frozenset(resources.nettests()))
     runs = []
     reported: dict[str, str] = {}
     ran = state.ran()
@@ -176,6 +179,7 @@ def _plan(
         rejected=tuple(rejected),
         upcoming=plan.upcoming(accepted.feed, probe, now) if accepted else (),
         reported=already,
+        skipped=skipped,
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -127,6 +127,17 @@ class Upcoming:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """An applicable instruction this probe cannot follow: a kind or a test it does not know, and why."""
+
+    instruction: str
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"instruction": self.instruction, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class Plan:
     time: dt.datetime
     probe_id: str
@@ -138,6 +149,7 @@ class Plan:
     rejected: tuple[RejectedSource, ...]
     upcoming: tuple[Upcoming, ...] = ()
     reported: tuple[str, ...] = ()  # applicable run instructions already run at their revision
+    skipped: tuple[Skipped, ...] = ()  # applicable, but of a kind or for a test this probe does not know
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -151,6 +163,7 @@ class Plan:
             "rejected": [item.to_json() for item in self.rejected],
             "upcoming": [item.to_json() for item in self.upcoming],
             "reported": list(self.reported),
+            "skipped": [item.to_json() for item in self.skipped],
         }
 
 
@@ -163,6 +176,27 @@ def applicable(feed: Feed, probe: Probe, now: dt.datetime) -> list[FeedEntry]:
         and targeting.matches(entry.instruction, probe.country, probe.network, probe.platform) is None
         and targeting.in_sample(entry.instruction, probe.probe_id)
     ]
+
+
+KINDS = ("run", "schedule")
+
+
+def followable(entries: Iterable[FeedEntry], tests: Container[str]) -> tuple[list[FeedEntry], tuple[Skipped, ...]]:
+    """The entries this probe can follow, and the others with why: a feed may carry what later probes know.
+
+    An instruction of a kind this version does not know, or for a test the probe does not have,
+    is skipped (and said), never guessed at; the rest of the feed is followed as usual.
+    """
+    usable, skipped = [], []
+    for entry in entries:
+        kind, test = entry.instruction.kind, entry.instruction.test
+        if kind not in KINDS:
+            skipped.append(Skipped(entry.id, f"its kind {kind!r} is not one this probe knows ({', '.join(KINDS)})"))
+        elif test not in tests:
+            skipped.append(Skipped(entry.id, f"this probe does not have the test {test!r}"))
+        else:
+            usable.append(entry)
+    return usable, tuple(skipped)
 
 
 def upcoming(feed: Feed, probe: Probe, now: dt.datetime) -> tuple[Upcoming, ...]:

@@ -82,26 +82,81 @@ def rules_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-@functools.cache
-def fast_check(name: str) -> Callable[[Any], object]:
-    """`schemas/<name>.schema.json` compiled to Python by fastjsonschema: it raises on any invalid value.
+def _no_fetch(uri: str) -> Any:
+    raise ValueError(f"{uri}: the schemas refer only to themselves; nothing is fetched")
 
-    Some fifteen times faster than `validator`, so valid files are accepted here and only invalid
-    ones go through `validator` for their located messages. Its patterns match whole strings too
-    (it reads a final `$` as the end of the string), and tests/test_rules.py checks on thousands
-    of mutated files that it never accepts what `validator` refuses.
+
+# fastjsonschema fetches a $ref it cannot resolve locally with urllib: never from here.
+_NO_FETCH = {"http": _no_fetch, "https": _no_fetch, "file": _no_fetch, "ftp": _no_fetch}
+
+
+def _compiled(schema: dict[str, Any]) -> Callable[[Any], object]:
+    """`schema` compiled to Python by fastjsonschema: the function raises on any value the schema refuses.
+
+    Some fifteen times faster than jsonschema, so valid documents are accepted here and only the
+    others go through jsonschema for their located messages. Its patterns match whole strings too
+    (it reads a final `$` as the end of the string), and tests/test_speed_paths.py checks on
+    thousands of mutated files that it never accepts what jsonschema refuses.
     """
-    check: Callable[[Any], object] = fastjsonschema.compile(schema_document(f"{name}.schema"))
+    check: Callable[[Any], object] = fastjsonschema.compile(schema, handlers=_NO_FETCH)
     return check
+
+
+def _passes(check: Callable[[Any], object], value: Any) -> bool:
+    try:
+        check(value)
+    except fastjsonschema.JsonSchemaException:
+        return False
+    return True
+
+
+@functools.cache
+def _fast_check(name: str) -> Callable[[Any], object]:
+    return _compiled(schema_document(f"{name}.schema"))
 
 
 def is_valid(name: str, value: Any) -> bool:
     """Whether `value` passes `schemas/<name>.schema.json`, quickly; `validator` says why it does not."""
-    try:
-        fast_check(name)(value)
-    except fastjsonschema.JsonSchemaException:
-        return False
-    return True
+    return _passes(_fast_check(name), value)
+
+
+def _tolerant(node: Any) -> Any:
+    """A schema that accepts what a later version may add: no `additionalProperties: false`, any `kind`."""
+    if isinstance(node, dict):
+        relaxed = {key: _tolerant(value) for key, value in node.items() if key != "additionalProperties"}
+        if set(relaxed.get("enum", ())) == {"run", "schedule"}:
+            return {"type": "string"}  # an instruction kind this version does not know is skipped, not refused
+        return relaxed
+    if isinstance(node, list):
+        return [_tolerant(item) for item in node]
+    return node
+
+
+@functools.cache
+def reader_schema(name: str) -> dict[str, Any]:
+    """`schemas/<name>.schema.json` as a reader of signed documents applies it (the head, the feed).
+
+    The documents may grow: a field this version does not know is ignored, and an instruction of a
+    kind it does not know is kept for the plan to skip. OPOS itself writes only what the schema
+    describes; tests check its output against the schema as it stands.
+    """
+    document: dict[str, Any] = _tolerant(schema_document(f"{name}.schema"))
+    return document
+
+
+@functools.cache
+def reader_validator(name: str) -> jsonschema.Draft202012Validator:
+    return strict_validator(reader_schema(name))
+
+
+@functools.cache
+def _fast_reader_check(name: str) -> Callable[[Any], object]:
+    return _compiled(reader_schema(name))
+
+
+def is_readable(name: str, value: Any) -> bool:
+    """Whether a signed document passes `reader_schema(name)`, quickly; `reader_validator` says why not."""
+    return _passes(_fast_reader_check(name), value)
 
 
 @functools.cache

@@ -57,11 +57,30 @@ def feed_payload(commit: str, sequence: int) -> bytes:
     )
 
 
-def head_payload(commit: str, sequence: int, feed: bytes, expires: str) -> bytes:
+def future_feed_payload(commit: str, sequence: int) -> bytes:
+    """A feed as a later version might write it: fields this one does not know, a new kind, a new test.
+
+    A probe accepts it, ignores the fields, and skips (and says) the instructions it cannot follow.
+    """
+    return dsse.canonical_json(
+        {
+            "type": "opos.feed/v1", "commit": commit, "sequence": sequence, "committed": "2026-12-01T00:00:00Z",
+            "publisher": "a later OPOS",
+            "instructions": [
+                instruction("ir-run", approvers=["bob@ooni.example"], target={"languages": ["fa"]}),
+                instruction("ir-survey", kind="survey", questions=["one"]),
+                instruction("ir-future-test", test="future_test"),
+            ],
+        }
+    )  # fmt: skip
+
+
+def head_payload(commit: str, sequence: int, feed: bytes, expires: str, **more: object) -> bytes:
     return dsse.canonical_json(
         {
             "type": "opos.head/v1", "commit": commit, "sequence": sequence,
             "feed_sha256": hashlib.sha256(feed).hexdigest(), "issued": "2026-12-01T00:00:00Z", "expires": expires,
+            **more,
         }
     )  # fmt: skip
 
@@ -83,6 +102,11 @@ def main(out: Path = HERE) -> None:
         "head-other-key.json": sign(HEAD_PAYLOAD_TYPE, head_payload(COMMIT, 7, feed, "2030-01-01T00:00:00Z"), other),
         "feed-other-commit.json": sign(FEED_PAYLOAD_TYPE, feed_payload(OTHER_COMMIT, 7)),
     }
+    future = sign(FEED_PAYLOAD_TYPE, future_feed_payload(COMMIT, 7))
+    files["feed-future.json"] = future
+    files["head-future.json"] = sign(
+        HEAD_PAYLOAD_TYPE, head_payload(COMMIT, 7, future, "2030-01-01T00:00:00Z", cosignatures="v1/later.json")
+    )
     tampered = json.loads(files["head.json"])
     tampered["payload"] = base64.b64encode(
         base64.b64decode(tampered["payload"]).replace(b'"sequence":7', b'"sequence":8')
