@@ -485,3 +485,15 @@ def test_the_service_refuses_to_start_with_a_trust_root_outside_the_history(
     serve = subprocess.run([sys.executable, "-m", "opos", "serve", "--port", "0"], env=env, capture_output=True,
                            text=True, timeout=60)  # fmt: skip
     assert serve.returncode == 1 and "is not in the history of main" in serve.stderr and "Traceback" not in serve.stderr
+
+
+def test_the_access_log_is_off_unless_asked_for(published_ledger: tuple[LedgerRepo, str], start_service: Any) -> None:
+    _, url = published_ledger
+    quiet, logged = start_service(url, workers=1), start_service(url, workers=1, access_log="-")
+    for service in (quiet, logged):
+        service.wait_for(service.served_commit)
+        assert service.get("/v1/head.json").status == 200
+    quiet.stop()
+    logged.stop()
+    assert "GET /v1/head.json" not in quiet.log.read_text()
+    assert "GET /v1/head.json HTTP/1.1\" 200" in logged.log.read_text()

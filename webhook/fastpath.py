@@ -9,11 +9,12 @@ strings, and the 503 before the first sync).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from webhook import metrics
 from webhook.feed import SHORT_CACHE
@@ -54,12 +55,16 @@ class FastPath:
         if prepared is None:  # nothing published yet: Flask says so, with its 503
             return self.app(environ, start_response)
         if _matches(environ.get("HTTP_IF_NONE_MATCH"), prepared.etag):
-            metrics.REQUESTS.labels(path, "304").inc()
+            self._counter(path, "304").inc()
             start_response("304 NOT MODIFIED", prepared.not_modified)
             return [b""]
-        metrics.REQUESTS.labels(path, "200").inc()
+        self._counter(path, "200").inc()
         start_response("200 OK", prepared.full)
         return [b""] if environ["REQUEST_METHOD"] == "HEAD" else [prepared.body]
+
+    @functools.cache  # noqa: B019 (one middleware per process: the cache lives as long as it does)
+    def _counter(self, path: str, status: str) -> Any:
+        return metrics.REQUESTS.labels(path, status)
 
     def _prepare(self, path: str) -> _Prepared | None:
         relative = path.removeprefix("/")

@@ -26,7 +26,7 @@ class SiteFiles:
 
     def _version(self, relative: str) -> Version | None:
         try:
-            status = os.stat(self.root / relative)
+            status = os.stat(f"{self.root}/{relative}")  # a string: pathlib would cost more than the stat
         except OSError:
             return None
         return (status.st_ino, status.st_size, status.st_mtime_ns)
