@@ -68,8 +68,8 @@ def markdown(figures: list[Figure], machine: str, seconds: float, quick: bool, r
 Written by `./dev.sh bench` (`bench/run.py`): {kind}, {when}, {seconds / 60:.0f} minutes, each figure
 run {repeat} times or more (min, median and max below). Every figure is measured beside its
 reference in the same run on the same machine, and every server listened on 127.0.0.1 only.
-Tests never assert a duration: this page is where speed is measured. Figures vary by about 10%
-between runs on this machine.
+Tests never assert a duration: this page is where speed is measured. Figures vary between runs on
+this machine, by up to a quarter for the command-line ones.
 
 **Machine:** {machine}. wrk, the probes and the clients ran on the same cores as the service, so
 throughput figures are a floor.
