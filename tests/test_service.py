@@ -496,4 +496,4 @@ def test_the_access_log_is_off_unless_asked_for(published_ledger: tuple[LedgerRe
     quiet.stop()
     logged.stop()
     assert "GET /v1/head.json" not in quiet.log.read_text()
-    assert "GET /v1/head.json HTTP/1.1\" 200" in logged.log.read_text()
+    assert 'GET /v1/head.json HTTP/1.1" 200' in logged.log.read_text()
