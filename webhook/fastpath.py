@@ -9,12 +9,11 @@ strings, and the 503 before the first sync).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from webhook import metrics
 from webhook.feed import SHORT_CACHE
@@ -44,27 +43,28 @@ class FastPath:
         self.extra = list(extra_headers.items())
         self._prepared: dict[str, _Prepared] = {}
         self._lock = threading.Lock()
+        self._counters = {
+            (p, status): metrics.REQUESTS.labels(p, status) for p in self.PATHS for status in ("200", "304")
+        }
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if path not in self.PATHS or environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            return self.app(environ, start_response)
-        if environ.get("QUERY_STRING"):
+        if (
+            path not in self.PATHS
+            or environ.get("REQUEST_METHOD") not in ("GET", "HEAD")
+            or environ.get("QUERY_STRING")
+        ):
             return self.app(environ, start_response)
         prepared = self._prepare(path)
         if prepared is None:  # nothing published yet: Flask says so, with its 503
             return self.app(environ, start_response)
         if _matches(environ.get("HTTP_IF_NONE_MATCH"), prepared.etag):
-            self._counter(path, "304").inc()
+            self._counters[path, "304"].inc()
             start_response("304 NOT MODIFIED", prepared.not_modified)
             return [b""]
-        self._counter(path, "200").inc()
+        self._counters[path, "200"].inc()
         start_response("200 OK", prepared.full)
         return [b""] if environ["REQUEST_METHOD"] == "HEAD" else [prepared.body]
-
-    @functools.cache  # noqa: B019 (one middleware per process: the cache lives as long as it does)
-    def _counter(self, path: str, status: str) -> Any:
-        return metrics.REQUESTS.labels(path, status)
 
     def _prepare(self, path: str) -> _Prepared | None:
         relative = path.removeprefix("/")

@@ -32,13 +32,10 @@ class SiteFiles:
         return (status.st_ino, status.st_size, status.st_mtime_ns)
 
     def read(self, relative: str) -> bytes | None:
-        return self._read(relative)[1]
+        return self.versioned(relative)[1]
 
     def versioned(self, relative: str) -> tuple[Version | None, bytes | None]:
         """The file's contents and the version they were read at (None, None when it is missing)."""
-        return self._read(relative)
-
-    def _read(self, relative: str) -> tuple[Version | None, bytes | None]:
         version = self._version(relative)
         if version is None:
             return None, None
@@ -65,7 +62,7 @@ class SiteFiles:
         return document if isinstance(document, Feed) else None
 
     def _document(self, relative: str) -> Head | Feed | None:
-        version, data = self._read(relative)
+        version, data = self.versioned(relative)
         if version is None or data is None:
             return None
         with self._lock:

@@ -205,14 +205,9 @@ def _timeline(stored: list[ev.Event]) -> _Timeline:
     cached = _timelines.get("last")
     if cached is not None and cached.stored is stored:
         return cached
-    if (
-        cached is not None
-        and 0 < len(cached.stored) <= len(stored)
-        and stored[len(cached.stored) - 1] is cached.stored[-1]
-    ):
-        timeline = _extended(cached, stored)
-    else:
-        timeline = _extended(_Timeline([], [], {}), stored)
+    known = len(cached.stored) if cached is not None else 0
+    grew = cached is not None and 0 < known <= len(stored) and stored[known - 1] is cached.stored[-1]
+    timeline = _extended(cached if cached is not None and grew else _Timeline([], [], {}), stored)
     _timelines["last"] = timeline  # one history at a time: the newest list replaces the last
     return timeline
 

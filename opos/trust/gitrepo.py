@@ -347,19 +347,6 @@ class GitLedger:
         theirs = self.objects.tree(theirs_id).items() if theirs_id else {}.items()
         return {name.decode("utf-8", "replace") for name, _ in mine ^ theirs}
 
-    def instruction_file(self, commit: CommitInfo, name: str) -> bytes | None:
-        """One file under instructions/ at a commit, or None."""
-        tree_id = self.instructions_tree(commit)
-        if tree_id is None:
-            return None
-        mode, sha = self.objects.tree(tree_id).get(name.encode(), (0, ""))
-        if mode not in _FILE_MODES:
-            return None
-        try:
-            return self.objects.blob(sha, MAX_LEDGER_FILE_BYTES)
-        except BlobTooLarge:
-            return None  # the rules report it where the ledger is checked
-
     def instruction_blob(self, blob_id: str) -> bytes:
         return self.objects.blob(blob_id, MAX_LEDGER_FILE_BYTES)
 

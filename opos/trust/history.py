@@ -139,19 +139,15 @@ class Verifier:
             signers_from = info if info.id == self.trust_root else self.source.commit(info.parents[0])
             if info.id != self.trust_root and self.source.ledger_tree(info) == self.source.ledger_tree(signers_from):
                 continue  # it changes nothing in the ledger: its signature is not looked at
-            moment = dt.datetime.fromtimestamp(info.committed, dt.UTC)
-            tasks.append((info.id, info.signature, info.payload, self._allowed_signers(signers_from), moment))
-
-        def check(
-            task: tuple[CommitHash, bytes, bytes, list[sshsig.AllowedSigner], dt.datetime],
-        ) -> Signer | SignatureInvalid:
-            try:
-                return sshsig.verify(task[1], task[2], task[3], task[4])
-            except SignatureInvalid as err:
-                return err
-
+            tasks.append(self._task(info, info.signature, signers_from))
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            return {task[0]: result for task, result in zip(tasks, pool.map(check, tasks, chunksize=64), strict=True)}
+            checked = pool.map(_check_signature, tasks, chunksize=64)
+            return {task[0]: result for task, result in zip(tasks, checked, strict=True)}
+
+    def _task(self, info: CommitInfo, signature: bytes, signers_from: CommitInfo) -> _SignatureTask:
+        """What checking the commit's signature needs: the signers are those of `signers_from`."""
+        moment = dt.datetime.fromtimestamp(info.committed, dt.UTC)
+        return info.id, signature, info.payload, self._allowed_signers(signers_from), moment
 
     def _lookup(self, commit: CommitHash, done: dict[CommitHash, Accepted | None]) -> Accepted | None:
         return done[commit] if commit in done else self.cache.get(commit)
@@ -227,24 +223,16 @@ class Verifier:
                 "`git rebase -S` for several commits) before it is merged"
             )
             return Failure(info.id, message), None
-        checked = self._checked.get(info.id)
-        try:
-            if isinstance(checked, SignatureInvalid):
-                raise checked
-            if checked is not None:
-                verified = checked
-            else:
-                moment = dt.datetime.fromtimestamp(info.committed, dt.UTC)
-                verified = sshsig.verify(info.signature, info.payload, self._allowed_signers(signers_from), moment)
-        except sshsig.SignerUnknown as err:
+        verified = self._checked.get(info.id) or _check_signature(self._task(info, info.signature, signers_from))
+        if isinstance(verified, sshsig.SignerUnknown):
             if self._adds_its_own_signer(info):
-                return Failure(info.id, f"unknown key: {err} as of {signers_from.id[:12]}: a new signer must be added "
-                                        "in a commit signed by an existing one"), None  # fmt: skip
-            return Failure(info.id, f"unknown key: {err}"), None
-        except sshsig.SignerNotValid as err:
-            return Failure(info.id, f"signer not valid at that time: {err}"), None
-        except SignatureInvalid as err:
-            return Failure(info.id, f"bad signature: {err}"), None
+                return Failure(info.id, f"unknown key: {verified} as of {signers_from.id[:12]}: a new signer must be "
+                                        "added in a commit signed by an existing one"), None  # fmt: skip
+            return Failure(info.id, f"unknown key: {verified}"), None
+        if isinstance(verified, sshsig.SignerNotValid):
+            return Failure(info.id, f"signer not valid at that time: {verified}"), None
+        if isinstance(verified, SignatureInvalid):
+            return Failure(info.id, f"bad signature: {verified}"), None
         return None, Accepted(info.id, sequence, verified)
 
     def _adds_its_own_signer(self, info: CommitInfo) -> bool:
@@ -260,6 +248,15 @@ class Verifier:
         if data not in self._signers:
             self._signers[data] = sshsig.parse_allowed_signers(data)[0]
         return self._signers[data]
+
+
+def _check_signature(task: _SignatureTask) -> Signer | SignatureInvalid:
+    """The signer, or why the signature fails (returned, so that a thread pool hands it back)."""
+    _, signature, payload, signers, moment = task
+    try:
+        return sshsig.verify(signature, payload, signers, moment)
+    except SignatureInvalid as err:
+        return err
 
 
 def descends_from(source: CommitSource, revision: CommitHash, ancestor: CommitHash) -> bool:
