@@ -249,3 +249,8 @@ class Signer:
 
     principal: str
     fingerprint: KeyFingerprint
+
+    @property
+    def person(self) -> str:
+        """Who this is, for counting approvals: the line's first principal (two keys of one person count once)."""
+        return self.principal.split(",")[0]

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from dataclasses import replace
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from opos.feed import keys
 from opos.model import CommitHash
 from opos.trust import sshsig
-from opos.trust.history import CommitInfo, Verifier
+from opos.trust.history import CommitInfo, MemoryCache, Verifier
 
 WHEN = int(dt.datetime(2026, 11, 1, tzinfo=dt.UTC).timestamp())
 ALICE = ed25519.Ed25519PrivateKey.generate()
@@ -113,3 +114,49 @@ def test_history_that_does_not_reach_the_trust_root_is_refused() -> None:
     child = source.add({**files, "a.yaml": b"1"}, (stranger,), ALICE)
     report = Verifier(source, root).verify(child)
     assert not report.ok and "does not descend from the trust root" in report.failures[0].reason
+
+
+class TwoSigners:
+    def needed(self, parent: CommitInfo, commit: CommitInfo) -> tuple[int, str]:
+        return 2, ""
+
+
+def test_old_approvals_cannot_be_replayed_to_bring_back_an_earlier_ledger() -> None:
+    """A merge whose ledger equals a branch tip that an earlier merge landed: those signatures are spent."""
+    source = MemoryLedger()
+    files = {"allowed_signers": (signer_line("alice", ALICE) + signer_line("bob", BOB)).encode()}
+    root = source.add(files, key=ALICE)
+    old = {**files, "a.yaml": b"1"}
+    authored = source.add(old, (root,), ALICE)
+    approved = source.add(old, (authored,), BOB)
+    landed = source.add(old, (root, approved))  # the merge button: unsigned, the branch's ledger
+    newer = {**files, "a.yaml": b"2"}
+    later_author = source.add(newer, (landed,), ALICE)
+    later_review = source.add(newer, (later_author,), BOB)
+    current = source.add(newer, (landed, later_review))
+    verifier = Verifier(source, root, review=TwoSigners())
+    report = verifier.verify(current)
+    assert report.ok and report.accepted is not None
+    assert report.accepted.approvers == ("alice", "bob")
+    replay = source.add(old, (current, approved))  # back to "1", by the old approvals
+    report = verifier.verify(replay)
+    assert not report.ok and report.failures[0].reason.startswith("needs 2 signers, has 0 (no valid signature)")
+    assert verifier.approvals(current, approved) == ()
+
+
+def test_approvals_are_counted_from_a_cache_written_before_generations() -> None:
+    files = {"allowed_signers": (signer_line("alice", ALICE) + signer_line("bob", BOB)).encode()}
+    source = MemoryLedger()
+    root = source.add(files, key=ALICE)
+    first = Verifier(source, root)
+    base = source.add({**files, "a.yaml": b"1"}, (root,), ALICE)
+    assert first.verify(base).ok
+    old_cache = MemoryCache()  # verdicts as an older OPOS recorded them: no generation, no approvers
+    assert isinstance(first.cache, MemoryCache)
+    old_cache.add(replace(entry, generation=None, approvers=()) for entry in first.cache.entries.values())
+    authored = source.add({**files, "a.yaml": b"2"}, (base,), ALICE)
+    approved = source.add({**files, "a.yaml": b"2"}, (authored,), BOB)
+    merge = source.add({**files, "a.yaml": b"2"}, (base, approved))
+    report = Verifier(source, root, old_cache, TwoSigners()).verify(merge)
+    assert report.ok and report.accepted is not None and report.accepted.approvers == ("alice", "bob")
+    assert report.accepted.generation == 4  # root 0, base 1, authored 2, approved 3

@@ -17,7 +17,7 @@ from flask import Blueprint, Response, abort, make_response, render_template, re
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, NotFound
 
-from opos.eventlog.events import Event, field_changes
+from opos.eventlog.events import Event, field_changes, join_and
 from opos.eventlog.logindex import LogQuery, Period, decode_cursor, log_document, select
 from opos.instructions import resources
 from opos.model import format_time, parse_country, parse_network, parse_time, parse_timestamp
@@ -196,6 +196,9 @@ def _short(commit: str) -> str:
     return commit[:12]
 
 
+blueprint.add_app_template_filter(join_and, "join_and")
+
+
 def _view(event: Event) -> dict[str, Any]:
     subject = event.subject
     shows_changes = event.action in ("changed", "policy-changed", "signer-added", "signer-removed")
@@ -315,6 +318,8 @@ def atom() -> Response:
         element(entry, "title", title)
         element(entry, "updated", event.time)
         element(element(entry, "author"), "name", event.signer or "unsigned")
+        for approver in event.approvers:  # Atom's word for those who helped: here, who approved it
+            element(element(entry, "contributor"), "name", approver)
         page = absolute(url_for("log.instruction_page", ident=event.instruction) if event.about_instruction
                         else url_for("log.log_page"))  # fmt: skip
         element(entry, "link", href=page)

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import webhook
+from opos.cli.demo import land_reviewed
 from opos.cli.probe import describe
 from opos.client import ClientConfig, Mirror, poll
 from opos.feed import keys
 from opos.feed.plan import Plan
 from opos.model import format_time
-from opos.trust import sshsig
-from opos.trust.gitrepo import GitLedger, write_commit
+from opos.trust.gitrepo import GitLedger
 
 
 def _port_free(port: int) -> bool:
@@ -103,8 +103,9 @@ def serve_demo(folder: Path, repo: Path, feed_key: Path, port: int, out: TextIO)
                      "/openapi.json"):  # fmt: skip
             print(f"     {base}{path}", file=out)
         seconds, commit, status = _push_and_notify(repo, folder, base, secret)
-        print(f"6. Bob signed a new instruction; after the webhook (answered {status}) the service served "
-              f"{commit[:12]} in {seconds:.2f} s", file=out)  # fmt: skip
+        print(f"6. Bob signed a new instruction and alice approved it (policy.yaml asks two signers); after the "
+              f"webhook (answered {status}) the service served the merge {commit[:12]} in {seconds:.2f} s",
+              file=out)  # fmt: skip
         print("7. A probe in IR / AS197207 polls the service, verifies what it gets and plans:", file=out)
         probe = _probe(base, feed_key, folder / "probe-state")
         print("     " + describe(probe).replace("\n", "\n     "), file=out)
@@ -135,8 +136,10 @@ def _probe(base: str, feed_key: Path, state: Path) -> Plan:
 
 
 def _push_and_notify(repo: Path, folder: Path, base: str, secret: str) -> tuple[float, str, int]:
-    """A new signed commit by bob, then a signed webhook: how long until the service serves it."""
+    """A new instruction by bob that alice approves (policy.yaml asks two signers), then a signed
+    webhook: how long until the service serves the merge."""
     bob = keys.load_private(folder / "staff-keys" / "bob")
+    alice = keys.load_private(folder / "staff-keys" / "alice")
     start = dt.datetime.now(dt.UTC).replace(microsecond=0)
     text = (
         "id: mm-dns-resolvers\nkind: run\ntitle: Check DNS-over-HTTPS resolvers in Myanmar\n"
@@ -146,10 +149,9 @@ def _push_and_notify(repo: Path, folder: Path, base: str, secret: str) -> tuple[
     )
     with GitLedger(repo) as ledger:
         parent = ledger.resolve("HEAD")
-        commit = write_commit(
-            ledger, {"ledger/instructions/mm-dns-resolvers.yaml": text.encode()}, "Check DNS resolvers in Myanmar\n",
-            "OONI staff <staff@ooni.example>", int(time.time()), (parent,), lambda p: sshsig.sign_ed25519(bob, p),
-        )  # fmt: skip
+        changes: dict[str, bytes | None] = {"ledger/instructions/mm-dns-resolvers.yaml": text.encode()}
+        message = "Check DNS resolvers in Myanmar"
+        commit, _ = land_reviewed(ledger, parent, changes, message, bob, alice, int(time.time()))
     started = time.monotonic()
     body = json.dumps({"ref": "refs/heads/main", "after": commit}).encode()
     signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()

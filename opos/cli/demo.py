@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from opos.cli._common import Commands, add_command
+from opos.eventlog.events import join_and
 from opos.feed import keys
 from opos.feed.documents import Feed, Head, verify_envelope
 from opos.feed.site import publish
@@ -47,8 +48,33 @@ def _instruction(ident: str, body: str) -> bytes:
     return f"id: {ident}\n{body}".encode()
 
 
+def land_reviewed(
+    ledger: GitLedger,
+    base: CommitHash,
+    changes: dict[str, bytes | None],
+    message: str,
+    author: ed25519.Ed25519PrivateKey,
+    reviewer: ed25519.Ed25519PrivateKey,
+    when: int,
+) -> tuple[CommitHash, list[CommitHash]]:
+    """A pull request under the two-person rule: the author's commit on a branch, the reviewer's empty
+    approval on top (what `opos approve` makes), and the reviewer's signed merge commit on main.
+
+    Returns the merge and the branch's commits.
+    """
+    staff = "OONI staff <staff@ooni.example>"
+    authored = write_commit(ledger, changes, f"{message}\n", staff, when, (base,), _signer(author), "topic")
+    approved = write_commit(ledger, {}, f"Approve: {message}\n", staff, when + 10, (authored,), _signer(reviewer),
+                            "topic")  # fmt: skip
+    # the merge holds the branch's ledger: the base's tree with the branch's changes
+    merge = write_commit(ledger, changes, "Merge branch 'topic'\n", staff, when + 20, (base, approved),
+                         _signer(reviewer))  # fmt: skip
+    return merge, [authored, approved]
+
+
 def build_demo_ledger(folder: Path, now: dt.datetime) -> tuple[Path, list[str]]:
-    """A ledger repository with five signed commits by two staff members; returns its path and log."""
+    """A ledger repository with signed commits by two staff members, the last two changes approved by
+    the other one (policy.yaml asks two signers from the fourth commit on); returns its path and log."""
     keys_dir = folder / "staff-keys"
     keys_dir.mkdir(parents=True)
     alice, alice_pub = _staff_key(keys_dir, "alice")
@@ -57,9 +83,9 @@ def build_demo_ledger(folder: Path, now: dt.datetime) -> tuple[Path, list[str]]:
     ledger = init_repository(repo_path)
     start = now.replace(microsecond=0) - dt.timedelta(hours=1)
     window = f"window:\n  start: {format_time(start)}\n  end: {format_time(start + dt.timedelta(days=14))}\n"
-    files: dict[str, bytes] = {
+    files: dict[str, bytes | None] = {
         "ledger/allowed_signers": f"alice@ooni.example {alice_pub}\n".encode(),
-        "ledger/policy.yaml": b"min_every: 15m\nmax_window: 90d\n",
+        "ledger/policy.yaml": POLICY,
         "ledger/instructions/.gitkeep": b"",
     }
     ir = (
@@ -71,7 +97,7 @@ def build_demo_ledger(folder: Path, now: dt.datetime) -> tuple[Path, list[str]]:
         "kind: schedule\ntitle: Test Telegram in Russia every six hours\nreason: Throttling is reported again.\n"
         "test: telegram\nevery: 6h\ntarget:\n  countries: [RU]\n" + window
     )
-    steps: list[tuple[str, ed25519.Ed25519PrivateKey, dict[str, bytes]]] = [
+    direct: list[tuple[str, ed25519.Ed25519PrivateKey, dict[str, bytes | None]]] = [
         ("Start the ledger: trust root, signer alice", alice, {}),
         (
             "Measure news sites in Iran",
@@ -83,13 +109,18 @@ def build_demo_ledger(folder: Path, now: dt.datetime) -> tuple[Path, list[str]]:
             alice,
             {"ledger/allowed_signers": f"alice@ooni.example {alice_pub}\nbob@ooni.example {bob_pub}\n".encode()},
         ),
+        ("Two signers for every change from now on", alice, {"ledger/policy.yaml": POLICY + REVIEW}),
+    ]
+    reviewed: list[tuple[str, ed25519.Ed25519PrivateKey, ed25519.Ed25519PrivateKey, dict[str, bytes | None]]] = [
         (
             "Test Telegram in Russia every 6h",
             bob,
+            alice,
             {"ledger/instructions/ru-telegram.yaml": _instruction("ru-telegram", ru)},
         ),
         (
             "Add a second Iranian news site",
+            alice,
             bob,
             {
                 "ledger/instructions/ir-news-sites.yaml": _instruction(
@@ -100,8 +131,8 @@ def build_demo_ledger(folder: Path, now: dt.datetime) -> tuple[Path, list[str]]:
     ]
     parents: tuple[CommitHash, ...] = ()
     log = []
-    when = int((now - dt.timedelta(minutes=len(steps))).timestamp())
-    for index, (message, key, changes) in enumerate(steps):
+    when = int((now - dt.timedelta(minutes=len(direct) + len(reviewed))).timestamp())
+    for index, (message, key, changes) in enumerate(direct):
         files.update(changes)  # the trust root commits them all; later steps only their changes
         commit = write_commit(
             ledger,
@@ -114,8 +145,21 @@ def build_demo_ledger(folder: Path, now: dt.datetime) -> tuple[Path, list[str]]:
         )
         parents = (commit,)
         log.append(f"{commit} {message}")
+    for index, (message, author, reviewer, changes) in enumerate(reviewed, len(direct)):
+        merge, branch = land_reviewed(ledger, parents[0], changes, message, author, reviewer, when + index * 60)
+        parents = (merge,)
+        log.append(f"{merge} {message}: by {_name(author, alice)}, approved by {_name(reviewer, alice)} in "
+                   f"{branch[-1][:12]}, merged")  # fmt: skip
     ledger.close()
     return repo_path, log
+
+
+POLICY = b"min_every: 15m\nmax_window: 90d\n"
+REVIEW = b"review:\n  signers: 2\n"
+
+
+def _name(key: ed25519.Ed25519PrivateKey, alice: ed25519.Ed25519PrivateKey) -> str:
+    return "alice" if key is alice else "bob"
 
 
 def register(commands: Commands) -> None:
@@ -171,7 +215,8 @@ def run_demo(folder: Path, out: TextIO, serve: bool = False, port: int = 8080) -
         where = ",".join(target.countries + target.networks)
         print(
             f"     {entry.id}: {entry.instruction.kind} {entry.instruction.test} in {where}, "
-            f"revision {entry.revision[:12]} signed by {entry.signer}",
+            f"revision {entry.revision[:12]} signed by {entry.signer}"
+            + (f", approved by {join_and(entry.approvers)}" if entry.approvers else ""),
             file=out,
         )
     if not serve:

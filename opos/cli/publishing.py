@@ -14,6 +14,7 @@ from opos.feed import keys
 from opos.feed.documents import Head, verify_envelope
 from opos.feed.site import publish
 from opos.model import parse_duration
+from opos.trust.history import Report
 from opos.trust.verification import Verification
 
 CLOCK_SKEW = dt.timedelta(minutes=5)  # the allowance probes give a head's expiry (opos probe --clock-skew)
@@ -25,13 +26,19 @@ def register(commands: Commands) -> None:
         help="verify the signatures of the ledger's history",
         description="Verify that every commit from the trust root to REV that changes the ledger is signed by "
         "an allowed signer (ledger/allowed_signers as it stands in the commit's first parent). Prints one line "
-        "per failing commit (hash, then the reason) and exits 1; exits 0 when all pass. Verdicts are cached in "
-        ".git/opos, so only new commits are checked again.",
+        "per failing commit (hash, then the reason) and exits 1; exits 0 when all pass. When policy.yaml's review "
+        "asks more than one signer, each first-parent step must also carry that many distinct staff's signatures. "
+        "Verdicts are cached in .git/opos, so only new commits are checked again.",
     )  # fmt: skip
     add_repo(verify_parser)
     verify_parser.add_argument("--rev", default="HEAD", help="the revision to verify (default: HEAD)")
     add_trust(verify_parser)
     verify_parser.add_argument("--since", metavar="C", help="a previously accepted commit: REV must descend from it")
+    verify_parser.add_argument(
+        "--proposal", action="store_true",
+        help="REV is a pull request's branch: its commits need good signatures, while the review's count is for the "
+        "merge that lands it (`opos diff` says where the approvals stand)",
+    )  # fmt: skip
 
     render_parser = add_command(
         commands, "render", render,
@@ -74,6 +81,8 @@ def verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         revision = ledger.resolve(args.rev)
         verification = Verification.open(ledger, revision, args.trust_root)
         report = verification.check(revision, args.since)
+        if args.proposal and report.failures and all(f.review for f in report.failures):
+            report = Report(revision, [], verification.verifier.cache.get(revision))
         last = verification.last_accepted(revision) if not report.ok else None
     for failure in report.failures:
         print(failure, file=out)

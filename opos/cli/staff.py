@@ -12,15 +12,26 @@ from pathlib import Path
 from typing import TextIO
 
 from opos.atomic import write_atomically
-from opos.cli._common import Commands, add_command, add_ledger_dir, add_repo, ledger_path, moment, open_ledger
+from opos.cli._common import (
+    Commands,
+    add_command,
+    add_ledger_dir,
+    add_repo,
+    add_trust,
+    ledger_path,
+    moment,
+    open_ledger,
+)
 from opos.errors import KeyInvalid, LedgerInvalid, OposError, Problem, RepositoryError, UsageError
 from opos.eventlog import impact
-from opos.instructions import resources, rules
+from opos.instructions import resources, review, rules
 from opos.instructions.worktree import read_ledger_dir
-from opos.model import Instruction, format_time
+from opos.model import CommitHash, Instruction, format_time
 from opos.trust import checkedfile, sshsig
-from opos.trust.gitrepo import GitObjects, init_repository, set_config
+from opos.trust.approval import Approvals
+from opos.trust.gitrepo import GitLedger, GitObjects, init_repository, set_config
 from opos.trust.statedir import StateDir
+from opos.trust.verification import Verification
 
 
 def register(commands: Commands) -> None:
@@ -92,11 +103,13 @@ def register(commands: Commands) -> None:
         description="Compare the ledger's instructions at BASE and HEAD: each instruction added, changed or removed, "
         "with its test, inputs, countries, networks, cap, window and interval, and warnings (a very large target, "
         "a very short interval, a window that starts in the past, an overlap with another instruction on the same "
-        "test and target). Exit 1 when a file at HEAD is not valid.",
+        "test and target), and the approvals that landing it needs under policy.yaml's review and has so far. "
+        "Exit 1 when a file at HEAD is not valid.",
     )  # fmt: skip
     diff_parser.add_argument("base", help="the base revision (the branch merged into)")
     diff_parser.add_argument("head", help="the revision with the change")
     add_repo(diff_parser)
+    add_trust(diff_parser)
     diff_parser.add_argument("--format", choices=("text", "markdown", "json"), default="text")
 
 
@@ -128,10 +141,28 @@ def collect_problems(repo: Path, ledger_dir: str) -> tuple[list[Problem], dict[s
             result.problems.append(
                 Problem(f"{shown}allowed_signers", None, "", "no signer is allowed: nobody could sign a change")
             )
+        result.problems.extend(_unmeetable_review(folder, shown, signers))
     else:
         message = "missing: list the staff keys that may sign (principal ssh-ed25519 AAAA…)"
         result.problems.append(Problem(f"{shown}allowed_signers", None, "", message))
     return result.problems, result.instructions
+
+
+def _unmeetable_review(folder: Path, shown: str, signers: list[sshsig.AllowedSigner]) -> list[Problem]:
+    """A review that asks more signers than there are people to sign would freeze the ledger for good."""
+    policy_path = folder / "policy.yaml"
+    if not policy_path.is_file() or policy_path.is_symlink():
+        return []
+    data = policy_path.read_bytes()
+    asked = review.review_of(data).largest
+    people = sorted({line.principals.split(",")[0] for line in signers if line.allows_namespace("git")})
+    if asked <= len(people):
+        return []
+    lines = data.decode("utf-8", "replace").splitlines()
+    line = next((number for number, text in enumerate(lines, 1) if text.startswith("review:")), None)
+    message = (f"the review asks up to {asked} signers, but allowed_signers names {len(people)} people "
+               f"({', '.join(people)}): no such change could ever land; add staff first or ask fewer")  # fmt: skip
+    return [Problem(f"{shown}policy.yaml", line, "review", message)]
 
 
 def ended_windows(instructions: dict[str, Instruction], shown: str) -> list[str]:
@@ -375,9 +406,22 @@ def diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if checked.problems and name == "head":
                 raise LedgerInvalid(checked.problems)
             sides[name] = {ident: i.to_json() for ident, i in checked.instructions.items()}
+        approvals = _approvals(ledger, ledger.resolve(args.base), ledger.resolve(args.head), args.trust_root)
     changes = impact.compare(sides["base"], sides["head"], dt.datetime.now(dt.UTC))
     if args.format == "json":
-        print(json.dumps({"changes": [c.to_json() for c in changes]}, indent=2, ensure_ascii=False), file=out)
+        document = {"changes": [c.to_json() for c in changes], "approvals": approvals.to_json()}
+        print(json.dumps(document, indent=2, ensure_ascii=False), file=out)
+    elif args.format == "markdown":
+        print(f"{impact.as_markdown(changes)}\n\n**{approvals.describe().replace(':', ':**', 1)}", file=out)
     else:
-        print(impact.as_markdown(changes) if args.format == "markdown" else impact.as_text(changes), file=out)
+        print(f"{impact.as_text(changes)}\n\n{approvals.describe()}", file=out)
     return 0
+
+
+def _approvals(ledger: GitLedger, base: CommitHash, head: CommitHash, trust_root: str | None) -> Approvals:
+    """Where the change's approvals stand; when the history cannot be verified, why, instead of the count."""
+    try:
+        return Verification.open(ledger, head, trust_root).approvals(base, head)
+    except OposError as error:
+        needed = 0 if ledger.ledger_tree(ledger.commit(base)) == ledger.ledger_tree(ledger.commit(head)) else 1
+        return Approvals(needed, "", (), f"They cannot be counted: {error}")

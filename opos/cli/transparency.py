@@ -80,18 +80,17 @@ def log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 0
     for event in events:
         if not event.about_instruction:
-            by = f"signed by {event.signer}" if event.signer else "unsigned"
             line = (
-                f"{event.time}  {event.action:8} {event.summary}  sequence {event.sequence}, {event.revision[:12]} {by}"
+                f"{event.time}  {event.action:8} {event.summary}  sequence {event.sequence}, {event.revision[:12]} "
+                f"{event.attribution}"
             )
             print(for_terminal(line), file=out)
             continue
         subject = event.subject
         target = subject["target"]
         where = " ".join(target["countries"] + target["networks"])
-        by = f"signed by {event.signer}" if event.signer else "unsigned"
         line = (f"{event.time}  {event.action:8} {event.instruction}  ({subject['test']} in {where})  "
-                f"sequence {event.sequence}, {event.revision[:12]} {by}: {event.message}")  # fmt: skip
+                f"sequence {event.sequence}, {event.revision[:12]} {event.attribution}: {event.message}")  # fmt: skip
         print(for_terminal(line), file=out)  # a commit message could carry escape sequences
     print(f"{len(events)} event(s)", file=err)
     return 0

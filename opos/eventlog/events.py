@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
-from opos.instructions import rules
+from opos.instructions import review, rules
 from opos.model import CommitHash, format_time
 from opos.trust import sshsig
 from opos.trust.history import CommitInfo
@@ -67,6 +67,16 @@ class Event:
     after: dict[str, Any] | None  # the normalised instruction after the change
     before: dict[str, Any] | None
     problem: str | None = None  # for `invalid`: why the file at this commit is not a valid instruction
+    approvers: tuple[str, ...] = ()  # the other staff whose signatures landed it (policy.yaml's review)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "approvers", tuple(self.approvers))  # JSON gives a list
+
+    @property
+    def attribution(self) -> str:
+        """'signed by alice@…, approved by bob@… and carol@…', or 'unsigned'."""
+        signed = f"signed by {self.signer}" if self.signer else "unsigned"
+        return f"{signed}, approved by {join_and(self.approvers)}" if self.approvers else signed
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,6 +92,7 @@ class Event:
             "after": self.after,
             "before": self.before,
             "problem": self.problem,
+            "approvers": list(self.approvers),
         }
 
     @property
@@ -122,6 +133,16 @@ class Event:
 SignerOf = Callable[[CommitHash], tuple[str | None, str | None]]
 
 
+def join_and(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def approvers_besides(approvers: Sequence[str], signer: str | None) -> tuple[str, ...]:
+    """The step's approvers other than the person who signed the change (a principal names its person first)."""
+    person = signer.split(",")[0] if signer else None
+    return tuple(name for name in approvers if name != person)
+
+
 _FILE_MODES = ("100644", "100755")
 
 
@@ -159,17 +180,19 @@ def step_events(
     sequence: int,
     signer_of: SignerOf,
     memo: rules.CheckMemo | None = None,
+    approvers: Sequence[str] = (),
 ) -> list[Event]:
     """The events of one first-parent step, from `parent` (None for the trust root) to `commit`.
 
-    `memo` is the verdicts reached so far (see rules.check_known), shared with the renderer.
+    `memo` is the verdicts reached so far (see rules.check_known), shared with the renderer;
+    `approvers` the distinct staff whose signatures landed the step (history.Accepted.approvers).
     """
     info = source.commit(commit)
     parent_info = source.commit(parent) if parent else None
     events = _ledger_events(source, info, parent_info, sequence, signer_of)
-    if parent_info is not None and source.instructions_tree(parent_info) == source.instructions_tree(info):
-        return events
-    return events + _instruction_events(source, info, parent_info, sequence, signer_of, memo)
+    if parent_info is None or source.instructions_tree(parent_info) != source.instructions_tree(info):
+        events += _instruction_events(source, info, parent_info, sequence, signer_of, memo)
+    return [replace(e, approvers=approvers_besides(approvers, e.signer)) if approvers else e for e in events]
 
 
 def _signer_lines(data: bytes | None) -> dict[tuple[str, str], dict[str, Any]]:
@@ -194,6 +217,7 @@ def _policy_fields(data: bytes | None) -> dict[str, Any]:
         "max_window": policy.max_window,
         "max_inputs": policy.max_inputs,
         "tests": sorted(policy.tests) if policy.tests is not None else None,
+        "review": review.review_of(data).to_json(),
     }
 
 

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS events (ord INTEGER PRIMARY KEY, commit_id TEXT NOT N
 
 
 Period = Literal["window", "time"]
+INDEX_FORMAT = "2"  # 2: events carry their approvers
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,8 @@ class LogIndex:
         ledger = verification.ledger
         with contextlib.closing(self._connect()) as connection:
             meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
-        # an index without a generation (made before there were generations) is built again whole
-        known = meta.get("head") if "generation" in meta else None
+        # an index of an older format (without generations, or approvers) is built again whole
+        known = meta.get("head") if meta.get("format") == INDEX_FORMAT and "generation" in meta else None
         chain: list[CommitHash] = []
         commit: CommitHash | None = head
         while commit is not None and commit != known:
@@ -101,6 +102,7 @@ class LogIndex:
             if rebuild:
                 connection.execute("DELETE FROM events")
                 connection.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (secrets.token_hex(8),))
+                connection.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (INDEX_FORMAT,))
             rows = []
             for step in reversed(chain):
                 accepted = verification.verifier.cache.get(step)
@@ -109,7 +111,9 @@ class LogIndex:
                 parents = ledger.commit(step).parents
                 parent = parents[0] if parents and step != verification.trust_root else None
                 signer_of = self._signer(verification)
-                for event in ev.step_events(ledger, parent, step, accepted.sequence, signer_of, verification.checked):
+                for event in ev.step_events(
+                    ledger, parent, step, accepted.sequence, signer_of, verification.checked, accepted.approvers
+                ):
                     rows.append((step, json.dumps(event.to_json())))
             connection.executemany("INSERT INTO events (commit_id, data) VALUES (?, ?)", rows)
             connection.execute("INSERT OR REPLACE INTO meta VALUES ('head', ?)", (head,))

@@ -35,17 +35,22 @@ class FeedEntry:
     instruction: Instruction
     revision: CommitHash
     signer: str | None
+    approvers: tuple[str, ...] = ()  # the other staff whose signatures landed it (policy.yaml's review)
 
     @property
     def id(self) -> str:
         return self.instruction.id
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.instruction.to_json(), "revision": self.revision, "signer": self.signer}
+        entry = {**self.instruction.to_json(), "revision": self.revision, "signer": self.signer}
+        if self.approvers:  # written only when there are any: a feed without them is byte for byte as before
+            entry["approvers"] = list(self.approvers)
+        return entry
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> FeedEntry:
-        return cls(Instruction.from_json(dict(value)), CommitHash(value["revision"]), value["signer"])
+        approvers = tuple(value.get("approvers", ()))
+        return cls(Instruction.from_json(dict(value)), CommitHash(value["revision"]), value["signer"], approvers)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from opos.atomic import write_atomically
 from opos.errors import EnvelopeInvalid, HistoryRejected, LedgerInvalid
+from opos.eventlog.events import approvers_besides
 from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
 from opos.feed import render
 from opos.feed.documents import FeedEntry, Head, read_own_head
@@ -38,14 +39,19 @@ def feed_at(verification: Verification, commit: CommitHash) -> bytes:
         raise LedgerInvalid(checked.problems)
     by_name = {f"{i.id}.yaml": i for i in checked.instructions.values()}
     memo_path = ledger.state.revisions_file(verification.scope)
-    known = _load_memo(memo_path)
-    last = revisions.last_revisions(ledger, commit, by_name, known)
+    last = revisions.last_revisions(ledger, commit, by_name, _load_memo(memo_path))
     write_atomically(memo_path, json.dumps({commit: last}).encode())
+    landings_path = ledger.state.landings_file(verification.scope)
+    landed = revisions.landing_steps(ledger, commit, by_name, verification.trust_root, _load_memo(landings_path))
+    write_atomically(landings_path, json.dumps({commit: landed}).encode())
+    cache = verification.verifier.cache
     entries = []
     for name, instruction in by_name.items():
-        changed_by = verification.verifier.cache.get(last[name])
+        changed_by = cache.get(last[name])
         signer = changed_by.signer.principal if changed_by is not None and changed_by.signer is not None else None
-        entries.append(FeedEntry(instruction, last[name], signer))
+        step = cache.get(landed[name])
+        approvers = approvers_besides(step.approvers, signer) if step is not None else ()
+        entries.append(FeedEntry(instruction, last[name], signer, approvers))
     committed = dt.datetime.fromtimestamp(info.committed, dt.UTC)
     return render.feed_payload(commit, accepted.sequence, committed, entries)
 

@@ -170,6 +170,16 @@ def countries() -> frozenset[str]:
     return frozenset(schema_document("countries")["countries"])
 
 
+# Codes people write for a country that ISO 3166-1 spells otherwise.
+COUNTRY_ALIASES = {"UK": "GB", "EL": "GR", "KV": "XK"}
+
+
+def not_a_country(code: str) -> str:
+    """What to tell someone who wrote `code` where a country code belongs."""
+    hint = f" (did you mean {COUNTRY_ALIASES[code]!r}?)" if code in COUNTRY_ALIASES else ""
+    return f"{code!r} is not an ISO 3166-1 alpha-2 country code{hint}"
+
+
 @functools.cache
 def country_names() -> dict[str, str]:
     """Code → the country's name in English, for people reading the log."""

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import jsonschema
 
 from opos.errors import BlobTooLarge, Problem
-from opos.instructions import resources
+from opos.instructions import resources, review
 from opos.instructions.yamlfile import LoadedYaml, YamlProblem, dotted, load
 from opos.lru import LRU
 from opos.model import (
@@ -36,8 +36,6 @@ from opos.text import unsafe_characters
 MAX_INSTRUCTION_BYTES = 64 * 1024
 MAX_POLICY_BYTES = 16 * 1024
 
-# Codes people write for a country that ISO 3166-1 spells otherwise.
-COUNTRY_ALIASES = {"UK": "GB", "EL": "GR", "KV": "XK"}
 _DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.I)
 
 
@@ -137,6 +135,7 @@ def load_policy(data: bytes | None, path: str) -> tuple[Policy, list[Problem]]:
                 message = f"{test!r} is not a test that probes have" + _suggest(test, known)
                 problems.append(Problem(path, line, f"tests[{index}]", message))
         fields["tests"] = frozenset(value["tests"])
+    problems.extend(review.from_loaded(loaded, path)[1])
     return Policy(**fields), problems
 
 
@@ -273,10 +272,7 @@ class _Meaning:
             self.problem(("target", "countries"), '["*"] means every country: list it alone')
         for index, code in enumerate(countries):
             if code != "*" and code not in resources.countries():
-                hint = f" (did you mean {COUNTRY_ALIASES[code]!r}?)" if code in COUNTRY_ALIASES else ""
-                self.problem(
-                    ("target", "countries", index), f"{code!r} is not an ISO 3166-1 alpha-2 country code{hint}"
-                )
+                self.problem(("target", "countries", index), resources.not_a_country(code))
         networks = [normalise_network(str(n)) for n in target.get("networks", [])]
         for name, values in (
             ("countries", countries),

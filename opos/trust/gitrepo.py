@@ -259,7 +259,7 @@ class GitLedger:
         self.objects = GitObjects(path)
         self.path = self.objects.path
         self._ledger_trees: LRU[str, str | None] = LRU(100_000)
-        self._signer_files: LRU[str, bytes] = LRU(64)
+        self._small_files: LRU[str, bytes] = LRU(64)  # allowed_signers and policy.yaml, by blob id
         # instructions tree id -> file name -> mode:blob, bounded by entries as the parsed trees are
         self._entries: LRU[str, dict[str, str]] = LRU(GitObjects.TREE_ENTRIES_KEPT, len)
         self._state: StateDir | None = None
@@ -289,25 +289,22 @@ class GitLedger:
         return found
 
     def _ledger_file(self, commit: CommitInfo, name: str) -> bytes | None:
+        # the same few versions of allowed_signers and policy.yaml stand in thousands of commits, and
+        # every step looks at its first parent's: read each version once
         ledger = self.ledger_tree(commit)
         if ledger is None:
             return None
         mode, sha = self.objects.tree(ledger).get(name.encode(), (0, ""))
-        return self.objects.blob(sha, MAX_LEDGER_FILE_BYTES) if mode in _FILE_MODES else None
-
-    def allowed_signers(self, commit: CommitInfo) -> bytes | None:
-        # the same few versions of the file stand in thousands of commits: read each version once
-        ledger = self.ledger_tree(commit)
-        if ledger is None:
-            return None
-        mode, sha = self.objects.tree(ledger).get(b"allowed_signers", (0, ""))
         if mode not in _FILE_MODES:
             return None
-        data = self._signer_files.get(sha)
+        data = self._small_files.get(sha)
         if data is None:
             data = self.objects.blob(sha, MAX_LEDGER_FILE_BYTES)
-            self._signer_files.put(sha, data)
+            self._small_files.put(sha, data)
         return data
+
+    def allowed_signers(self, commit: CommitInfo) -> bytes | None:
+        return self._ledger_file(commit, "allowed_signers")
 
     # --- ledger contents ---
 
@@ -416,7 +413,12 @@ class GitLedger:
 
 
 class FileCache:
-    """Accepted commits in a tab-separated file, appended as they are verified."""
+    """Accepted commits in a tab-separated file, appended as they are verified.
+
+    A line: commit, sequence, key, principals, generation, approvers (comma-separated), the signers
+    its step needs, and 1 when its first-parent chain has them all (else 0). Lines of four fields,
+    from before the two-person rule, are read as steps that needed one signer.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -427,11 +429,23 @@ class FileCache:
             text = ""
         for line in text.splitlines():
             fields = line.split("\t")
-            if len(fields) != 4 or len(fields[0]) != 40 or not fields[1].isdigit():
+            if len(fields) == 4:
+                fields += ["", "", "1", "1"]
+            if len(fields) != 8 or len(fields[0]) != 40 or not fields[1].isdigit():
                 continue  # a torn write: that commit is simply verified again
-            commit, sequence, key, principal = fields
+            commit, sequence, key, principal, generation, approvers, needed, reviewed = fields
+            if not (generation.isdigit() or not generation) or not needed.isdigit() or reviewed not in ("0", "1"):
+                continue
             signer = Signer(principal, KeyFingerprint(key)) if key else None
-            self.entries[CommitHash(commit)] = Accepted(CommitHash(commit), int(sequence), signer)
+            self.entries[CommitHash(commit)] = Accepted(
+                CommitHash(commit),
+                int(sequence),
+                signer,
+                tuple(approvers.split(",")) if approvers else (),
+                int(generation) if generation else None,
+                int(needed),
+                reviewed == "1",
+            )
 
     def get(self, commit: CommitHash) -> Accepted | None:
         return self.entries.get(commit)
@@ -443,7 +457,12 @@ class FileCache:
                 continue
             self.entries[entry.commit] = entry
             key, principal = (entry.signer.fingerprint, entry.signer.principal) if entry.signer else ("", "")
-            lines.append(f"{entry.commit}\t{entry.sequence}\t{key}\t{principal}\n")
+            generation = "" if entry.generation is None else str(entry.generation)
+            approvers = ",".join(entry.approvers)
+            verdict = f"{entry.needed}\t{int(entry.reviewed)}"
+            lines.append(
+                f"{entry.commit}\t{entry.sequence}\t{key}\t{principal}\t{generation}\t{approvers}\t{verdict}\n"
+            )
         if lines:
             with self.path.open("a", encoding="utf-8") as handle:
                 handle.write("".join(lines))

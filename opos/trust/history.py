@@ -7,7 +7,11 @@ The rules (issue: signed history):
 - a commit is judged against allowed_signers as it stands in its first parent's tree (the trust
   root against its own), so changing the signers takes a signature by someone already allowed;
 - a merge without such a signature passes only if its ledger is identical to one parent's (what a
-  merge button produces for an up-to-date branch): it adds nothing nobody signed.
+  merge button produces for an up-to-date branch): it adds nothing nobody signed;
+- the two-person rule (issue: two-person rule): when the review in force (policy.yaml's, as of the
+  first parent) asks more than one signer for a first-parent step P → C, the distinct staff whose
+  valid signatures (against allowed_signers as of P) are on commits of the step (reachable from C,
+  not from P) whose ledger tree is C's must be that many: each signature covers exactly what lands.
 
 The graph comes from a `CommitSource` (dulwich in `gitrepo`; dictionaries in tests/test_history_rules.py);
 this module does no I/O of its own.
@@ -17,8 +21,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import heapq
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from opos.errors import SignatureInvalid
@@ -52,20 +57,46 @@ class CommitSource(Protocol):
 
 @dataclass(frozen=True)
 class Accepted:
-    """A commit that is verified together with all its ancestors down to the trust root."""
+    """A commit whose signatures, and all its ancestors' down to the trust root, are good.
+
+    Whether it may be followed also takes `reviewed`: a commit of a branch that is merged later
+    need not have every signer itself (its merge does), a commit that a branch points to does.
+    """
 
     commit: CommitHash
     sequence: int  # first-parent steps from the trust root
     signer: Signer | None  # None when no signature was needed (the ledger did not change)
+    approvers: tuple[str, ...] = ()  # the distinct staff whose signatures cover the step, sorted (signer included)
+    generation: int | None = None  # 1 + its parents' largest (the trust root: 0); None when not recorded
+    needed: int = 1  # the signers the review in force asks of the step from its first parent
+    reviewed: bool = True  # every step of its first-parent chain, from the trust root, has the signers it needs
+
+    @property
+    def meets_review(self) -> bool:
+        """Whether this step alone has the signers it needs."""
+        return len(self.approvers) >= self.needed or self.needed <= 1
 
 
 @dataclass(frozen=True)
 class Failure:
     commit: CommitHash
     reason: str
+    review: bool = False  # too few signers for a step of the followed chain (its signatures are good)
 
     def __str__(self) -> str:
         return f"{self.commit} {self.reason}"
+
+
+class ReviewRule(Protocol):
+    def needed(self, parent: CommitInfo, commit: CommitInfo) -> tuple[int, str]:
+        """How many distinct staff must sign the step from `parent` (the first parent) to `commit`, and why."""
+
+
+class OneSigner:
+    """The rule without a review section: one valid signature admits a change."""
+
+    def needed(self, parent: CommitInfo, commit: CommitInfo) -> tuple[int, str]:
+        return 1, ""
 
 
 class VerifiedCache(Protocol):
@@ -102,10 +133,18 @@ class Report:
 class Verifier:
     """Applies the signer rules from a pinned trust root, with verdicts cached by commit hash."""
 
-    def __init__(self, source: CommitSource, trust_root: CommitHash, cache: VerifiedCache | None = None) -> None:
+    def __init__(
+        self,
+        source: CommitSource,
+        trust_root: CommitHash,
+        cache: VerifiedCache | None = None,
+        review: ReviewRule | None = None,
+    ) -> None:
         self.source = source
         self.trust_root = trust_root
         self.cache: VerifiedCache = cache if cache is not None else MemoryCache()
+        self.review: ReviewRule = review if review is not None else OneSigner()
+        self._generations: dict[CommitHash, int] = {}
         self._signers: dict[bytes, list[sshsig.AllowedSigner]] = {}
         self._checked: dict[CommitHash, Signer | SignatureInvalid] = {}  # signatures checked ahead, this verify
 
@@ -113,7 +152,7 @@ class Verifier:
         """Verify every commit between the trust root and `revision` that is not yet cached."""
         known = self.cache.get(revision)
         if known is not None:
-            return Report(revision, [], known)
+            return self._followable(Report(revision, [], known))
         failures: list[Failure] = []
         done: dict[CommitHash, Accepted | None] = {}  # None: this commit or an ancestor failed
         new = list(self._new_commits(revision, failures))
@@ -124,7 +163,23 @@ class Verifier:
                 failures.append(failure)
             done[info.id] = accepted
         self.cache.add(entry for entry in done.values() if entry is not None)
-        return Report(revision, failures, done.get(revision) if not failures else None)
+        return self._followable(Report(revision, failures, done.get(revision) if not failures else None))
+
+    def _followable(self, report: Report) -> Report:
+        """The report, with the steps of the revision's first-parent chain that lack signers as failures."""
+        accepted = report.accepted
+        if accepted is None or accepted.reviewed:
+            return report
+        failures = []
+        entry: Accepted | None = accepted
+        while entry is not None and not entry.reviewed:
+            info = self.source.commit(entry.commit)
+            first = self.source.commit(info.parents[0])
+            if not entry.meets_review:
+                why = self.review.needed(first, info)[1]
+                failures.append(Failure(entry.commit, _too_few(entry.needed, entry.approvers, why), review=True))
+            entry = self.cache.get(first.id)
+        return Report(report.revision, [*report.failures, *reversed(failures)], None)
 
     def _check_signatures(self, new: list[CommitInfo]) -> dict[CommitHash, Signer | SignatureInvalid]:
         """Every signature that judging `new` will look at, checked on two threads ahead of the judging.
@@ -189,8 +244,11 @@ class Verifier:
             else:
                 changed = self.source.ledger_tree(info) is not None
             if not changed:
-                return None, Accepted(info.id, 0, None)
-            return self._signed(info, info, 0)
+                return None, Accepted(info.id, 0, None, generation=0)
+            refused, pinned = self._signed(info, info, 0)
+            if pinned is None or pinned.signer is None:
+                return refused, pinned
+            return None, Accepted(info.id, 0, pinned.signer, (pinned.signer.person,), 0)  # pinned: not reviewed
         if not info.parents:
             return None, None  # reported when it was found
         parents = [self._lookup(p, done) for p in info.parents]
@@ -212,7 +270,104 @@ class Verifier:
                 failure = None  # it adds nothing that a verified parent does not already hold
         if failure is not None or any(p is None for p in parents):
             return failure, None
-        return None, Accepted(info.id, sequence, signer)
+        generation = 1 + max(self._generation(p, done) for p in info.parents)
+        self._generations[info.id] = generation
+        approvers: tuple[str, ...] = ()
+        needed = 1
+        if ledger != parent_ledgers[0]:
+            approvers = self._approvers(ledger, first, list(info.parents[1:]), signer, done)
+            needed = self.review.needed(first, info)[0]
+        step = Accepted(info.id, sequence, signer, approvers, generation, needed)
+        reviewed = step.meets_review and first_accepted is not None and first_accepted.reviewed
+        return None, replace(step, reviewed=reviewed)
+
+    def approvals(self, base: CommitHash, head: CommitHash) -> tuple[str, ...]:
+        """Who has approved `head` so far, as a merge of it into `base` would count them (both verified)."""
+        tip, first = self.source.commit(head), self.source.commit(base)
+        return self._approvers(self.source.ledger_tree(tip), first, [head], None, {})
+
+    def _approvers(
+        self,
+        ledger: str | None,
+        first: CommitInfo,
+        others: list[CommitHash],
+        signer: Signer | None,
+        done: dict[CommitHash, Accepted | None],
+    ) -> tuple[str, ...]:
+        """The distinct staff whose valid signatures, as of `first`, are on commits with this ledger tree
+        that `others` bring in (reachable from them, not from `first`); `signer` is already counted."""
+        persons = {signer.person} if signer is not None else set()
+        for other in self._brought_in(first.id, others, done):
+            if other.signature is None or self.source.ledger_tree(other) != ledger:
+                continue
+            verified = _check_signature(self._task(other, other.signature, first))
+            if isinstance(verified, Signer):
+                persons.add(verified.person)
+        return tuple(sorted(persons))
+
+    def _brought_in(
+        self, first: CommitHash, others: list[CommitHash], done: dict[CommitHash, Accepted | None]
+    ) -> list[CommitInfo]:
+        """The commits a merge brings in: reachable from its other parents, not from its first.
+
+        Painted down in order of generation (so a commit's marks are final when it is taken) until
+        only commits the first parent reaches are left: the walk covers the merged branch and the
+        first parent's commits since it forked, never the whole history.
+        """
+        first_side, other_side = 1, 2
+        marks: dict[CommitHash, int] = {}
+        queue: list[tuple[int, CommitHash]] = []
+        open_other: set[CommitHash] = set()  # queued commits that only the other side reaches so far
+
+        def mark(commit: CommitHash, side: int) -> None:
+            was = marks.get(commit, 0)
+            if was | side == was:
+                return
+            marks[commit] = was | side
+            if was == 0:
+                heapq.heappush(queue, (-self._generation(commit, done), commit))
+            if marks[commit] == other_side:
+                open_other.add(commit)
+            else:
+                open_other.discard(commit)
+
+        mark(first, first_side)
+        for parent in others:
+            mark(parent, other_side)
+        found: list[CommitInfo] = []
+        while open_other:
+            _, commit = heapq.heappop(queue)
+            side = marks[commit]
+            open_other.discard(commit)
+            current = self.source.commit(commit)
+            if side == other_side:
+                found.append(current)
+            if commit != self.trust_root:
+                for parent in current.parents:
+                    mark(parent, side)
+        return found
+
+    def _generation(self, commit: CommitHash, done: dict[CommitHash, Accepted | None]) -> int:
+        """The commit's generation: recorded with its verdict, else worked out once (a cache from before)."""
+        stack = [commit]
+        while stack:
+            current = stack[-1]
+            if current in self._generations:
+                stack.pop()
+                continue
+            entry = self._lookup(current, done)
+            if entry is not None and entry.generation is not None:
+                self._generations[current] = entry.generation
+                stack.pop()
+                continue
+            parents = () if current == self.trust_root else self.source.commit(current).parents
+            missing = [p for p in parents if p not in self._generations]
+            if missing:
+                stack.extend(missing)
+                continue
+            self._generations[current] = 1 + max((self._generations[p] for p in parents), default=-1)
+            stack.pop()
+        return self._generations[commit]
 
     def _signed(
         self, info: CommitInfo, signers_from: CommitInfo, sequence: int
@@ -248,6 +403,13 @@ class Verifier:
         if data not in self._signers:
             self._signers[data] = sshsig.parse_allowed_signers(data)[0]
         return self._signers[data]
+
+
+def _too_few(needed: int, approvers: tuple[str, ...], why: str) -> str:
+    because = f" ({why})" if why else ""
+    return (f"needs {needed} signers, has {len(approvers)} ({', '.join(approvers) or 'no valid signature'}){because}: "
+            "policy.yaml's review asks each change to be signed by that many staff; another signer approves the "
+            "branch with `opos approve` and it lands with a merge commit (ledger/README.md)")  # fmt: skip
 
 
 def _check_signature(task: _SignatureTask) -> Signer | SignatureInvalid:

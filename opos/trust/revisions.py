@@ -87,3 +87,39 @@ def last_revisions(
                 heapq.heappush(queue, (-source.commit(parent_id).committed, parent_id))
             pending[parent_id] |= routed
     return result
+
+
+def landing_steps(
+    source: InstructionSource,
+    revision: CommitHash,
+    names: Iterable[str],
+    trust_root: CommitHash,
+    known: Mapping[CommitHash, Mapping[str, CommitHash]] | None = None,
+) -> dict[str, CommitHash]:
+    """For each file name, the step of `revision`'s first-parent chain where its current contents landed.
+
+    That step's signers approved it (a merge lands a branch's commits at once). Walks first parents
+    from `revision` until every name is placed, taking `known` answers (from a commit rendered
+    before) where the walk reaches one; what has not changed since the trust root landed there.
+    """
+    known = known or {}
+    pending = set(names)
+    result: dict[str, CommitHash] = {}
+    commit = revision
+    while pending:
+        if commit in known:
+            answers = {name: known[commit][name] for name in pending if name in known[commit]}
+            result.update(answers)
+            pending -= set(answers)
+            if not pending:
+                break
+        info = source.commit(commit)
+        if commit == trust_root or not info.parents:
+            result.update(dict.fromkeys(pending, commit))
+            break
+        parent = source.commit(info.parents[0])
+        changed = pending & source.changed_instructions(info, parent)
+        result.update(dict.fromkeys(changed, commit))
+        pending -= changed
+        commit = parent.id
+    return result

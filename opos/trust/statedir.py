@@ -40,6 +40,9 @@ class StateDir:
     def revisions_file(self, scope: str) -> Path:
         return self.path / f"revisions-{scope}.json"
 
+    def landings_file(self, scope: str) -> Path:
+        return self.path / f"landings-{scope}.json"
+
     def checked_file(self, rules_fingerprint: str) -> Path:
         return self.path / f"checked-{rules_fingerprint}.jsonl"
 

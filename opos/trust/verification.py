@@ -8,6 +8,7 @@ from opos.errors import HistoryRejected, RepositoryError
 from opos.instructions import rules
 from opos.model import CommitHash
 from opos.trust import checkedfile
+from opos.trust.approval import Approvals, LedgerReview
 from opos.trust.gitrepo import FileCache, GitLedger
 from opos.trust.history import Accepted, Failure, Report, Verifier, descends_from
 from opos.trust.statedir import scope_of
@@ -45,7 +46,7 @@ class Verification:
             memo = rules.new_check_memo()
             saved = checkedfile.SavedVerdicts(ledger.state)
             saved.load(memo)
-        return cls(ledger, Verifier(ledger, root, cache), root, scope, memo, saved)
+        return cls(ledger, Verifier(ledger, root, cache, LedgerReview(ledger, memo)), root, scope, memo, saved)
 
     def save_checked(self) -> None:
         """Keep the verdicts on instruction files for the next process (see checkedfile)."""
@@ -54,7 +55,9 @@ class Verification:
         self.saved.save(self.checked)
 
     def accepted(self, commit: CommitHash) -> bool:
-        return self.verifier.cache.get(commit) is not None
+        """Whether the commit may be followed: good signatures, and every step of its chain has its signers."""
+        entry = self.verifier.cache.get(commit)
+        return entry is not None and entry.reviewed
 
     def check(self, revision: CommitHash, since: str | None = None) -> Report:
         """Verify history up to `revision`; with `since`, also that it descends from that commit."""
@@ -67,6 +70,31 @@ class Verification:
                           "the one force-push that is safe) and re-apply the change with signed commits")  # fmt: skip
                 report = Report(revision, [*report.failures, Failure(revision, reason)], None)
         return report
+
+    def approvals(self, base: CommitHash, head: CommitHash) -> Approvals:
+        """Who has signed what landing `head` on `base` with a merge commit would bring, and who must yet.
+
+        The branch's own commits need only good signatures: the count is the merge's to meet.
+        """
+        base_info, head_info = self.ledger.commit(base), self.ledger.commit(head)
+        if self.ledger.ledger_tree(base_info) == self.ledger.ledger_tree(head_info):
+            return Approvals(0, "", ())
+        needed, why = self.verifier.review.needed(base_info, head_info)
+        failures = [
+            f for f in self.verifier.verify(head).failures + self.verifier.verify(base).failures if not f.review
+        ]
+        if failures or not (self.accepted_signatures(base) and self.accepted_signatures(head)):
+            reason = failures[0] if failures else f"{head} does not verify"
+            return Approvals(needed, why, (), f"They cannot be counted until the history verifies: {reason}")
+        problem = ""
+        if not descends_from(self.ledger, head, base):
+            problem = (f"The branch does not contain {base[:12]}: a merge of it would hold a ledger nobody signed; "
+                       "merge or rebase it onto the base first, then approve it again.")  # fmt: skip
+        return Approvals(needed, why, self.verifier.approvals(base, head), problem)
+
+    def accepted_signatures(self, commit: CommitHash) -> bool:
+        """Whether the commit's signatures and its ancestors' are good (a branch's commits need no more)."""
+        return self.verifier.cache.get(commit) is not None
 
     def last_accepted(self, revision: CommitHash) -> CommitHash | None:
         """The newest accepted commit on `revision`'s first-parent chain: where to reset a branch to."""

@@ -1,0 +1,133 @@
+"""`opos approve`: a reviewer's signature over exactly the ledger a pull request would land.
+
+The approval is an empty commit on the branch, signed by the reviewer's own key through git (the
+one place the CLI runs `git commit -S`: the key is the user's and git knows where it is). Its
+ledger tree is the branch's, so it counts for the merge that lands that tree and for no other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import subprocess  # nosec B404: git is run with fixed arguments, never through a shell
+from pathlib import Path
+from typing import TextIO
+
+from opos.cli._common import Commands, add_command, add_repo, add_trust, open_ledger
+from opos.errors import OposError, RepositoryError, SignatureInvalid, UsageError
+from opos.eventlog import impact
+from opos.instructions import rules
+from opos.model import CommitHash
+from opos.trust import sshsig
+from opos.trust.gitrepo import GitLedger
+from opos.trust.verification import Verification
+
+DEFAULT_BASES = ("origin/main", "main", "origin/master", "master")
+
+
+def register(commands: Commands) -> None:
+    parser = add_command(
+        commands, "approve", approve,
+        help="approve the checked-out branch with a signed empty commit",
+        description="Print exactly what you are about to approve (the ledger at REV, compared with BASE, and the "
+        "approvals it has), then make an empty commit signed with your key (`git commit --allow-empty -S`) on the "
+        "checked-out branch. It counts toward policy.yaml's review for a merge that lands exactly this ledger; "
+        "push it to the pull request's branch.",
+    )  # fmt: skip
+    parser.add_argument(
+        "rev", nargs="?", default="HEAD",
+        help="the commit you reviewed (default HEAD); it must be where the checked-out branch is",
+    )  # fmt: skip
+    parser.add_argument(
+        "--base", help=f"the branch it will be merged into (default: the first of {', '.join(DEFAULT_BASES)})"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print what you would approve; commit nothing")
+    add_repo(parser)
+    add_trust(parser)
+
+
+def approve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    with open_ledger(args) as ledger:
+        head = ledger.resolve("HEAD")
+        reviewed = ledger.resolve(args.rev)
+        if ledger.ledger_tree(ledger.commit(reviewed)) != ledger.ledger_tree(ledger.commit(head)):
+            raise UsageError(f"the checked-out branch is at {head[:12]}, whose ledger is not {args.rev}'s: you would "
+                             f"approve what you did not review; `git switch` to the branch at {args.rev}, or review "
+                             "what it holds now")  # fmt: skip
+        base = _base(ledger, args.base)
+        if base == head:
+            raise UsageError(f"HEAD is {args.base or 'the base branch'} itself: check out the pull request's branch")
+        verification = Verification.open(ledger, head, args.trust_root)
+        status = verification.approvals(base, head)
+        if status.needed == 0:
+            raise UsageError(f"HEAD's ledger is the same as {base[:12]}'s: there is nothing to approve")
+        tree = ledger.ledger_tree(ledger.commit(head))
+        changes = _changes(ledger, base, head)
+        subject = ledger.commit(head).message.strip().splitlines()[0] if ledger.commit(head).message.strip() else ""
+        message = (f"Approve: {subject}\n\nI approve the ledger {ledger.ledger_prefix or './'} as it stands at "
+                   f"{head}\n(tree {tree}), compared with {base}:\n\n{impact.as_text(changes)}\n")  # fmt: skip
+        print(f"You are about to sign the ledger at {head} (tree {tree}), compared with {base}:\n", file=out)
+        print(impact.as_text(changes), file=out)
+        print(f"\n{status.describe()}", file=out)
+        print("\nThe empty commit on top of it, signed with your key, says:\n", file=out)
+        print("    " + message.strip().replace("\n", "\n    "), file=out)
+        print("\nYour signature counts for a merge that lands exactly this ledger; any later change to the branch "
+              "needs approving again.", file=out)  # fmt: skip
+        if args.dry_run:
+            return 0
+    _commit(args.repo, message)
+    with open_ledger(args) as ledger:
+        made = ledger.resolve("HEAD")
+        _say_whether_it_counts(ledger, made, base, out, err)
+    return 0
+
+
+def _base(ledger: GitLedger, named: str | None) -> CommitHash:
+    if named:
+        return ledger.resolve(named)
+    for name in DEFAULT_BASES:
+        try:
+            return ledger.resolve(name)
+        except RepositoryError:
+            continue
+    raise UsageError(f"no base branch found ({', '.join(DEFAULT_BASES)}): name it with --base")
+
+
+def _changes(ledger: GitLedger, base: CommitHash, head: CommitHash) -> list[impact.Change]:
+    sides = []
+    for commit in (base, head):
+        checked = rules.check_ledger(ledger.ledger_files(ledger.commit(commit)))
+        sides.append({ident: i.to_json() for ident, i in checked.instructions.items()})
+    return impact.compare(sides[0], sides[1], dt.datetime.now(dt.UTC))
+
+
+def _commit(repo: Path, message: str) -> None:
+    git = shutil.which("git")
+    if git is None:
+        raise OposError("git is not installed: `opos approve` signs through git (apt-get install git)")
+    staged = subprocess.run([git, "diff", "--cached", "--quiet"], cwd=repo, capture_output=True)  # nosec B603
+    if staged.returncode != 0:
+        raise UsageError("changes are staged: an approval must be an empty commit; `git stash` or `git restore "
+                         "--staged .` them first")  # fmt: skip
+    made = subprocess.run(  # nosec B603: fixed arguments
+        [git, "commit", "--allow-empty", "-S", "-q", "-F", "-"], cwd=repo, input=message, text=True,
+        capture_output=True,
+    )  # fmt: skip
+    if made.returncode != 0:
+        hint = "sign with your SSH key: `git config gpg.format ssh`, `git config user.signingkey ~/.ssh/id_ed25519.pub`"
+        raise OposError(f"git could not make the signed commit: {made.stderr.strip()}\n{hint}")
+
+
+def _say_whether_it_counts(ledger: GitLedger, made: CommitHash, base: CommitHash, out: TextIO, err: TextIO) -> None:
+    info = ledger.commit(made)
+    signers = sshsig.parse_allowed_signers(ledger.allowed_signers(ledger.commit(base)) or b"")[0]
+    try:
+        signer = sshsig.verify(
+            info.signature or b"", info.payload, signers, dt.datetime.fromtimestamp(info.committed, dt.UTC)
+        )
+    except SignatureInvalid as reason:
+        print(f"warning: {made[:12]} will not count as an approval: {reason} (allowed_signers as of {base[:12]})",
+              file=err)  # fmt: skip
+        return
+    print(f"\nApproved as {signer.person} in {made}. Push it to the pull request's branch (`git push`).", file=out)
