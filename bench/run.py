@@ -52,7 +52,7 @@ from opos.feed.documents import forget_verified
 from opos.feed.site import published_commit
 from opos.trust.gitrepo import GitLedger
 from opos.trust.verification import Verification
-from servers import GitDaemon, free_port, wait_for_port
+from servers import GitDaemon, free_port, terminate, wait_for_port
 
 PYTHON = sys.executable
 OPOS = [PYTHON, "-m", "opos"]
@@ -253,7 +253,9 @@ def leader_rows(work: Path, sizes: Sizes, feed_key: Path) -> list[Figure]:
 class Running:
     """gunicorn with the shipped configuration following a ledger through `git daemon`, and its data."""
 
-    def __init__(self, work: Path, sizes: Sizes, feed_key: Path, claims_database: str | None) -> None:
+    def __init__(
+        self, work: Path, sizes: Sizes, feed_key: Path, claims_database: str | None, auditors: int = 0
+    ) -> None:
         root = work / "daemon"
         root.mkdir(parents=True, exist_ok=True)
         self.capped = f"claims-{os.urandom(6).hex()}"  # claims are kept by instruction id: a new one each run
@@ -270,6 +272,12 @@ class Running:
                "OPOS_CLAIMS_PER_ADDRESS": "0", "OPOS_CLAIMS_RATE": "0"}  # every probe comes from 127.0.0.1  # fmt: skip
         if claims_database:
             env["OPOS_CLAIMS_DATABASE"] = claims_database
+        self.auditors = [
+            Auditor(work / f"auditor-{n}", self.daemon.url("ledger.git"), feed_key) for n in range(auditors)
+        ]
+        if self.auditors:
+            env["OPOS_AUDITORS"] = ",".join(a.url for a in self.auditors)
+            env["OPOS_AUDITORS_REQUIRED"] = str(len(self.auditors))
         self.log = work / f"gunicorn-{self.port}.log"
         self.process = subprocess.Popen(
             [PYTHON, "-m", "gunicorn", "-c", ROOT / "webhook" / "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}",
@@ -303,12 +311,28 @@ class Running:
         urllib.request.urlopen(request, timeout=5).read()
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        terminate(self.process, 30)
+        for auditor in self.auditors:
+            terminate(auditor.process, 30)
         self.daemon.stop()
+
+
+class Auditor:
+    """An auditor under gunicorn (webhook/auditor.conf.py) following the service's ledger."""
+
+    def __init__(self, folder: Path, remote: str, feed_key: Path) -> None:
+        folder.mkdir(parents=True)
+        run_child([*OPOS, "keygen", "--out", folder / "key"])
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {"OPOS_AUDITOR_KEY": str(folder / "key"), "OPOS_AUDITOR_FEED_KEYS": f"{feed_key}.pub",
+               "OPOS_AUDITOR_STATE": str(folder / "state"), "OPOS_AUDITOR_REMOTE": remote}  # fmt: skip
+        self.process = subprocess.Popen(
+            [PYTHON, "-m", "gunicorn", "-c", ROOT / "webhook" / "auditor.conf.py", "--bind", f"127.0.0.1:{self.port}",
+             "webhook.auditor:create_app()"],
+            cwd=ROOT, env={**os.environ, **env}, stdout=(folder / "gunicorn.log").open("wb"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for_port(self.port, 60)
 
 
 @contextmanager
@@ -376,7 +400,7 @@ def throughput_rows(service: Running, work: Path, sizes: Sizes, times: int) -> l
     return rows
 
 
-def latency_rows(service: Running, sizes: Sizes) -> list[Figure]:
+def latency_rows(service: Running, sizes: Sizes, auditors: int = 0) -> list[Figure]:
     latencies = []
     for _ in range(sizes.pushes):
         commit = service.push()
@@ -387,6 +411,12 @@ def latency_rows(service: Running, sizes: Sizes) -> list[Figure]:
         latencies.append(time.perf_counter() - started)
         time.sleep(0.6)  # a push every few tenths of a second at most: the service's sync floor never applies
     p99 = sorted(latencies)[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    if auditors:
+        return [
+            Figure(f"push → served, {auditors} auditors", f"as above, each new commit cosigned by {auditors} auditors "
+                   "under gunicorn (each fetches and re-renders it) before its head is published", "s", latencies, 1.0,
+                   note=f"p99 {p99:.3f} s"),
+        ]  # fmt: skip
     return [
         Figure("push → served", f"{sizes.pushes} signed pushes over `git daemon`, webhook, "
                f"{sizes.service_instructions:,} instructions, sampled every 20 ms", "s", latencies, 0.08,
@@ -566,6 +596,12 @@ def main() -> None:
             figures += client_rows(service, work, sizes, args.repeat, feed_key)
         finally:
             service.stop()
+        print("starting the service with two auditors", flush=True)
+        audited = Running(work / "audited", sizes, feed_key, None, auditors=2)
+        try:
+            figures += latency_rows(audited, sizes, auditors=2)
+        finally:
+            audited.stop()
         backends: list[tuple[str, str | None]] = [("SQLite", None)]
         database = postgres_url()
         if database:

@@ -171,6 +171,19 @@ def instruction(ident: str, **overrides: str) -> str:
     return "".join(f"{name}: {value}\n" for name, value in fields.items() if value is not None)
 
 
+def push(repo: LedgerRepo, *extra: str) -> str:
+    """Push main to origin (extra arguments such as --force first); the pushed commit."""
+    repo.git("push", "-q", *extra, "origin", "main")
+    return repo.head()
+
+
+def add_signed(repo: LedgerRepo, key: SshKey, ident: str, **fields: str) -> str:
+    """Add a valid instruction in a commit signed with `key`, and push it."""
+    repo.write(f"ledger/instructions/{ident}.yaml", instruction(ident, **fields))
+    repo.commit(f"Add {ident}", key)
+    return push(repo)
+
+
 @pytest.fixture
 def ledger_repo(tmp_path: Path, keys: dict[str, SshKey]) -> LedgerRepo:
     """A repository whose trust root allows alice, with one instruction."""

@@ -23,6 +23,18 @@ ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 
 
+def terminate(process: subprocess.Popen[bytes], seconds: float = 15) -> None:
+    """SIGTERM, then SIGKILL when it has not ended within `seconds`."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -131,12 +143,7 @@ class Service:
         return http("POST", self.url + "/hooks/github", body, headers)
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process)
 
 
 POSTGRES_URL = os.environ.get("OPOS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -259,3 +266,49 @@ class Mirror:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class AuditorProcess:
+    """A real gunicorn running an OPOS auditor (webhook/auditor.py) on 127.0.0.1; restartable on the same port."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = env
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [str(GUNICORN), "-c", str(ROOT / "webhook" / "auditor.conf.py"), "--bind", f"127.0.0.1:{self.port}",
+             "--workers", "2", "webhook.auditor:create_app()"],
+            cwd=ROOT, env={**os.environ, **self.env}, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for_port(self.port)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the port opens with the master; a worker answers a moment later
+            with contextlib.suppress(OSError):
+                if http("GET", f"{self.url}/healthz", timeout=2).status == 200:
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"the auditor did not start; log:\n{self.log.read_text()[-3000:]}")
+
+    def cosign(self, envelope: bytes, timeout: float = 60) -> HttpAnswer:
+        return http("POST", f"{self.url}/v1/cosign", envelope, {"Content-Type": "application/json"}, timeout)
+
+    def get(self, path: str) -> HttpAnswer:
+        return http("GET", self.url + path)
+
+    def kill(self) -> None:
+        """SIGKILL to the master and its workers: no cleanup, as in a power cut."""
+        assert self.process is not None
+        workers = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
+        for pid in [self.process.pid, *map(int, workers.split())]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            terminate(self.process)

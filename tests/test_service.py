@@ -21,23 +21,12 @@ from typing import Any
 import jsonschema
 import pytest
 
-from conftest import LedgerRepo, SshKey, instruction
+from conftest import LedgerRepo, SshKey, add_signed, instruction, push
 from opos.instructions import resources
 from servers import ROOT, Service, free_port, http, post_json, wait_for_port
 
 pytestmark = pytest.mark.slow
 SECRET = "s3cret"
-
-
-def push(repo: LedgerRepo, *extra: str) -> str:
-    repo.git("push", "-q", *extra, "origin", "main")
-    return repo.head()
-
-
-def add_signed(repo: LedgerRepo, key: SshKey, ident: str, **fields: str) -> str:
-    repo.write(f"ledger/instructions/{ident}.yaml", instruction(ident, **fields))
-    repo.commit(f"Add {ident}", key)
-    return push(repo)
 
 
 def health(service: Service) -> dict[str, Any]:

@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from securesystemslib.dsse import Envelope as SslibEnvelope
+from securesystemslib.exceptions import VerificationError
+from securesystemslib.signer import SSlibKey
 
 from opos.client.verify import Pin, Rejected, check_feed, check_head
 from opos.errors import UntrustedDataError
-from opos.feed import plan, targeting
-from opos.feed.keys import load_public
+from opos.feed import cosignature, plan, targeting
+from opos.feed.keys import key_id, load_public
 from opos.instructions import resources
 from opos.model import parse_time
 
@@ -31,7 +34,7 @@ def test_the_envelopes_are_reproducible(tmp_path: Path) -> None:
 
     subprocess.run([sys.executable, str(HERE / "make_vectors.py"), str(tmp_path)], check=True)
     made = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    assert made == {name: (HERE / name).read_bytes() for name in made} and len(made) == 9
+    assert made == {name: (HERE / name).read_bytes() for name in made} and len(made) == 15
 
 
 @pytest.mark.parametrize("case", VECTORS["cases"], ids=lambda c: f"{c['head']}+{c['feed']}+{c['pin']}")
@@ -45,6 +48,33 @@ def test_cases(case: dict[str, Any]) -> None:
     with pytest.raises((Rejected, UntrustedDataError)) as caught:
         check_feed(feed_bytes, check_head(head_bytes, KEYS, NOW, SKEW, pin), KEYS)
     assert case["reason"] in str(caught.value)
+
+
+@pytest.mark.parametrize("case", VECTORS["cosignature_cases"], ids=lambda c: f"{c['cosignatures']}-{c['required']}")
+def test_cosignature_cases(case: dict[str, Any]) -> None:
+    head = check_head((HERE / case["head"]).read_bytes(), KEYS, NOW, SKEW, None)
+    statement = cosignature.Statement(head.commit, head.sequence, head.feed_sha256)
+    auditors = [load_public(HERE / name) for name in case["auditors"]]
+    data = (HERE / case["cosignatures"]).read_bytes()
+    if case["accept"]:
+        assert len(cosignature.require(data, statement, auditors, case["required"])) >= case["required"]
+        return
+    with pytest.raises(UntrustedDataError) as caught:
+        cosignature.require(data, statement, auditors, case["required"])
+    assert case["reason"] in str(caught.value)
+
+
+def test_the_cosignatures_verify_with_securesystemslib() -> None:
+    """Another DSSE implementation agrees: both auditors' signatures in cosignature.json, one in -duplicate."""
+    sslib_keys = []
+    for name in ("auditor-1.pub", "auditor-2.pub"):
+        public = load_public(HERE / name)
+        sslib_keys.append(SSlibKey(key_id(public), "ed25519", "ed25519", {"public": public.public_bytes_raw().hex()}))
+    both = SslibEnvelope.from_dict(json.loads((HERE / "cosignature.json").read_bytes()))
+    assert set(both.verify(sslib_keys, 2)) == {k.keyid for k in sslib_keys}
+    duplicate = SslibEnvelope.from_dict(json.loads((HERE / "cosignature-duplicate.json").read_bytes()))
+    with pytest.raises(VerificationError):
+        duplicate.verify(sslib_keys, 2)
 
 
 @pytest.mark.parametrize("sample", VECTORS["sample_points"], ids=lambda s: s["probe_id"])

@@ -45,6 +45,12 @@ class Config:
     trusted_proxies: str = ""  # CIDRs whose X-Forwarded-For is believed (comma-separated); none by default
     asn_db: Path | None = None  # a MaxMind DB (GeoLite2-ASN, DB-IP ASN): a claim's network must be the source's
     follow: bool = True  # run the follower thread (off for tests that drive syncs themselves)
+    auditors: str = ""  # auditors' base URLs, comma-separated: each new commit is sent to them to cosign
+    auditors_required: int = 0  # a new head is published once this many cosigned; 0: auditors are not asked
+
+    @property
+    def auditor_urls(self) -> list[str]:
+        return [url.strip() for url in self.auditors.split(",") if url.strip()]
 
     @property
     def site_dir(self) -> Path:
@@ -56,7 +62,7 @@ class Config:
 
 
 _REQUIRED = ("remote", "data_dir", "feed_key")
-_ZERO_TURNS_OFF = frozenset({"claims_per_address"})
+_ZERO_TURNS_OFF = frozenset({"claims_per_address", "auditors_required"})
 _NAMES = [f.name for f in fields(Config)]
 ENVIRONMENT = {f"OPOS_{name.upper()}": name for name in _NAMES}
 

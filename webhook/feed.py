@@ -45,9 +45,23 @@ def feed() -> Response:
 @blueprint.get("/v1/feed/<commit>.json")
 def pinned(commit: str) -> Response:
     """A feed this service published, as the static file it wrote then: nothing is rendered on request."""
+    missing = f"{commit} is not a commit this service has published (or its feed is past the retention)"
+    data = _commit_file("feed", commit, missing)
+    return _json(data, commit, IMMUTABLE)
+
+
+def _commit_file(folder: str, commit: str, missing: str) -> bytes:
+    """`v1/<folder>/<commit>.json` as the sync wrote it; 400 for what is not a commit, 404 when absent."""
     if not _COMMIT.fullmatch(commit):
         abort(400, "a commit is 40 lowercase hexadecimal characters")
-    data = current().site.read(f"v1/feed/{commit}.json")
+    data = current().site.read(f"v1/{folder}/{commit}.json")
     if data is None:
-        abort(404, f"{commit} is not a commit this service has published (or its feed is past the retention)")
-    return _json(data, commit, IMMUTABLE)
+        abort(404, missing)
+    return data
+
+
+@blueprint.get("/v1/cosignatures/<commit>.json")
+def cosignatures(commit: str) -> Response:
+    """The auditors' cosignatures of a published commit, as the file the sync wrote before its head."""
+    data = _commit_file("cosignatures", commit, f"no auditor cosignatures of {commit} are published here")
+    return _json(data, hashlib.sha256(data).hexdigest()[:32], SHORT_CACHE)

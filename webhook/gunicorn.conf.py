@@ -50,16 +50,9 @@ def on_starting(server):  # type: ignore[no-untyped-def]
 
 
 def post_worker_init(worker):  # type: ignore[no-untyped-def]
-    # The service's own log (each sync: its outcome, commit and seconds) goes where gunicorn's goes,
-    # with the same time and level.
-    import logging
+    from webhook.gunicorn_log import share_gunicorn_log
 
-    service_log = logging.getLogger("opos")
-    if not service_log.handlers:
-        for handler in logging.getLogger("gunicorn.error").handlers:
-            service_log.addHandler(handler)
-        service_log.setLevel(logging.INFO)
-        service_log.propagate = False
+    share_gunicorn_log()
     # The worker's own threads and connections start here, after the fork, never in create_app
     # (which with --preload runs in the master before it forks).
     from webhook import start_service

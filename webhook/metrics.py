@@ -25,6 +25,10 @@ SYNCS = Counter("opos_syncs_total", "Syncs with the ledger repository, by outcom
 SYNC_SECONDS = Histogram(
     "opos_sync_duration_seconds", "How long a sync took", buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 )
+SPLIT_VIEW_ALARMS = Counter(
+    "opos_split_view_alarms_total",
+    "Syncs in which an auditor answered 409: it cosigned something this feed contradicts",
+)
 VERIFICATION_FAILURES = Counter("opos_verification_failures_total", "Syncs whose new commits failed verification")
 CLAIMS = Counter("opos_claims_total", "Claims answered, by result and the reason of a refusal", ["result", "reason"])
 SERVED_SEQUENCE = Gauge("opos_served_sequence", "The sequence of the served feed", multiprocess_mode="max")

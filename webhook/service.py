@@ -73,6 +73,8 @@ class Service:
         metrics.SYNC_SECONDS.observe(seconds)
         if result.outcome == "rejected":
             metrics.VERIFICATION_FAILURES.inc()
+        if result.outcome == "uncosigned" and result.detail.startswith("SPLIT VIEW ALARM"):
+            metrics.SPLIT_VIEW_ALARMS.inc()
 
     def log_index(self) -> LogIndex | None:
         """The event log's index, once the first sync has made one (kept by the leader's syncs)."""
@@ -129,6 +131,9 @@ def check_before_serving(config: Config) -> None:
     An unreachable remote is not refused: it may come back, and the service says so in /healthz.
     """
     _check_feed_key(config)
+    if config.auditors_required > len(config.auditor_urls):
+        raise ConfigError(f"OPOS_AUDITORS_REQUIRED is {config.auditors_required}, but OPOS_AUDITORS names "
+                          f"{len(config.auditor_urls)} auditor(s): no head could ever be published")  # fmt: skip
     if not config.trust_root:
         return
     clone = config.data_dir / "ledger.git"

@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from opos.atomic import write_atomically
+from opos.client import auditors
+from opos.client.auditors import CosignaturesMissing
 from opos.errors import HistoryRejected, LedgerInvalid, OposError, RepositoryDamaged
 from opos.feed import keys
-from opos.feed.site import prune_feeds, publish, published_head, renew_head
+from opos.feed.site import Cosigner, cosignature_path, prune_feeds, publish, published_head, renew_head
 from opos.instructions import rules
 from opos.model import CommitHash, format_time
 from opos.trust.gitrepo import GitLedger, fetch_branch, redact
@@ -58,7 +60,7 @@ class ServiceState:
         write_atomically(path, json.dumps(asdict(self), indent=1).encode())
 
 
-Outcome = Literal["published", "unchanged", "renewed", "rejected", "failed"]
+Outcome = Literal["published", "unchanged", "renewed", "rejected", "uncosigned", "failed"]
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 
 
@@ -86,6 +88,14 @@ class Syncer:
         self.site = config.site_dir
         self.state_path = config.data_dir / "state.json"
         self._checked = rules.new_check_memo()  # parsed instruction files, kept between syncs
+        self.auditors = config.auditor_urls if config.auditors_required else []
+
+    def _cosigner(self) -> Cosigner | None:
+        """With auditors configured, what asks them: the head names a new commit only once enough cosigned."""
+        if not self.auditors:
+            return None
+        urls, required = self.auditors, self.config.auditors_required
+        return lambda statement, envelope: auditors.gather(urls, envelope, statement, required)
 
     def state(self) -> ServiceState:
         return ServiceState.load(self.state_path)
@@ -109,6 +119,9 @@ class Syncer:
             else:
                 state.problem = None
                 state.last_success = format_time(now)
+        except CosignaturesMissing as err:  # the new head waits for the auditors; the previous one stays
+            result = SyncResult("uncosigned", state.commit, err.diagnostics())
+            state.problem = _short(result.detail)
         except RepositoryDamaged as err:
             # The mirror is ours to rebuild: what is served stays, and the next sync fetches afresh.
             shutil.rmtree(self.clone, ignore_errors=True)
@@ -122,11 +135,11 @@ class Syncer:
             logger.error("sync failed with an internal error:\n%s", redact(trace))  # the traceback, no secrets
             result = SyncResult("failed", state.commit, redact(f"internal error: {type(err).__name__}: {err}"))
             state.problem = "internal error while syncing (the details are in the service's log)"
-        if result.outcome in ("rejected", "failed"):
+        if result.outcome in ("rejected", "uncosigned", "failed"):
             self._keep_head_fresh(now)
         state.save(self.state_path)
         seconds = time.monotonic() - started
-        if result.outcome in ("rejected", "failed"):
+        if result.outcome in ("rejected", "uncosigned", "failed"):
             logger.warning("sync %s (%.2f s): %s", result.outcome, seconds, result.detail)
         else:
             logger.info("sync %s: %s (%.2f s) %s", result.outcome, result.commit, seconds, result.detail)
@@ -139,7 +152,8 @@ class Syncer:
         remote_commit = fetch_branch(self.clone, self.config.remote, branch)
         head = published_head(self.site)
         served = head.commit if head is not None else None
-        if remote_commit == served and head is not None and not head.renewal_due(now):
+        cosigned = served is None or not self.auditors or cosignature_path(self.site, served).exists()
+        if remote_commit == served and head is not None and not head.renewal_due(now) and cosigned:
             return SyncResult("unchanged", served)
         key = keys.load_private(self.config.feed_key)
         with self.open_ledger() as ledger:
@@ -151,7 +165,7 @@ class Syncer:
                        "with signed commits." if served else "")  # fmt: skip
                 return SyncResult("rejected", served, f"{branch} at {remote_commit} was not accepted: {lines}.{fix}")
             try:
-                published = publish(verification, remote_commit, key, self.site, now, self.head_ttl)
+                published = publish(verification, remote_commit, key, self.site, now, self.head_ttl, self._cosigner())
             except (HistoryRejected, LedgerInvalid) as err:
                 detail = err.diagnostics().replace("\n", "; ")
                 return SyncResult("rejected", served, f"{branch} at {remote_commit} was not accepted: {detail}")

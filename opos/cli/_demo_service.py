@@ -77,6 +77,7 @@ def serve_demo(folder: Path, repo: Path, feed_key: Path, port: int, out: TextIO)
               "(choose one with --port).", file=out)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     secret = secrets.token_hex(16)
+    auditor_url, auditor = _start_auditor(folder, repo, feed_key)
     env = {
         **os.environ,
         "OPOS_REMOTE": str(repo),
@@ -86,6 +87,8 @@ def serve_demo(folder: Path, repo: Path, feed_key: Path, port: int, out: TextIO)
         "OPOS_POLL_SECONDS": "5",
         "OPOS_BIND": f"127.0.0.1:{port}",
         "OPOS_WORKERS": "2",
+        "OPOS_AUDITORS": auditor_url,  # each new commit is cosigned by the auditor before its head is published
+        "OPOS_AUDITORS_REQUIRED": "1",
     }
     config = Path(webhook.__file__).resolve().parent / "gunicorn.conf.py"
     log_path = folder / "service.log"
@@ -98,20 +101,24 @@ def serve_demo(folder: Path, repo: Path, feed_key: Path, port: int, out: TextIO)
         if not first:
             print(f"The service did not start; see {log_path}", file=out)
             return 1
-        print(f"5. The feed service (gunicorn, 2 workers) serves the demo ledger at {first[:12]}:", file=out)
-        for path in ("/v1/head.json", "/v1/feed.json", f"/v1/feed/{first}.json", "/healthz", "/metrics",
-                     "/openapi.json"):  # fmt: skip
+        print(f"5. An auditor ({auditor_url}, key {folder / 'auditor-key.pub'}) re-rendered the feed from the "
+              f"signed history and cosigned it; the feed service (gunicorn, 2 workers) serves the demo ledger at "
+              f"{first[:12]}:", file=out)  # fmt: skip
+        for path in ("/v1/head.json", "/v1/feed.json", f"/v1/feed/{first}.json", f"/v1/cosignatures/{first}.json",
+                     "/healthz", "/metrics", "/openapi.json"):  # fmt: skip
             print(f"     {base}{path}", file=out)
         seconds, commit, status = _push_and_notify(repo, folder, base, secret)
         print(f"6. Bob signed a new instruction and alice approved it (policy.yaml asks two signers); after the "
               f"webhook (answered {status}) the service served the merge {commit[:12]} in {seconds:.2f} s",
               file=out)  # fmt: skip
-        print("7. A probe in IR / AS197207 polls the service, verifies what it gets and plans:", file=out)
-        probe = _probe(base, feed_key, folder / "probe-state")
+        print("7. A probe in IR / AS197207 that requires the auditor's cosignature polls the service, verifies what "
+              "it gets and plans:", file=out)  # fmt: skip
+        probe = _probe(base, feed_key, folder / "probe-state", folder / "auditor-key.pub")
         print("     " + describe(probe).replace("\n", "\n     "), file=out)
         print("   The same from the command line:", file=out)
-        print(f"     opos probe --mirror {base} --key {feed_key}.pub --country IR --network AS197207 "
-              f"--claims {base} --state {folder / 'probe-state'}", file=out)  # fmt: skip
+        print(f"     opos probe --mirror {base} --key {feed_key}.pub --auditor {folder / 'auditor-key.pub'} "
+              f"--country IR --network AS197207 --claims {base} --state {folder / 'probe-state'}",
+              file=out)  # fmt: skip
         print(f"\nServing until you press Ctrl-C (log: {log_path}). Commits signed into {repo} are", file=out)
         print(f"followed within 5 s; the staff keys are in {folder / 'staff-keys'}.", file=out, flush=True)
         process.wait()
@@ -119,18 +126,34 @@ def serve_demo(folder: Path, repo: Path, feed_key: Path, port: int, out: TextIO)
     except KeyboardInterrupt:  # Ctrl-C is how the demo is meant to stop, at any moment
         return 0
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        for running in (process, auditor):
+            if running.poll() is None:
+                running.send_signal(signal.SIGTERM)
+                try:
+                    running.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    running.kill()
 
 
-def _probe(base: str, feed_key: Path, state: Path) -> Plan:
+def _start_auditor(folder: Path, repo: Path, feed_key: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """An auditor under gunicorn following the demo ledger: it cosigns only what it re-renders itself."""
+    keys.generate(folder / "auditor-key", "opos demo auditor")
+    url = f"http://127.0.0.1:{_free_port()}"
+    env = {**os.environ, "OPOS_AUDITOR_KEY": str(folder / "auditor-key"), "OPOS_AUDITOR_FEED_KEYS": f"{feed_key}.pub",
+           "OPOS_AUDITOR_STATE": str(folder / "auditor-state"), "OPOS_AUDITOR_REMOTE": str(repo),
+           "OPOS_AUDITOR_BIND": url.removeprefix("http://"), "OPOS_AUDITOR_WORKERS": "1"}  # fmt: skip
+    config = Path(webhook.__file__).resolve().parent / "auditor.conf.py"
+    command = [sys.executable, "-m", "gunicorn", "-c", str(config), "webhook.auditor:create_app()"]
+    with (folder / "auditor.log").open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)  # nosec B603: as above
+    _wait(lambda: _get(f"{url}/healthz")[0] == 200, 30)
+    return url, process
+
+
+def _probe(base: str, feed_key: Path, state: Path, auditor_key: Path) -> Plan:
     config = ClientConfig(
         mirrors=[Mirror(base)], keys=[keys.load_public(Path(f"{feed_key}.pub"))], country="IR", network="AS197207",
-        state_dir=state, claims=(Mirror(base),),
+        state_dir=state, claims=(Mirror(base),), auditors=(keys.load_public(auditor_key),), auditors_required=1,
     )  # fmt: skip
     return poll(config)
 

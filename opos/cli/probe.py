@@ -43,6 +43,15 @@ def register(commands: Commands) -> None:
         "--key", action="append", required=True, dest="keys", type=Path, metavar="PUBFILE",
         help="a pinned feed public key (repeat, for rotation)",
     )  # fmt: skip
+    probe.add_argument(
+        "--auditor", action="append", default=[], dest="auditors", type=Path, metavar="PUBFILE",
+        help="an auditor's public key (repeat): with --auditors-required, a head counts only when that many of them "
+        "cosigned its commit (v1/cosignatures/<commit>.json)",
+    )  # fmt: skip
+    probe.add_argument(
+        "--auditors-required", type=int, default=None, metavar="K",
+        help="how many distinct --auditor keys must cosign (default: all of them when any is given)",
+    )  # fmt: skip
     probe.add_argument("--country", required=True, help="this probe's country code, like IR")
     probe.add_argument("--network", required=True, help="this probe's network, like AS197207")
     probe.add_argument("--platform", help="android, ios, linux, macos or windows")
@@ -92,9 +101,15 @@ def config_from(args: argparse.Namespace, err: TextIO) -> ClientConfig:
         raise UsageError(f"--country/--network/--platform: {error}") from None
     if args.probe_id and not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", args.probe_id):
         raise UsageError("--probe-id: 16 to 64 characters of A-Z a-z 0-9 _ -")
+    required = len(args.auditors) if args.auditors_required is None else args.auditors_required
+    if not 0 <= required <= len(args.auditors):
+        raise UsageError(f"--auditors-required {required}: between 0 and the {len(args.auditors)} --auditor key(s) "
+                         "given; no head could ever be accepted otherwise")  # fmt: skip
     return ClientConfig(
         mirrors=mirrors,
         keys=[keys.load_public(path) for path in args.keys],
+        auditors=tuple(keys.load_public(path) for path in args.auditors),
+        auditors_required=required,
         country=country,
         network=network,
         platform=platform,

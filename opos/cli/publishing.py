@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TextIO
 
 from opos.cli._common import Commands, add_command, add_repo, add_trust, open_ledger
+from opos.client import auditors
 from opos.errors import UsageError
 from opos.feed import keys
 from opos.feed.documents import Head, verify_envelope
@@ -53,6 +54,14 @@ def register(commands: Commands) -> None:
     render_parser.add_argument("--key", type=Path, required=True, help="the feed's private key (from `opos keygen`)")
     render_parser.add_argument("--out", type=Path, required=True, help="the site directory to write")
     render_parser.add_argument("--head-ttl", default="24h", help="how long the head is valid (default: 24h)")
+    render_parser.add_argument(
+        "--auditor", action="append", default=[], dest="auditors", metavar="URL",
+        help="an auditor to ask for a cosignature of a new commit (repeat); the head names the commit only when "
+        "--auditors-required of them cosigned, into OUT/v1/cosignatures/<commit>.json",
+    )  # fmt: skip
+    render_parser.add_argument(
+        "--auditors-required", type=int, default=None, metavar="K", help="default: every --auditor given"
+    )
     add_trust(render_parser)
 
     verify_feed_parser = add_command(
@@ -101,11 +110,18 @@ def render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         ttl = dt.timedelta(seconds=parse_duration(args.head_ttl))
     except ValueError as error:
         raise UsageError(f"--head-ttl: {error}") from None
+    required = len(args.auditors) if args.auditors_required is None else args.auditors_required
+    if not 0 <= required <= len(args.auditors):
+        raise UsageError(f"--auditors-required {required}: between 0 and the {len(args.auditors)} --auditor(s) given")
+    cosigner = None
+    if required:
+        urls = list(args.auditors)
+        cosigner = lambda statement, envelope: auditors.gather(urls, envelope, statement, required)  # noqa: E731
     key = keys.load_private(args.key)
     with open_ledger(args) as ledger:
         revision = ledger.resolve(args.rev)
         verification = Verification.open(ledger, revision, args.trust_root)
-        published = publish(verification, revision, key, args.out, dt.datetime.now(dt.UTC), ttl)
+        published = publish(verification, revision, key, args.out, dt.datetime.now(dt.UTC), ttl, cosigner)
         verification.save_checked()
     print(f"{published.feed_path} (sequence {published.sequence}): {published.note}", file=out)
     return 0

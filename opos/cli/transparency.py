@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import difflib
 import json
 from pathlib import Path
 from typing import TextIO
@@ -14,6 +13,7 @@ from opos.client.fetch import FetchFailed, HttpFetcher, Limits, Mirror
 from opos.errors import RepositoryError, UntrustedDataError, UsageError
 from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
 from opos.feed import keys
+from opos.feed.auditing import difference
 from opos.feed.documents import Feed, verify_envelope
 from opos.feed.site import feed_at
 from opos.model import parse_country, parse_network
@@ -96,7 +96,7 @@ def log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
-def _feed_bytes(location: str) -> bytes:
+def feed_bytes(location: str) -> bytes:
     """A feed from a file, a feed's URL, or a mirror's base URL (as `opos probe --mirror` takes it)."""
     if location.startswith(("http://", "https://")):
         try:
@@ -122,7 +122,7 @@ def audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Exit 0: the feed is the ledger; 1: it is not (a forgery signed with the key); 2: no verdict could be had."""
     trusted = [keys.load_public(path) for path in args.key]
     try:
-        verified = verify_envelope(_feed_bytes(args.feed), trusted)
+        verified = verify_envelope(feed_bytes(args.feed), trusted)
     except UntrustedDataError as error:
         raise UsageError(f"{args.feed} is not a feed signed by the key(s) given: {error}") from None
     if not isinstance(verified.document, Feed):
@@ -138,9 +138,6 @@ def audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"ok: the feed at {commit} (sequence {verified.document.sequence}) is exactly what the signed "
               f"history says, byte for byte", file=out)  # fmt: skip
         return 0
-    ours = json.dumps(json.loads(rendered), indent=1, sort_keys=True).splitlines()
-    theirs = json.dumps(json.loads(verified.payload), indent=1, sort_keys=True).splitlines()
     print(f"MISMATCH: the feed signed by {verified.keyid} for {commit} differs from the signed history:", file=out)
-    for line in difflib.unified_diff(ours, theirs, "re-rendered from git", "published feed", lineterm=""):
-        print(line, file=out)
+    print(difference(rendered, verified.payload), file=out)
     return 1

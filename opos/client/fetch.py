@@ -134,19 +134,32 @@ class Fetcher(ABC):
                 raise FetchFailed(f"HTTP 304 for {path}, but nothing was asked for with If-None-Match")
             if exchange.status != 200:
                 raise FetchFailed(f"HTTP {exchange.status} for {path}")
-            declared = exchange.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise FetchFailed(f"{path} is {declared} bytes; the limit is {max_bytes}")
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in exchange.body:
-                deadline.check(path)
-                size += len(chunk)
-                if size > max_bytes:
-                    raise FetchFailed(f"{path} is larger than the limit of {max_bytes} bytes")
-                chunks.append(chunk)
-            deadline.check(path)
-            return Answer(200, b"".join(chunks), exchange.headers.get("etag"))
+            return Answer(200, _read(exchange, path, max_bytes, deadline), exchange.headers.get("etag"))
+
+    def send(self, mirror: Mirror, path: str, body: bytes) -> tuple[int, bytes]:
+        """POST `body` (JSON) to mirror.url/path: the status and at most answer_bytes of the answer, whatever
+        the status (a refusal's body says why). Raises FetchFailed."""
+        deadline = Deadline(self.limits.total_seconds)
+        headers = {"Accept": "application/json", "User-Agent": "opos-probe/1", "Accept-Encoding": "identity",
+                   "Content-Type": "application/json"}  # fmt: skip
+        with self._open("POST", mirror, path, body, headers, deadline) as exchange:
+            return exchange.status, _read(exchange, path, self.limits.answer_bytes, deadline)
+
+
+def _read(exchange: Exchange, path: str, max_bytes: int, deadline: Deadline) -> bytes:
+    declared = exchange.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise FetchFailed(f"{path} is {declared} bytes; the limit is {max_bytes}")
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in exchange.body:
+        deadline.check(path)
+        size += len(chunk)
+        if size > max_bytes:
+            raise FetchFailed(f"{path} is larger than the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    deadline.check(path)
+    return b"".join(chunks)
 
 
 class HttpFetcher(Fetcher):

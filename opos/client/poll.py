@@ -17,7 +17,7 @@ from opos.client.fetch import Fetcher, FetchFailed, HttpFetcher, Limits, Mirror
 from opos.client.state import ProbeState
 from opos.client.verify import Pin, Rejected, SplitView, check_feed, check_head, verify_head
 from opos.errors import UntrustedDataError
-from opos.feed import plan
+from opos.feed import cosignature, plan
 from opos.feed.documents import Feed, FeedEntry, Head
 from opos.instructions import resources
 from opos.model import parse_time
@@ -39,6 +39,8 @@ class ClientConfig:
     max_delay: int = 900  # the largest start delay of a run, in seconds (never past the window)
     claim_retry: dt.timedelta = dt.timedelta(hours=1)  # ask again this long after a refusal
     tests: frozenset[str] | None = None  # the tests this probe has (default: every test this version knows)
+    auditors: tuple[ed25519.Ed25519PublicKey, ...] = ()  # pinned auditor keys (issue: auditors)
+    auditors_required: int = 0  # a head counts only with this many of them cosigning its commit
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class _Verified:
     feed_bytes: bytes
     head: Head
     feed: Feed
+    cosigned: bytes | None = None  # the auditors' cosignatures of the head's commit, when required
 
 
 def _load_cache(state: ProbeState, config: ClientConfig, rejected: list[plan.RejectedSource]) -> _Verified | None:
@@ -59,7 +62,12 @@ def _load_cache(state: ProbeState, config: ClientConfig, rejected: list[plan.Rej
             raise Rejected("half a cache (a head without its feed, or the reverse)")
         head = verify_head(head_bytes, config.keys)
         feed = check_feed(feed_bytes, head, config.keys)
-        return _Verified(head_bytes, feed_bytes, head, feed)
+        cosigned = state.cosignature() if config.auditors_required else None
+        if config.auditors_required:
+            if cosigned is None:
+                raise Rejected("no auditor cosignatures are saved with it, and this probe requires them")
+            _check_cosigned(cosigned, head, config)
+        return _Verified(head_bytes, feed_bytes, head, feed, cosigned)
     except UntrustedDataError as err:
         state.discard_cache()
         rejected.append(plan.RejectedSource("cache", f"the saved state was discarded: {err}"))
@@ -79,6 +87,29 @@ def _fetch_feed(
         except Exception as err:  # whatever a mirror sends, the probe goes on
             rejected.append(plan.RejectedSource(mirror.url, f"feed: could not be handled ({type(err).__name__})"))
     return None
+
+
+def _check_cosigned(data: bytes, head: Head, config: ClientConfig) -> None:
+    """That enough distinct pinned auditors cosigned exactly the head's commit, sequence and feed."""
+    statement = cosignature.Statement(head.commit, head.sequence, head.feed_sha256)
+    try:
+        cosignature.require(data, statement, config.auditors, config.auditors_required)
+    except UntrustedDataError as err:
+        raise Rejected(f"cosignatures: {err}") from None
+
+
+def _fetch_cosigned(mirrors: list[Mirror], head: Head, config: ClientConfig, fetcher: Fetcher) -> bytes:
+    """The cosignatures of the head's commit, from the first mirror that has enough. Raises Rejected."""
+    reasons = []
+    for mirror in mirrors:
+        try:
+            data = fetcher.get(mirror, f"v1/cosignatures/{head.commit}.json", cosignature.MAX_BYTES).body
+            _check_cosigned(data, head, config)
+            return data
+        except (FetchFailed, UntrustedDataError) as err:
+            reasons.append(f"{mirror.url}: {err}")
+    raise Rejected(f"the head's commit {head.commit[:12]} is not cosigned by the auditors required: "
+                   + "; ".join(reasons))  # fmt: skip
 
 
 def poll(
@@ -113,16 +144,23 @@ def poll(
                                  etags.get(mirror.url) if cache else None)  # fmt: skip
             head_bytes = cache.head_bytes if answer.status == 304 and cache else answer.body
             head = check_head(head_bytes, config.keys, now, config.clock_skew, pin)
-            if cache is not None and head.commit == cache.head.commit:
+            others = [m for m in mirrors if m != mirror]
+            # the same commit and the same feed confirm the cache; a head that names another feed for the
+            # same commit does not, whoever signed it
+            same = cache is not None and (head.commit, head.feed_sha256) == (cache.head.commit, cache.head.feed_sha256)
+            cosigned = None
+            if config.auditors_required:  # before the feed: an uncosigned head costs no feed download
+                known = cache.cosigned if same and cache is not None else None
+                cosigned = known or _fetch_cosigned([mirror, *others], head, config, fetcher)
+            if same and cache is not None:
                 feed_from, feed_bytes, feed = mirror, cache.feed_bytes, cache.feed  # this head confirms the cache
             else:
-                others = [m for m in mirrors if m != mirror]
                 found = _fetch_feed([mirror, *others], head, config, fetcher, rejected)
                 if found is None:
                     continue  # every mirror that gave a bad feed is in `rejected` already
                 feed_from, feed_bytes, feed = found
-            accepted = _Verified(head_bytes, feed_bytes, head, feed)
-            state.save(head_bytes, feed_bytes, Pin(head.sequence, head.commit))
+            accepted = _Verified(head_bytes, feed_bytes, head, feed, cosigned)
+            state.save(head_bytes, feed_bytes, Pin(head.sequence, head.commit), cosigned)
             state.save_etag(mirror.url, answer.etag if answer.status == 200 else etags.get(mirror.url))
             source = feed_from.url
             break

@@ -1,6 +1,7 @@
 """The probe's state directory: every file written atomically, every file untrusted when read back.
 
 head.json, feed.json   the last accepted envelopes (re-verified whenever they are loaded)
+cosignature.json       the auditors' cosignatures of that head's commit, when auditors are required
 pin.json               the highest sequence ever accepted: kept apart, never forgotten
 probe_id               this probe's random id (generated once)
 etags.json             the last ETag of the head per mirror (If-None-Match)
@@ -59,12 +60,20 @@ class ProbeState:
 
         return read("head.json"), read("feed.json")
 
+    def cosignature(self) -> bytes | None:
+        try:
+            return (self.folder / "cosignature.json").read_bytes()
+        except OSError:
+            return None
+
     def discard_cache(self) -> None:
-        for name in ("head.json", "feed.json"):
+        for name in ("head.json", "feed.json", "cosignature.json"):
             (self.folder / name).unlink(missing_ok=True)
 
-    def save(self, head: bytes, feed: bytes | None, pin: Pin) -> None:
+    def save(self, head: bytes, feed: bytes | None, pin: Pin, cosigned: bytes | None = None) -> None:
         """Feed first, head last: a crash in between leaves a head whose feed is not there, which loading rejects."""
+        if cosigned is not None:  # before the head too: a head without its cosignatures is rejected as a whole
+            write_atomically(self.folder / "cosignature.json", cosigned)
         if feed is not None:
             write_atomically(self.folder / "feed.json", feed)
         write_atomically(self.folder / "head.json", head)

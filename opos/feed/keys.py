@@ -74,10 +74,15 @@ def load_public(path: Path) -> ed25519.Ed25519PublicKey:
         raise KeyInvalid(f"cannot read the key {path}: {err.strerror}") from err
     if b"PRIVATE KEY" in data:
         return load_private(path).public_key()
+    return parse_public_line(data.decode("ascii", "replace"), str(path))
+
+
+def parse_public_line(line: str, where: str = "the key") -> ed25519.Ed25519PublicKey:
+    """An Ed25519 public key from an OpenSSH line (`ssh-ed25519 AAAA… comment`). Raises KeyInvalid."""
     try:
-        key = serialization.load_ssh_public_key(data.strip())
+        key = serialization.load_ssh_public_key(line.strip().encode())
     except (ValueError, UnsupportedAlgorithm) as err:
-        raise KeyInvalid(f"{path} is not an OpenSSH public key ({err})") from err
+        raise KeyInvalid(f"{where} is not an OpenSSH public key ({err})") from err
     if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise KeyInvalid(f"{path} is not an Ed25519 key; feeds are signed with Ed25519")
+        raise KeyInvalid(f"{where} is not an Ed25519 key; OPOS signs with Ed25519")
     return key

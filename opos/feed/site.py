@@ -2,6 +2,7 @@
 
     <out>/v1/feed/<commit>.json   the feed at that commit (immutable)
     <out>/v1/feed.json            the same bytes for the newest rendered commit
+    <out>/v1/cosignatures/<commit>.json   with auditors: their cosignatures, before the head names it
     <out>/v1/head.json            names the newest commit; written last
 
 The CLI (`opos render`) and the service both publish through here.
@@ -10,7 +11,9 @@ The CLI (`opos render`) and the service both publish through here.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,13 +23,19 @@ from opos.atomic import write_atomically
 from opos.errors import EnvelopeInvalid, HistoryRejected, LedgerInvalid
 from opos.eventlog.events import approvers_besides
 from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
-from opos.feed import render
+from opos.feed import cosignature, render
 from opos.feed.documents import FeedEntry, Head, read_own_head
 from opos.instructions import rules
 from opos.model import CommitHash
 from opos.trust import revisions
 from opos.trust.history import descends_from
 from opos.trust.verification import Verification
+
+Cosigner = Callable[[cosignature.Statement, bytes], bytes]  # (statement, feed envelope) -> combined cosignatures
+
+
+def cosignature_path(out: Path, commit: str) -> Path:
+    return out / "v1" / "cosignatures" / f"{commit}.json"
 
 
 def feed_at(verification: Verification, commit: CommitHash) -> bytes:
@@ -113,8 +122,12 @@ def publish(
     out: Path,
     now: dt.datetime,
     head_ttl: dt.timedelta = render.DEFAULT_HEAD_TTL,
+    cosigner: Cosigner | None = None,
 ) -> Published:
     """Render `commit` into `out`: feed files first, the head last, each written atomically.
+
+    With `cosigner` (auditors), the cosignatures of a new commit are written after its pinned feed
+    and before anything names it; when too few auditors cosign, it raises and nothing else changes.
 
     A commit older than the published head only adds its pinned feed file; a commit that does not
     descend from the published head is refused as rewritten history.
@@ -128,6 +141,9 @@ def publish(
         reason = f"history rewritten: it does not descend from the published commit {current}"
         raise HistoryRejected([(commit, reason)])
     feed_path, sequence, envelope = pin(verification, commit, key, out)
+    if cosigner is not None:  # raises when too few auditors cosigned: the previous head stays
+        statement = cosignature.Statement(commit, sequence, hashlib.sha256(envelope).hexdigest())
+        write_atomically(cosignature_path(out, commit), cosigner(statement, envelope))
     write_atomically(out / "v1" / "feed.json", envelope)
     write_log(verification, commit, out, now)
     head = render.sign("head", render.head_payload(commit, sequence, envelope, now, head_ttl), key)

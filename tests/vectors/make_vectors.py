@@ -16,12 +16,13 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from opos.feed import dsse, keys
+from opos.feed import cosignature, dsse, keys
 from opos.model import FEED_PAYLOAD_TYPE, HEAD_PAYLOAD_TYPE
 
 HERE = Path(__file__).resolve().parent
 SEED = bytes(range(32))  # the test key's seed
 OTHER_SEED = bytes(range(32, 64))
+AUDITOR_SEEDS = (bytes(range(64, 96)), bytes(range(96, 128)))  # two TEST auditor keys
 COMMIT, OTHER_COMMIT = "1" * 40, "2" * 40
 
 
@@ -112,8 +113,30 @@ def main(out: Path = HERE) -> None:
         base64.b64decode(tampered["payload"]).replace(b'"sequence":7', b'"sequence":8')
     ).decode()
     files["head-tampered.json"] = dsse.canonical_json(tampered)
+    files.update(cosignatures(feed))
     for name, data in files.items():
         (out / name).write_bytes(data)
+
+
+def cosignatures(feed: bytes) -> dict[str, bytes]:
+    """The auditors' keys and cosignatures of head.json's commit: enough, too few, one key twice, another commit."""
+    auditors = [ed25519.Ed25519PrivateKey.from_private_bytes(seed) for seed in AUDITOR_SEEDS]
+    files = {f"auditor-{n}.pub": keys.public_line(a.public_key(), f"opos TEST auditor {n}").encode()
+             for n, a in enumerate(auditors, 1)}  # fmt: skip
+    digest = hashlib.sha256(feed).hexdigest()
+    statement = cosignature.Statement(COMMIT, 7, digest)
+    both = [cosignature.cosign(statement, a) for a in auditors]
+    files["cosignature.json"] = cosignature.combine(statement, both)
+    files["cosignature-one.json"] = both[0]
+    once = json.loads(both[0])
+    # one key's signature twice, the second under the other auditor's keyid: it still counts once
+    once["signatures"].append({**once["signatures"][0], "keyid": keys.key_id(auditors[1].public_key())})
+    files["cosignature-duplicate.json"] = dsse.canonical_json(once)
+    other = cosignature.Statement(OTHER_COMMIT, 7, digest)
+    files["cosignature-other-commit.json"] = cosignature.combine(
+        other, [cosignature.cosign(other, a) for a in auditors]
+    )
+    return files
 
 
 if __name__ == "__main__":

@@ -1,0 +1,129 @@
+"""`opos auditor`: cosign feeds that are exactly the public ledger (one-shot), or run the auditor service.
+
+opos auditor cosign FEED_FILE_OR_URL --key AUDITOR_KEY --feed-key FEED_KEY.pub --repo CLONE --state DIR
+    exit 0: the cosignature envelope on standard output (the same feed again: cosigned again)
+    exit 1: not a feed signed by a pinned key, the history does not verify, or the feed differs
+    exit 3: it conflicts with what DIR has cosigned (names the latest (sequence, commit))
+    exit 2: usage errors and unreadable inputs
+opos auditor serve --key … --remote URL --feed-key … --state DIR [--bind 127.0.0.1:8090]
+    the same checks behind POST /v1/cosign, under gunicorn (webhook/auditor.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from opos.cli._common import Commands, Parser, add_command, add_repo, add_trust, open_ledger
+from opos.cli.transparency import feed_bytes
+from opos.errors import OposError, UsageError
+from opos.feed import keys
+from opos.feed.auditing import AuditConflict, AuditLog, AuditRefused, audit
+from opos.trust.verification import Verification
+
+
+def register(commands: Commands) -> None:
+    parser = add_command(
+        commands, "auditor", lambda args, out, err: _usage(parser),
+        help="an independent auditor: cosign feeds that are exactly the public ledger",
+        description="An auditor re-renders a feed from the public, staff-signed git history and cosigns it only "
+        "when it is the same bytes, at a commit that extends everything it cosigned before. Probes that pin k "
+        "auditors accept only feeds that k of them cosigned. `cosign` checks one feed against a clone; `serve` "
+        "runs the auditor service (POST /v1/cosign) under gunicorn.",
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="auditor_command", metavar="COMMAND", parser_class=Parser)
+    cosign = sub.add_parser("cosign", help="check one feed against a clone and cosign it",
+                            description=__doc__.split("\n\n")[1] if __doc__ else None,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    cosign.set_defaults(handler=cosign_command)
+    cosign.add_argument("feed", help="a feed file, or its URL (v1/feed/<commit>.json, or a mirror's base URL)")
+    _common(cosign)
+    add_repo(cosign)
+    add_trust(cosign)
+    cosign.add_argument("--branch", default="HEAD", help="the public branch in the clone (default: HEAD)")
+
+    serve = sub.add_parser("serve", help="run the auditor service under gunicorn",
+                           description="Run the auditor service (webhook/auditor.py) under gunicorn: POST "
+                           "/v1/cosign, GET /v1/cosigned.json, /v1/cosigned/<commit>.json, /v1/public_key, /healthz. "
+                           "It fetches the ledger from --remote, never from the requester.")  # fmt: skip
+    serve.set_defaults(handler=serve_command)
+    _common(serve)
+    serve.add_argument(
+        "--remote", required=True, action="append", dest="remotes",
+        help="the public ledger's git URL (or path); repeat for mirrors of it, tried in turn",
+    )  # fmt: skip
+    serve.add_argument("--branch", default="main", help="its public branch (default: main)")
+    serve.add_argument("--ledger-dir", default=os.environ.get("OPOS_LEDGER_DIR", "ledger"))
+    add_trust(serve)
+    serve.add_argument("--bind", default="127.0.0.1:8090", help="where to listen (default: 127.0.0.1:8090)")
+    serve.add_argument("--workers", type=int, default=2, help="gunicorn workers (default: 2)")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--key", type=Path, required=True, help="this auditor's private key (from `opos keygen`)")
+    parser.add_argument("--feed-key", type=Path, action="append", required=True, dest="feed_keys",
+                        help="a pinned feed public key (.pub); repeat for several")  # fmt: skip
+    parser.add_argument("--state", type=Path, required=True, help="the auditor's state directory (its log)")
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    raise UsageError(f"{parser.format_usage().strip()}\nSee `opos auditor --help`: cosign or serve.")
+
+
+def cosign_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        key = keys.load_private(args.key)
+        feed_keys = [keys.load_public(path) for path in args.feed_keys]
+    except OposError as error:
+        raise UsageError(error.diagnostics()) from None
+    envelope = feed_bytes(args.feed)
+    log = AuditLog(args.state)
+    try:
+        with open_ledger(args) as ledger, log.locked():
+            try:
+                tip = ledger.resolve(args.branch)
+            except OposError as error:
+                raise UsageError(f"--branch {args.branch}: {error}") from None
+            verification = Verification.open(ledger, tip, args.trust_root)
+            done = audit(verification, envelope, feed_keys, key, log, tip, dt.datetime.now(dt.UTC))
+    except AuditConflict as conflict:
+        latest = conflict.latest
+        print(f"opos: CONFLICT: {conflict}; the latest cosigned is sequence {latest.sequence}, commit "
+              f"{latest.commit}", file=err)  # fmt: skip
+        return 3
+    except AuditRefused as refused:
+        print(f"opos: refused: {refused}", file=err)
+        return 1
+    out.write(done.envelope.decode() + "\n")
+    said = "cosigned" if done.appended else "cosigned again (already in the log)"
+    print(f"{said}: sequence {done.entry.sequence}, commit {done.entry.commit}", file=err)
+    return 0
+
+
+def serve_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    for path in (args.key, *args.feed_keys):
+        if not path.is_file():
+            raise UsageError(f"cannot read {path}")
+    env = {
+        **os.environ,
+        "OPOS_AUDITOR_KEY": str(args.key.resolve()),
+        "OPOS_AUDITOR_FEED_KEYS": ",".join(str(p.resolve()) for p in args.feed_keys),
+        "OPOS_AUDITOR_STATE": str(args.state.resolve()),
+        "OPOS_AUDITOR_REMOTE": ",".join(args.remotes),
+        "OPOS_AUDITOR_BRANCH": args.branch,
+        "OPOS_AUDITOR_LEDGER_DIR": args.ledger_dir,
+        **({"OPOS_AUDITOR_TRUST_ROOT": args.trust_root} if args.trust_root else {}),
+    }
+    import webhook
+
+    config = Path(webhook.__file__).parent / "auditor.conf.py"
+    command = [sys.executable, "-m", "gunicorn", "-c", str(config), "--bind", args.bind, "--workers",
+               str(args.workers), "webhook.auditor:create_app()"]  # fmt: skip
+    print(f"auditor on http://{args.bind}/ ({json.dumps(command[3:])})", file=out, flush=True)
+    os.execve(sys.executable, command, env)  # nosec B606: our own interpreter, fixed arguments
+    return 0  # not reached

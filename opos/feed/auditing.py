@@ -1,0 +1,193 @@
+"""An auditor: cosign a feed only when it is the public ledger, byte for byte, and extends all it cosigned.
+
+The checks, in order (the cheap ones first, so a bad request costs little):
+1. the envelope is a feed signed by a pinned feed key;
+2. it does not conflict with the auditor's log: another commit at a sequence it cosigned, a
+   lower sequence (a rollback) — the split-view alarm, `AuditConflict`;
+3. its commit is in the public ledger (reachable from the branch the auditor fetched), the
+   history from the trust root to it verifies, and the feed re-rendered there is the same bytes;
+4. the commit descends from the last one cosigned.
+Then `(sequence, commit, feed_sha256, time)` is appended to the log and fsynced before the
+cosignature is handed out, so an auditor killed at any instant never cosigns a conflicting
+commit afterwards. The CLI (`opos auditor cosign`) and the auditor service share this code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import difflib
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from opos.errors import OposError, UntrustedDataError
+from opos.feed import cosignature
+from opos.feed.documents import Feed, verify_envelope
+from opos.feed.site import feed_at
+from opos.model import CommitHash, format_time
+from opos.trust.history import descends_from
+from opos.trust.verification import Verification
+
+
+class AuditRefused(OposError):
+    """The feed is not the public ledger (or its history does not verify): 422, exit 1."""
+
+
+class AuditConflict(OposError):
+    """The feed contradicts what this auditor cosigned before: the split-view alarm. 409, exit 3."""
+
+    def __init__(self, message: str, latest: LogEntry) -> None:
+        super().__init__(message)
+        self.latest = latest
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    sequence: int
+    commit: str
+    feed_sha256: str
+    time: str
+
+
+class AuditLog:
+    """`DIR/cosigned.jsonl`: one line a cosigned feed, appended and fsynced; `DIR/lock` serialises auditors."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / "cosigned.jsonl"
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """One cosigning at a time, across processes (gunicorn workers, a cron job beside them)."""
+        with (self.folder / "lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def entries(self) -> list[LogEntry]:
+        """Every entry; a last line cut short by a crash was never answered, so it is dropped."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        entries = []
+        for line in text.split("\n")[:-1]:  # the text after the last newline is a torn write, if any
+            try:
+                value = json.loads(line)
+                entries.append(LogEntry(int(value["sequence"]), str(value["commit"]), str(value["feed_sha256"]),
+                                        str(value["time"])))  # fmt: skip
+            except (ValueError, KeyError, TypeError) as err:
+                message = f"{self.path} is damaged ({err}): restore it from a backup; never cosign without it"
+                raise OposError(message) from None
+        return entries
+
+    def append(self, entry: LogEntry) -> None:
+        new = not self.path.exists()
+        self._drop_torn_tail()
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(asdict(entry), sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        if new:  # the file's name must survive a crash too
+            descriptor = os.open(self.folder, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+
+    def _drop_torn_tail(self) -> None:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        if data and not data.endswith(b"\n"):
+            with self.path.open("r+b") as handle:
+                handle.truncate(data.rfind(b"\n") + 1)
+
+
+@dataclass(frozen=True)
+class Cosigned:
+    envelope: bytes  # this auditor's cosignature
+    entry: LogEntry
+    appended: bool  # False when the same feed was cosigned before
+
+
+def check_conflict(log: Sequence[LogEntry], sequence: int, commit: str) -> None:
+    """Raise AuditConflict when (sequence, commit) contradicts the log; descent is checked later, with git."""
+    if not log:
+        return
+    latest = log[-1]
+    if any(e.sequence == sequence and e.commit == commit for e in log):
+        return
+    same = next((e for e in log if e.sequence == sequence), None)
+    if same is not None:
+        raise AuditConflict(f"split view: sequence {sequence} is {commit}, but this auditor cosigned {same.commit} "
+                            "at that sequence", latest)  # fmt: skip
+    if sequence < latest.sequence:
+        raise AuditConflict(f"rollback: sequence {sequence} is lower than {latest.sequence} ({latest.commit}), "
+                            "which this auditor cosigned", latest)  # fmt: skip
+
+
+def audit(
+    verification: Verification,
+    envelope: bytes,
+    feed_keys: Sequence[ed25519.Ed25519PublicKey],
+    key: ed25519.Ed25519PrivateKey,
+    log: AuditLog,
+    public_tip: CommitHash | None,
+    now: dt.datetime,
+) -> Cosigned:
+    """Check a feed envelope against the ledger (the caller fetched it, and holds `log.locked()`)."""
+    try:
+        verified = verify_envelope(envelope, feed_keys)
+    except UntrustedDataError as err:
+        raise AuditRefused(f"not a feed signed by a pinned feed key: {err}") from None
+    if not isinstance(verified.document, Feed):
+        raise AuditRefused(f"that is a {verified.kind}, not a feed: send the feed envelope")
+    feed = verified.document
+    digest = hashlib.sha256(envelope).hexdigest()
+    entries = log.entries()
+    check_conflict(entries, feed.sequence, feed.commit)
+    ledger = verification.ledger
+    try:
+        ledger.commit(feed.commit)
+    except OposError:
+        raise AuditRefused(f"the feed's commit {feed.commit} is not in the public ledger") from None
+    if public_tip is not None and not descends_from(ledger, public_tip, feed.commit):
+        raise AuditRefused(f"the feed's commit {feed.commit} is not on the public branch (at {public_tip})")
+    try:
+        rendered = feed_at(verification, feed.commit)
+    except UntrustedDataError as err:
+        raise AuditRefused(f"the history to {feed.commit} does not verify: {err.diagnostics()}") from None
+    if rendered != verified.payload:
+        raise AuditRefused(
+            f"the feed differs from the ledger at {feed.commit}:\n{difference(rendered, verified.payload)}"
+        )
+    if entries and not descends_from(ledger, feed.commit, CommitHash(entries[-1].commit)):
+        latest = entries[-1]
+        raise AuditConflict(f"split view: {feed.commit} does not descend from {latest.commit} (sequence "
+                            f"{latest.sequence}), which this auditor cosigned", latest)  # fmt: skip
+    statement = cosignature.Statement(feed.commit, feed.sequence, digest)
+    known = next((e for e in entries if (e.commit, e.feed_sha256) == (feed.commit, digest)), None)
+    entry = known or LogEntry(feed.sequence, feed.commit, digest, format_time(now))
+    if known is None:
+        log.append(entry)
+    return Cosigned(cosignature.cosign(statement, key), entry, known is None)
+
+
+def difference(ours: bytes, theirs: bytes) -> str:
+    """A unified diff of two feed payloads, pretty-printed: what the feed adds or changes."""
+    mine = json.dumps(json.loads(ours), indent=1, sort_keys=True).splitlines()
+    other = json.dumps(json.loads(theirs), indent=1, sort_keys=True).splitlines()
+    lines = difflib.unified_diff(mine, other, "re-rendered from git", "the signed feed", lineterm="")
+    return "\n".join(lines)

@@ -1,0 +1,36 @@
+"""gunicorn settings for an OPOS auditor: `gunicorn -c webhook/auditor.conf.py 'webhook.auditor:create_app()'`.
+
+The same worker as the feed service (gevent, request headers on a deadline), so that slow clients
+hold a greenlet, not a worker. Cosignings are serialised by a lock on the state directory, so any
+number of workers share one log. Override anything with GUNICORN_CMD_ARGS.
+"""
+
+import os
+
+bind = os.environ.get("OPOS_AUDITOR_BIND", "127.0.0.1:8090")
+workers = int(os.environ.get("OPOS_AUDITOR_WORKERS", "2"))
+worker_class = "webhook.gworker.BoundedGeventWorker"
+worker_connections = 200
+timeout = 60  # a first cosigning fetches and verifies the whole history
+graceful_timeout = 10
+keepalive = 5
+accesslog = os.environ.get("OPOS_ACCESS_LOG") or None
+errorlog = "-"
+
+
+def on_starting(server):  # type: ignore[no-untyped-def]
+    # A configuration that cannot work stops here, with its reason, before any worker starts.
+    from opos.errors import OposError
+    from webhook.auditor import Auditor, AuditorConfig
+
+    try:
+        Auditor(AuditorConfig.from_environment())
+    except OposError as err:
+        server.log.error("the auditor cannot start: %s", err.diagnostics())
+        raise SystemExit(1) from err
+
+
+def post_worker_init(worker):  # type: ignore[no-untyped-def]
+    from webhook.gunicorn_log import share_gunicorn_log
+
+    share_gunicorn_log()
