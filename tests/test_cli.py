@@ -144,7 +144,7 @@ def test_init_with_examples_and_bad_keys(tmp_path: Path, keys: dict[str, SshKey]
 
 def test_the_parser_knows_every_command() -> None:
     assert set(COMMANDS) == {"init", "new", "check", "diff", "approve", "verify", "render", "verify-feed", "keygen",
-                             "log", "audit", "auditor", "serve", "claims", "probe", "demo"}  # fmt: skip
+                             "keys", "log", "audit", "auditor", "serve", "claims", "probe", "demo"}  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -187,7 +187,7 @@ def test_demo_builds_and_verifies(tmp_path: Path) -> None:
         subprocess.run(["git", "show", "HEAD:ledger/allowed_signers"], cwd=repo, capture_output=True, text=True).stdout
     )
     commits = subprocess.run(["git", "rev-list", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.split()
-    assert len(commits) == 10  # four direct commits, then two changes of three commits each (author, approval, merge)
+    assert len(commits) == 13  # four direct commits, then three changes of three commits each (author, approval, merge)
     for commit in commits:  # every demo commit carries a signature git itself accepts
         check = subprocess.run(
             ["git", "-c", f"gpg.ssh.allowedSignersFile={signers}", "verify-commit", commit],

@@ -290,7 +290,7 @@ def test_the_demo_serves_until_interrupted(tmp_path: Path) -> None:
     assert f"Port {wanted} on 127.0.0.1 is in use by another program: the demo serves on " in text
     port = int(text.split("the demo serves on ")[1].split()[0])
     health = http("GET", f"http://127.0.0.1:{port}/healthz").json()
-    assert health["status"] == "ok" and health["sequence"] == 6
+    assert health["status"] == "ok" and health["sequence"] == 7
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=20) == 0
 

@@ -15,7 +15,7 @@ from securesystemslib.signer import SSlibKey
 
 from opos.client.verify import Pin, Rejected, check_feed, check_head
 from opos.errors import UntrustedDataError
-from opos.feed import cosignature, plan, targeting
+from opos.feed import cosignature, keydoc, plan, targeting
 from opos.feed.keys import key_id, load_public
 from opos.instructions import resources
 from opos.model import parse_time
@@ -34,7 +34,7 @@ def test_the_envelopes_are_reproducible(tmp_path: Path) -> None:
 
     subprocess.run([sys.executable, str(HERE / "make_vectors.py"), str(tmp_path)], check=True)
     made = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    assert made == {name: (HERE / name).read_bytes() for name in made} and len(made) == 15
+    assert made == {name: (HERE / name).read_bytes() for name in made} and len(made) == 24
 
 
 @pytest.mark.parametrize("case", VECTORS["cases"], ids=lambda c: f"{c['head']}+{c['feed']}+{c['pin']}")
@@ -62,6 +62,36 @@ def test_cosignature_cases(case: dict[str, Any]) -> None:
     with pytest.raises(UntrustedDataError) as caught:
         cosignature.require(data, statement, auditors, case["required"])
     assert case["reason"] in str(caught.value)
+
+
+@pytest.mark.parametrize("case", VECTORS["key_cases"], ids=lambda c: f"{c['walk'][-1]}-{c.get('reason', 'ok')}")
+def test_key_cases(case: dict[str, Any]) -> None:
+    roots = [keydoc.Key.of(load_public(HERE / name)) for name in case["roots"]]
+
+    def walk() -> keydoc.KeyDocument:
+        documents = [(HERE / name).read_bytes() for name in case["walk"]]
+        trusted = keydoc.first(documents[0], roots)
+        for data in documents[1:]:
+            trusted = keydoc.following(trusted, data)
+        if "offered" in case and keydoc.read((HERE / case["offered"]).read_bytes())[1].version < trusted.version:
+            raise Rejected("rollback: a lower version than the trusted one")
+        if trusted.expired(NOW, SKEW):
+            raise Rejected(f"the key document expired at {trusted.expires}")
+        return trusted
+
+    if not case["accept"]:
+        with pytest.raises(UntrustedDataError) as caught:
+            walk()
+        assert case["reason"] in str(caught.value)
+        return
+    document = walk()
+    head = (HERE / case["head"]).read_bytes()
+    if case["head_accept"]:
+        check_head(head, document.feed_public_keys(), NOW, SKEW, None)
+        return
+    with pytest.raises(UntrustedDataError) as refused:
+        check_head(head, document.feed_public_keys(), NOW, SKEW, None)
+    assert case["reason"] in str(refused.value)
 
 
 def test_the_cosignatures_verify_with_securesystemslib() -> None:

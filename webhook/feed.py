@@ -65,3 +65,23 @@ def cosignatures(commit: str) -> Response:
     """The auditors' cosignatures of a published commit, as the file the sync wrote before its head."""
     data = _commit_file("cosignatures", commit, f"no auditor cosignatures of {commit} are published here")
     return _json(data, hashlib.sha256(data).hexdigest()[:32], SHORT_CACHE)
+
+
+@blueprint.get("/v1/keys.json")
+def key_document() -> Response:
+    """The newest key document of the ledger (what probes that pin root keys walk to)."""
+    data = current().site.read("v1/keys.json")
+    if data is None:
+        abort(404, "this ledger has no key documents (probes pin the feed keys themselves)")
+    return _json(data, hashlib.sha256(data).hexdigest()[:32], SHORT_CACHE)
+
+
+@blueprint.get("/v1/keys/<version>.json")
+def key_document_version(version: str) -> Response:
+    """One version of the key document, as committed: never changed once published."""
+    if not (len(version) <= 10 and version.isascii() and version.isdigit() and version[0] != "0"):
+        abort(404, "a version is a number from 1")
+    data = current().site.read(f"v1/keys/{version}.json")
+    if data is None:
+        abort(404, f"there is no key document version {version}")
+    return _json(data, hashlib.sha256(data).hexdigest()[:32], IMMUTABLE)

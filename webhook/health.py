@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 
 from flask import Blueprint, Response, abort, jsonify, request
@@ -9,11 +10,12 @@ from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from opos.instructions import resources
-from opos.model import parse_time
+from opos.model import format_time, parse_time
 from webhook import metrics
 from webhook.service import current
 
 blueprint = Blueprint("health", __name__)
+KEYS_WARNING = dt.timedelta(days=30)  # Firefox's 2019 add-on outage: a certificate expired with nobody watching
 
 
 @blueprint.get("/healthz")
@@ -28,6 +30,14 @@ def healthz() -> ResponseReturnValue:
     )
     if head is not None:
         metrics.SERVED_SEQUENCE.set(head.sequence)
+    warnings = []
+    expires = service.key_document_expiry()
+    if expires is not None:
+        metrics.KEYS_EXPIRE.set(expires.timestamp())
+        left = expires - dt.datetime.now(dt.UTC)
+        if left < KEYS_WARNING:
+            warnings.append(f"the key document expires at {format_time(expires)} ({max(left.days, 0)} days): sign "
+                            "the next version offline with `opos keys rotate` (docs/security.md, Keys)")  # fmt: skip
     body = {
         "status": "degraded" if problem else "ok",
         "commit": head.commit if head else None,
@@ -35,6 +45,7 @@ def healthz() -> ResponseReturnValue:
         "last_sync": state.last_success,
         "last_attempt": state.last_attempt,
         "problem": problem,
+        "warnings": warnings,
     }
     return body, 503 if problem else 200
 
@@ -54,6 +65,9 @@ def metrics_page() -> Response:
     if head is not None:
         metrics.SERVED_SEQUENCE.set(head.sequence)
         metrics.HEAD_EXPIRES.set(head.expires.timestamp())
+    expires = service.key_document_expiry()
+    if expires is not None:
+        metrics.KEYS_EXPIRE.set(expires.timestamp())
     last_success = service.syncer.state().last_success
     if last_success is not None:
         metrics.LAST_SUCCESS.set(parse_time(last_success).timestamp())

@@ -35,6 +35,11 @@ SERVED_SEQUENCE = Gauge("opos_served_sequence", "The sequence of the served feed
 HEAD_EXPIRES = Gauge(
     "opos_head_expiry_timestamp_seconds", "When the served head expires (alert well before)", multiprocess_mode="max"
 )
+KEYS_EXPIRE = Gauge(
+    "opos_key_document_expiry_timestamp_seconds",
+    "When the published key document expires (alert 30 days before)",
+    multiprocess_mode="max",
+)
 LAST_SUCCESS = Gauge(
     "opos_last_successful_sync_timestamp_seconds", "When a sync last ended with nothing wrong", multiprocess_mode="max"
 )

@@ -201,7 +201,7 @@ blueprint.add_app_template_filter(join_and, "join_and")
 
 def _view(event: Event) -> dict[str, Any]:
     subject = event.subject
-    shows_changes = event.action in ("changed", "policy-changed", "signer-added", "signer-removed")
+    shows_changes = event.action in ("changed", "policy-changed", "signer-added", "signer-removed", "keys-rotated")
     changed = field_changes(event.before, event.after) if shows_changes else []
     target = subject["target"]
     return {

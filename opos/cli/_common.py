@@ -38,6 +38,17 @@ def add_command(
     return parser
 
 
+def add_group(commands: Commands, name: str, help: str, description: str) -> Commands:
+    """A command with subcommands (`opos NAME COMMAND …`): NAME alone is a usage error that lists them."""
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=help, description=description)
+
+    def usage(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+        raise UsageError(f"{parser.format_usage().strip()}\nSee `opos {name} --help` for its commands.")
+
+    parser.set_defaults(handler=usage)
+    return parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND", parser_class=Parser)
+
+
 def repository_root(text: str) -> Path:
     """The top of the git repository that holds `text`, as git finds it (walking up); else `text` itself."""
     start = Path(text).resolve()

@@ -22,7 +22,7 @@ import webhook
 from opos.cli.demo import land_reviewed
 from opos.cli.probe import describe
 from opos.client import ClientConfig, Mirror, poll
-from opos.feed import keys
+from opos.feed import keydoc, keys
 from opos.feed.plan import Plan
 from opos.model import format_time
 from opos.trust.gitrepo import GitLedger
@@ -111,14 +111,15 @@ def serve_demo(folder: Path, repo: Path, feed_key: Path, port: int, out: TextIO)
         print(f"6. Bob signed a new instruction and alice approved it (policy.yaml asks two signers); after the "
               f"webhook (answered {status}) the service served the merge {commit[:12]} in {seconds:.2f} s",
               file=out)  # fmt: skip
-        print("7. A probe in IR / AS197207 that requires the auditor's cosignature polls the service, verifies what "
-              "it gets and plans:", file=out)  # fmt: skip
+        print("7. A probe in IR / AS197207 that pins only the root key (it learns the feed key from the key "
+              "documents) and requires the auditor's cosignature polls the service, verifies what it gets and plans:",
+              file=out)  # fmt: skip
         probe = _probe(base, feed_key, folder / "probe-state", folder / "auditor-key.pub")
         print("     " + describe(probe).replace("\n", "\n     "), file=out)
         print("   The same from the command line:", file=out)
-        print(f"     opos probe --mirror {base} --key {feed_key}.pub --auditor {folder / 'auditor-key.pub'} "
-              f"--country IR --network AS197207 --claims {base} --state {folder / 'probe-state'}",
-              file=out)  # fmt: skip
+        print(f"     opos probe --mirror {base} --root-key {folder / 'root-key.pub'} --auditor "
+              f"{folder / 'auditor-key.pub'} --country IR --network AS197207 --claims {base} --state "
+              f"{folder / 'probe-state'}", file=out)  # fmt: skip
         print(f"\nServing until you press Ctrl-C (log: {log_path}). Commits signed into {repo} are", file=out)
         print(f"followed within 5 s; the staff keys are in {folder / 'staff-keys'}.", file=out, flush=True)
         process.wait()
@@ -151,9 +152,10 @@ def _start_auditor(folder: Path, repo: Path, feed_key: Path) -> tuple[str, subpr
 
 
 def _probe(base: str, feed_key: Path, state: Path, auditor_key: Path) -> Plan:
+    root = keydoc.Key.of(keys.load_public(feed_key.parent / "root-key.pub"))
     config = ClientConfig(
-        mirrors=[Mirror(base)], keys=[keys.load_public(Path(f"{feed_key}.pub"))], country="IR", network="AS197207",
-        state_dir=state, claims=(Mirror(base),), auditors=(keys.load_public(auditor_key),), auditors_required=1,
+        mirrors=[Mirror(base)], keys=[], root_keys=(root,), country="IR", network="AS197207", state_dir=state,
+        claims=(Mirror(base),), auditors=(keys.load_public(auditor_key),), auditors_required=1,
     )  # fmt: skip
     return poll(config)
 

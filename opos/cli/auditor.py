@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from opos.cli._common import Commands, Parser, add_command, add_repo, add_trust, open_ledger
+from opos.cli._common import Commands, add_group, add_repo, add_trust, open_ledger
 from opos.cli.transparency import feed_bytes
 from opos.errors import OposError, UsageError
 from opos.feed import keys
@@ -28,15 +28,14 @@ from opos.trust.verification import Verification
 
 
 def register(commands: Commands) -> None:
-    parser = add_command(
-        commands, "auditor", lambda args, out, err: _usage(parser),
+    sub = add_group(
+        commands, "auditor",
         help="an independent auditor: cosign feeds that are exactly the public ledger",
         description="An auditor re-renders a feed from the public, staff-signed git history and cosigns it only "
         "when it is the same bytes, at a commit that extends everything it cosigned before. Probes that pin k "
         "auditors accept only feeds that k of them cosigned. `cosign` checks one feed against a clone; `serve` "
         "runs the auditor service (POST /v1/cosign) under gunicorn.",
     )  # fmt: skip
-    sub = parser.add_subparsers(dest="auditor_command", metavar="COMMAND", parser_class=Parser)
     cosign = sub.add_parser("cosign", help="check one feed against a clone and cosign it",
                             description=__doc__.split("\n\n")[1] if __doc__ else None,
                             formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -69,10 +68,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feed-key", type=Path, action="append", required=True, dest="feed_keys",
                         help="a pinned feed public key (.pub); repeat for several")  # fmt: skip
     parser.add_argument("--state", type=Path, required=True, help="the auditor's state directory (its log)")
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    raise UsageError(f"{parser.format_usage().strip()}\nSee `opos auditor --help`: cosign or serve.")
 
 
 def cosign_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from opos.cli._common import Commands, add_command
 from opos.eventlog.events import join_and
-from opos.feed import keys
+from opos.feed import keydoc, keys
 from opos.feed.documents import Feed, Head, verify_envelope
 from opos.feed.site import publish
 from opos.model import CommitHash, format_time
@@ -73,8 +74,17 @@ def land_reviewed(
 
 
 def build_demo_ledger(folder: Path, now: dt.datetime) -> tuple[Path, list[str]]:
-    """A ledger repository with signed commits by two staff members, the last two changes approved by
-    the other one (policy.yaml asks two signers from the fourth commit on); returns its path and log."""
+    """A ledger repository with signed commits by two staff members, the later changes approved by the
+    other one (policy.yaml asks two signers from the fourth commit on), and key documents signed by an
+    offline root key: version 1 names the feed key `feed-key-old`, version 2 rotates it to `feed-key`.
+    Returns the repository's path and its log."""
+    root = _private_key(folder / "root-key", "opos demo root key")
+    old_feed = _private_key(folder / "feed-key-old", "opos demo feed key, rotated out")
+    feed = _private_key(folder / "feed-key", "opos demo feed key")
+    expires = now.replace(microsecond=0) + dt.timedelta(days=365)
+    root_key = keydoc.Key.of(root.public_key())
+    first_keys = keydoc.KeyDocument(1, expires, (root_key,), 1, (keydoc.Key.of(old_feed.public_key()),))
+    rotated = replace(first_keys, version=2, feed_keys=(keydoc.Key.of(feed.public_key()),))
     keys_dir = folder / "staff-keys"
     keys_dir.mkdir(parents=True)
     alice, alice_pub = _staff_key(keys_dir, "alice")
@@ -87,6 +97,7 @@ def build_demo_ledger(folder: Path, now: dt.datetime) -> tuple[Path, list[str]]:
         "ledger/allowed_signers": f"alice@ooni.example {alice_pub}\n".encode(),
         "ledger/policy.yaml": POLICY,
         "ledger/instructions/.gitkeep": b"",
+        "ledger/keys/1.json": keydoc.sign(first_keys, [root]),
     }
     ir = (
         "kind: run\ntitle: Measure news sites in Iran\nreason: Reports of blocking on mobile networks.\n"
@@ -128,6 +139,12 @@ def build_demo_ledger(folder: Path, now: dt.datetime) -> tuple[Path, list[str]]:
                 )
             },
         ),
+        (
+            "Rotate the feed key (key document version 2)",
+            alice,
+            bob,
+            {"ledger/keys/2.json": keydoc.sign(rotated, [root])},
+        ),
     ]
     parents: tuple[CommitHash, ...] = ()
     log = []
@@ -152,6 +169,11 @@ def build_demo_ledger(folder: Path, now: dt.datetime) -> tuple[Path, list[str]]:
                    f"{branch[-1][:12]}, merged")  # fmt: skip
     ledger.close()
     return repo_path, log
+
+
+def _private_key(path: Path, comment: str) -> ed25519.Ed25519PrivateKey:
+    keys.generate(path, comment)
+    return keys.load_private(path)
 
 
 POLICY = b"min_every: 15m\nmax_window: 90d\n"
@@ -189,7 +211,7 @@ def run_demo(folder: Path, out: TextIO, serve: bool = False, port: int = 8080) -
     for line in log:
         print(f"     {line}", file=out)
     feed_key_path = folder / "feed-key"
-    public = keys.generate(feed_key_path, "opos demo feed key")
+    public = keys.load_public(Path(f"{feed_key_path}.pub"))
     site = folder / "site"
     with GitLedger(repo_path) as ledger:
         head = ledger.resolve("HEAD")
@@ -204,7 +226,11 @@ def run_demo(folder: Path, out: TextIO, serve: bool = False, port: int = 8080) -
     head_document = verify_envelope((site / "v1" / "head.json").read_bytes(), [public]).document
     if not isinstance(feed.document, Feed) or not isinstance(head_document, Head):
         raise RuntimeError("the demo's site holds the wrong documents")
-    print(f"4. Verified the feed and the head with {feed_key_path}.pub:", file=out)
+    chain = keydoc.chain([(site / "v1" / "keys" / f"{n}.json").read_bytes() for n in (1, 2)],
+                         [keydoc.Key.of(keys.load_public(folder / "root-key.pub"))])  # fmt: skip
+    print(f"4. Walked the key documents from the root key {folder / 'root-key.pub'}: version 1 names "
+          f"feed-key-old, version {chain.version} rotates it to {chain.feed_keys[0].keyid}. Verified the feed and "
+          f"the head with it:", file=out)  # fmt: skip
     print(
         f"     head: commit {head_document.commit[:12]}, sequence {head_document.sequence}, "
         f"expires {format_time(head_document.expires)}",

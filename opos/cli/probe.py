@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from opos.cli._common import Commands, add_command
 from opos.client import ClientConfig, Limits, Mirror, poll
 from opos.errors import UsageError
-from opos.feed import keys, plan
+from opos.feed import keydoc, keys, plan
 from opos.instructions.yamlfile import YamlProblem, load
 from opos.model import format_duration, format_time, parse_country, parse_duration, parse_network, parse_platform
 from opos.text import for_terminal
@@ -40,8 +40,13 @@ def register(commands: Commands) -> None:
         help="a mirror's base URL (repeat); URL#host=NAME sends Host: NAME (a fronted domain)",
     )  # fmt: skip
     probe.add_argument(
-        "--key", action="append", required=True, dest="keys", type=Path, metavar="PUBFILE",
-        help="a pinned feed public key (repeat, for rotation)",
+        "--key", action="append", default=[], dest="keys", type=Path, metavar="PUBFILE",
+        help="a pinned feed public key (repeat, for rotation); or, better, --root-key",
+    )  # fmt: skip
+    probe.add_argument(
+        "--root-key", action="append", default=[], dest="root_keys", type=Path, metavar="PUBFILE",
+        help="a pinned root public key (repeat): the feed keys and auditors then come from the ledger's key "
+        "documents (v1/keys.json), whose first version's root keys must be exactly these",
     )  # fmt: skip
     probe.add_argument(
         "--auditor", action="append", default=[], dest="auditors", type=Path, metavar="PUBFILE",
@@ -101,6 +106,9 @@ def config_from(args: argparse.Namespace, err: TextIO) -> ClientConfig:
         raise UsageError(f"--country/--network/--platform: {error}") from None
     if args.probe_id and not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", args.probe_id):
         raise UsageError("--probe-id: 16 to 64 characters of A-Z a-z 0-9 _ -")
+    if bool(args.keys) == bool(args.root_keys):
+        raise UsageError("give --root-key (the feed keys then come from the key documents) or --key, not both and "
+                         "not neither")  # fmt: skip
     required = len(args.auditors) if args.auditors_required is None else args.auditors_required
     if not 0 <= required <= len(args.auditors):
         raise UsageError(f"--auditors-required {required}: between 0 and the {len(args.auditors)} --auditor key(s) "
@@ -108,6 +116,7 @@ def config_from(args: argparse.Namespace, err: TextIO) -> ClientConfig:
     return ClientConfig(
         mirrors=mirrors,
         keys=[keys.load_public(path) for path in args.keys],
+        root_keys=tuple(keydoc.Key.of(keys.load_public(path)) for path in args.root_keys),
         auditors=tuple(keys.load_public(path) for path in args.auditors),
         auditors_required=required,
         country=country,

@@ -11,11 +11,11 @@ from typing import TextIO
 from opos.cli._common import Commands, add_command, add_repo, add_trust, open_ledger
 from opos.client import auditors
 from opos.errors import UsageError
-from opos.feed import keys
+from opos.feed import keychain, keys
 from opos.feed.documents import Head, verify_envelope
 from opos.feed.site import publish
-from opos.model import parse_duration
-from opos.trust.history import Report
+from opos.model import CommitHash, parse_duration
+from opos.trust.history import Failure, Report
 from opos.trust.verification import Verification
 
 CLOCK_SKEW = dt.timedelta(minutes=5)  # the allowance probes give a head's expiry (opos probe --clock-skew)
@@ -92,6 +92,10 @@ def verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         report = verification.check(revision, args.since)
         if args.proposal and report.failures and all(f.review for f in report.failures):
             report = Report(revision, [], verification.verifier.cache.get(revision))
+        if report.ok:  # the key documents: a chain that only grows, at every step
+            broken = keychain.history_failures(verification, revision)
+            if broken:
+                report = Report(revision, [Failure(CommitHash(c), r) for c, r in broken], None)
         last = verification.last_accepted(revision) if not report.ok else None
     for failure in report.failures:
         print(failure, file=out)

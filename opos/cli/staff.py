@@ -24,6 +24,7 @@ from opos.cli._common import (
 )
 from opos.errors import KeyInvalid, LedgerInvalid, OposError, Problem, RepositoryError, UsageError
 from opos.eventlog import impact
+from opos.feed import keychain, keydoc
 from opos.instructions import resources, review, rules
 from opos.instructions.worktree import read_ledger_dir
 from opos.model import CommitHash, Instruction, format_time
@@ -145,7 +146,19 @@ def collect_problems(repo: Path, ledger_dir: str) -> tuple[list[Problem], dict[s
     else:
         message = "missing: list the staff keys that may sign (principal ssh-ed25519 AAAA…)"
         result.problems.append(Problem(f"{shown}allowed_signers", None, "", message))
+    result.problems.extend(keychain.check(_key_files(folder / "keys"), shown)[1])
     return result.problems, result.instructions
+
+
+def _key_files(folder: Path) -> dict[str, bytes | None]:
+    """`<ledger>/keys/` of a working tree, as the chain check reads it (links and folders are not files)."""
+    if not folder.is_dir() or folder.is_symlink():
+        return {}
+    files: dict[str, bytes | None] = {}
+    for path in sorted(folder.iterdir())[:1000]:
+        small = path.is_file() and not path.is_symlink() and path.stat().st_size <= keydoc.MAX_BYTES
+        files[path.name] = path.read_bytes() if small else None
+    return files
 
 
 def _unmeetable_review(folder: Path, shown: str, signers: list[sshsig.AllowedSigner]) -> list[Problem]:

@@ -8,16 +8,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from opos.client import keyring
 from opos.client.fetch import Fetcher, FetchFailed, HttpFetcher, Limits, Mirror
 from opos.client.state import ProbeState
 from opos.client.verify import Pin, Rejected, SplitView, check_feed, check_head, verify_head
 from opos.errors import UntrustedDataError
-from opos.feed import cosignature, plan
+from opos.feed import cosignature, keydoc, plan
 from opos.feed.documents import Feed, FeedEntry, Head
 from opos.instructions import resources
 from opos.model import parse_time
@@ -40,6 +41,7 @@ class ClientConfig:
     claim_retry: dt.timedelta = dt.timedelta(hours=1)  # ask again this long after a refusal
     tests: frozenset[str] | None = None  # the tests this probe has (default: every test this version knows)
     auditors: tuple[ed25519.Ed25519PublicKey, ...] = ()  # pinned auditor keys (issue: auditors)
+    root_keys: tuple[keydoc.Key, ...] = ()  # pinned root keys: `keys` and auditors then come from the key document
     auditors_required: int = 0  # a head counts only with this many of them cosigning its commit
 
 
@@ -89,6 +91,17 @@ def _fetch_feed(
     return None
 
 
+def _keys_from(config: ClientConfig, document: keydoc.KeyDocument | None) -> ClientConfig:
+    """The configuration with the key document's feed keys, and its auditors when it names any."""
+    if document is None:
+        return replace(config, keys=[])
+    config = replace(config, keys=document.feed_public_keys())
+    if document.auditors:
+        config = replace(config, auditors=tuple(document.auditor_public_keys()),
+                         auditors_required=document.auditors_required)  # fmt: skip
+    return config
+
+
 def _check_cosigned(data: bytes, head: Head, config: ClientConfig) -> None:
     """That enough distinct pinned auditors cosigned exactly the head's commit, sequence and feed."""
     statement = cosignature.Statement(head.commit, head.sequence, head.feed_sha256)
@@ -128,12 +141,20 @@ def poll(
     state = ProbeState(config.state_dir)
     probe = plan.Probe(state.probe_id(config.probe_id), config.country.upper(), config.network, config.platform)
     rejected: list[plan.RejectedSource] = []
-    cache = _load_cache(state, config, rejected)
+    mirrors = list(config.mirrors)
+    rng.shuffle(mirrors)  # so that one stale or hostile mirror cannot hold the probe back
+    if config.root_keys:  # first the key document: which feed keys and auditors are current
+        document, current = keyring.update(config.root_keys, state, mirrors, fetcher, rejected, now, config.clock_skew)
+        config = _keys_from(config, document)
+        if not current:
+            reason = "no key document could be trusted" if document is None else (
+                f"the trusted key document (version {document.version}) has expired")  # fmt: skip
+            rejected.append(plan.RejectedSource("keys", f"{reason}: no new head is accepted; planning from the cache"))
+            mirrors = []
+    cache = _load_cache(state, config, rejected) if config.keys else None
     pin = state.pin()
     if cache is not None and (pin is None or cache.head.sequence > pin.sequence):
         pin = Pin(cache.head.sequence, cache.head.commit)
-    mirrors = list(config.mirrors)
-    rng.shuffle(mirrors)  # so that one stale or hostile mirror cannot hold the probe back
     accepted: _Verified | None = None
     source = "none"
     etags = state.etags()

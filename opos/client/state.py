@@ -2,6 +2,7 @@
 
 head.json, feed.json   the last accepted envelopes (re-verified whenever they are loaded)
 cosignature.json       the auditors' cosignatures of that head's commit, when auditors are required
+keys.json              the trusted key document, when the probe pins root keys (never replaced by a lower version)
 pin.json               the highest sequence ever accepted: kept apart, never forgotten
 probe_id               this probe's random id (generated once)
 etags.json             the last ETag of the head per mirror (If-None-Match)
@@ -87,6 +88,16 @@ class ProbeState:
             return Pin(int(value["sequence"]), str(value["commit"]))
         except (TypeError, KeyError, ValueError):
             return None
+
+    def key_document(self) -> bytes | None:
+        """The trusted key document (the newest version walked to), when probes pin root keys."""
+        try:
+            return (self.folder / "keys.json").read_bytes()
+        except OSError:
+            return None
+
+    def save_key_document(self, data: bytes) -> None:
+        write_atomically(self.folder / "keys.json", data)
 
     def etags(self) -> dict[str, str]:
         value = self._json("etags.json")

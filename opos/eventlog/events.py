@@ -9,8 +9,10 @@ Windows that ended are `expired` events at their end time, derived when the log 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import functools
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
@@ -43,14 +45,26 @@ class LedgerSource(Protocol):
 
     def allowed_signers(self, commit: CommitInfo) -> bytes | None: ...
 
+    def keys_tree(self, commit: CommitInfo) -> str | None: ...
+
+    def key_files(self, commit: CommitInfo) -> Mapping[str, bytes | None]: ...
+
     @property
     def ledger_prefix(self) -> str: ...
 
 
 Action = Literal[
-    "added", "changed", "removed", "expired", "invalid", "signer-added", "signer-removed", "policy-changed"
+    "added",
+    "changed",
+    "removed",
+    "expired",
+    "invalid",
+    "signer-added",
+    "signer-removed",
+    "policy-changed",
+    "keys-rotated",
 ]
-SIGNERS, POLICY = "allowed_signers", "policy"  # the `instruction` of signer and policy events: the file they are about
+SIGNERS, POLICY, KEYS = "allowed_signers", "policy", "keys"  # the `instruction` of the events about those files
 
 
 @dataclass(frozen=True)
@@ -97,8 +111,8 @@ class Event:
 
     @property
     def about_instruction(self) -> bool:
-        """False for the events about who may sign and about the policy."""
-        return not self.action.startswith(("signer-", "policy-"))
+        """False for the events about who may sign, the policy and the key documents."""
+        return not self.action.startswith(("signer-", "policy-", "keys-"))
 
     @property
     def summary(self) -> str:
@@ -109,6 +123,11 @@ class Event:
             return f"{self.before['principal']} may no longer sign changes ({self.before['key']})"
         if self.action == "policy-changed":
             return "the ledger's limits changed: " + ", ".join(f for f, _, _ in field_changes(self.before, self.after))
+        if self.action == "keys-rotated" and self.after:
+            changed = ", ".join(
+                f for f, _, _ in field_changes(self.before, self.after) if f not in ("version", "expires")
+            )
+            return f"key document version {self.after.get('version')}" + (f": {changed} changed" if changed else "")
         return str(self.subject.get("title", ""))
 
     @property
@@ -210,6 +229,27 @@ def _signer_lines(data: bytes | None) -> dict[tuple[str, str], dict[str, Any]]:
     return lines
 
 
+def _key_versions(files: Mapping[str, bytes | None]) -> dict[int, dict[str, Any]]:
+    """version → what the key document says, for people: its keys by id (the chain is checked elsewhere)."""
+    versions: dict[int, dict[str, Any]] = {}
+    for name, data in files.items():
+        if not name.removesuffix(".json").isdigit() or data is None:
+            continue
+        try:
+            payload = json.loads(base64.b64decode(json.loads(data)["payload"]))
+            versions[int(payload["version"])] = {
+                "version": int(payload["version"]), "expires": str(payload["expires"]),
+                "root_keys": sorted(str(k["keyid"]) for k in payload["root_keys"]),
+                "root_threshold": int(payload["root_threshold"]),
+                "feed_keys": sorted(str(k["keyid"]) for k in payload["feed_keys"]),
+                "auditors": sorted(str(k["keyid"]) for k in payload["auditors"]),
+                "auditors_required": int(payload["auditors_required"]),
+            }  # fmt: skip
+        except (ValueError, KeyError, TypeError, RecursionError):
+            continue  # not a key document: opos check and publishing say so
+    return versions
+
+
 def _policy_fields(data: bytes | None) -> dict[str, Any]:
     policy, _ = rules.load_policy(data, "policy.yaml")
     return {
@@ -240,6 +280,13 @@ def _ledger_events(
         now, was = _signer_lines(now_signers), _signer_lines(was_signers)
         events.extend(event("signer-added", SIGNERS, now[k], None) for k in sorted(set(now) - set(was)))
         events.extend(event("signer-removed", SIGNERS, None, was[k]) for k in sorted(set(was) - set(now)))
+    if parent is None or source.keys_tree(info) != source.keys_tree(parent):
+        now_keys, was_keys = (
+            _key_versions(source.key_files(info)),
+            _key_versions(source.key_files(parent) if parent else {}),
+        )
+        for version in sorted(set(now_keys) - set(was_keys)):
+            events.append(event("keys-rotated", KEYS, now_keys[version], now_keys.get(version - 1)))
     now_policy = source.policy_file(info)
     was_policy = source.policy_file(parent) if parent else None
     if parent is not None and now_policy != was_policy:

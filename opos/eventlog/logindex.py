@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS events (ord INTEGER PRIMARY KEY, commit_id TEXT NOT N
 
 
 Period = Literal["window", "time"]
-INDEX_FORMAT = "2"  # 2: events carry their approvers
+INDEX_FORMAT = "3"  # 2: events carry their approvers; 3: keys-rotated events
 
 
 @dataclass(frozen=True)

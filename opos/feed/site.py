@@ -3,6 +3,7 @@
     <out>/v1/feed/<commit>.json   the feed at that commit (immutable)
     <out>/v1/feed.json            the same bytes for the newest rendered commit
     <out>/v1/cosignatures/<commit>.json   with auditors: their cosignatures, before the head names it
+    <out>/v1/keys/<N>.json, <out>/v1/keys.json   the ledger's key documents (keychain), before the head
     <out>/v1/head.json            names the newest commit; written last
 
 The CLI (`opos render`) and the service both publish through here.
@@ -23,7 +24,7 @@ from opos.atomic import write_atomically
 from opos.errors import EnvelopeInvalid, HistoryRejected, LedgerInvalid
 from opos.eventlog.events import approvers_besides
 from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
-from opos.feed import cosignature, render
+from opos.feed import cosignature, keychain, render
 from opos.feed.documents import FeedEntry, Head, read_own_head
 from opos.instructions import rules
 from opos.model import CommitHash
@@ -140,10 +141,13 @@ def publish(
             return Published(commit, sequence, feed_path, False, f"older than the published head {current}")
         reason = f"history rewritten: it does not descend from the published commit {current}"
         raise HistoryRejected([(commit, reason)])
+    key_documents = keychain.at(ledger, commit)  # a broken chain is refused before anything is written
+    keychain.require_listed(key_documents, key.public_key())
     feed_path, sequence, envelope = pin(verification, commit, key, out)
     if cosigner is not None:  # raises when too few auditors cosigned: the previous head stays
         statement = cosignature.Statement(commit, sequence, hashlib.sha256(envelope).hexdigest())
         write_atomically(cosignature_path(out, commit), cosigner(statement, envelope))
+    keychain.publish(key_documents, out)  # before the head: it may be signed by a key only they name
     write_atomically(out / "v1" / "feed.json", envelope)
     write_log(verification, commit, out, now)
     head = render.sign("head", render.head_payload(commit, sequence, envelope, now, head_ttl), key)

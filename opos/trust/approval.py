@@ -1,7 +1,7 @@
 """How many staff must sign a step of a ledger repository: policy.yaml's review applied to what the step changes.
 
 The count comes from the policy in the step's first parent, so that lowering it takes the count
-in force. A change to allowed_signers or policy.yaml takes the largest count; a change of an
+in force. A change to allowed_signers, policy.yaml or the key documents takes the largest count; a change of an
 instruction takes the largest rule its old or new target matches; a file that is not a valid
 instruction (so nobody can say whom it reaches) is counted as matching every rule.
 """
@@ -35,6 +35,8 @@ class LedgerReview:
             return in_force.largest, "it changes allowed_signers"
         if policy != self.ledger.policy_file(commit):
             return in_force.largest, "it changes policy.yaml"
+        if self.ledger.keys_tree(parent) != self.ledger.keys_tree(commit):
+            return in_force.largest, "it changes the key documents"
         needed, why = in_force.signers, ""
         for name in sorted(self.ledger.changed_instructions(commit, parent)):
             if not name.endswith(".yaml"):

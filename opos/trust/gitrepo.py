@@ -312,6 +312,25 @@ class GitLedger:
         ledger = self.ledger_tree(commit)
         return None if ledger is None else self.objects.subtree(ledger, ["instructions"])
 
+    def keys_tree(self, commit: CommitInfo) -> str | None:
+        """The id of `<ledger>/keys/`, where the key documents are, or None when there is none."""
+        ledger = self.ledger_tree(commit)
+        return None if ledger is None else self.objects.subtree(ledger, ["keys"])
+
+    def key_files(self, commit: CommitInfo) -> dict[str, bytes | None]:
+        """`<ledger>/keys/` at a commit: name → contents (None for what is not a small file)."""
+        tree_id = self.keys_tree(commit)
+        if tree_id is None:
+            return {}
+        files: dict[str, bytes | None] = {}
+        for name, (mode, sha) in sorted(self.objects.tree(tree_id).items())[:MAX_KEY_FILES]:
+            try:
+                data = self.objects.blob(sha, 64 * 1024) if mode in _FILE_MODES else None
+            except BlobTooLarge:
+                data = None
+            files[name.decode("utf-8", "replace")] = data
+        return files
+
     def instruction_entries(self, commit: CommitInfo) -> Mapping[str, str]:
         """File name under instructions/ → blob id (mode included, so a mode change is a change)."""
         tree_id = self.instructions_tree(commit)
@@ -410,6 +429,9 @@ class GitLedger:
             raise RepositoryError(f"the history has {len(roots)} root commits ({listed}): pin one with --trust-root")
         write_atomically(remembered, roots[0].encode() + b"\n")
         return roots[0]
+
+
+MAX_KEY_FILES = 1000  # key documents read at one commit: a version a week for twenty years
 
 
 class FileCache:

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from opos.feed import cosignature, dsse, keys
-from opos.model import FEED_PAYLOAD_TYPE, HEAD_PAYLOAD_TYPE
+from opos.feed import cosignature, dsse, keydoc, keys
+from opos.model import FEED_PAYLOAD_TYPE, HEAD_PAYLOAD_TYPE, parse_time
 
 HERE = Path(__file__).resolve().parent
 SEED = bytes(range(32))  # the test key's seed
 OTHER_SEED = bytes(range(32, 64))
 AUDITOR_SEEDS = (bytes(range(64, 96)), bytes(range(96, 128)))  # two TEST auditor keys
+ROOT_SEEDS = (bytes(range(128, 160)), bytes(range(160, 192)))  # two TEST root keys, a and b
 COMMIT, OTHER_COMMIT = "1" * 40, "2" * 40
 
 
@@ -114,8 +115,37 @@ def main(out: Path = HERE) -> None:
     ).decode()
     files["head-tampered.json"] = dsse.canonical_json(tampered)
     files.update(cosignatures(feed))
+    files.update(key_chain(key, other))
     for name, data in files.items():
         (out / name).write_bytes(data)
+
+
+def key_chain(feed: ed25519.Ed25519PrivateKey, other: ed25519.Ed25519PrivateKey) -> dict[str, bytes]:
+    """Key documents: root a, then a and b, then b alone (a root rotated in two steps), and the bad ones."""
+    a, b = (ed25519.Ed25519PrivateKey.from_private_bytes(seed) for seed in ROOT_SEEDS)
+    root_a, root_b = keydoc.Key.of(a.public_key()), keydoc.Key.of(b.public_key())
+    feed_key, other_key = keydoc.Key.of(feed.public_key()), keydoc.Key.of(other.public_key())
+    later = parse_time("2030-01-01T00:00:00Z")
+    one = keydoc.KeyDocument(1, later, (root_a,), 1, (feed_key,))
+    two = keydoc.KeyDocument(2, later, (root_a, root_b), 1, (feed_key,))
+    three = keydoc.KeyDocument(3, later, (root_b,), 1, (feed_key,))
+    expired = keydoc.KeyDocument(4, parse_time("2026-12-15T00:00:00Z"), (root_b,), 1, (feed_key,))
+    revoked = keydoc.KeyDocument(4, later, (root_b,), 1, (other_key,))
+    strict = keydoc.KeyDocument(2, later, (root_a, root_b), 2, (feed_key,))
+    duplicate = json.loads(keydoc.sign(strict, [a]))
+    # a's signature twice, the second under b's keyid: one key, counted once
+    duplicate["signatures"].append({**duplicate["signatures"][0], "keyid": root_b.keyid})
+    return {
+        "root-a.pub": keys.public_line(a.public_key(), "opos TEST root a").encode(),
+        "root-b.pub": keys.public_line(b.public_key(), "opos TEST root b").encode(),
+        "keys-1.json": keydoc.sign(one, [a]),
+        "keys-2.json": keydoc.sign(two, [a]),
+        "keys-3.json": keydoc.sign(three, [b]),
+        "keys-3-old-root-only.json": keydoc.sign(three, [a]),
+        "keys-4-expired.json": keydoc.sign(expired, [b]),
+        "keys-4-revoked.json": keydoc.sign(revoked, [b]),
+        "keys-2-duplicate.json": dsse.canonical_json(duplicate),
+    }
 
 
 def cosignatures(feed: bytes) -> dict[str, bytes]:
