@@ -78,9 +78,11 @@ def register(commands: Commands) -> None:
 
     keygen_parser = add_command(
         commands, "keygen", keygen,
-        help="make an Ed25519 feed signing key",
+        help="make an Ed25519 key: a feed key, a root key or an auditor's key",
         description="Write an Ed25519 private key in OpenSSH format to FILE (mode 0600) and its public key to "
-        "FILE.pub. Its id everywhere is the OpenSSH fingerprint (ssh-keygen -lf FILE.pub).",
+        "FILE.pub. Its id everywhere is the OpenSSH fingerprint (ssh-keygen -lf FILE.pub). The same command makes "
+        "the feed key (the service's), root keys (kept offline; they sign the key documents, `opos keys`) and an "
+        "auditor's key (`opos auditor`).",
     )  # fmt: skip
     keygen_parser.add_argument("--out", type=Path, required=True, help="where to write the private key")
 
