@@ -234,3 +234,4 @@ def test_the_service_publishes_the_chain_and_warns_a_month_before_it_expires(
     )
     metrics = service.get("/metrics").body.decode()
     assert "opos_key_document_expiry_timestamp_seconds" in metrics
+    assert "the key document expires at" in service.log.read_text()  # the sync logs it too

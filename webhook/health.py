@@ -9,13 +9,13 @@ from flask import Blueprint, Response, abort, jsonify, request
 from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from opos.feed.site import keys_expiry_warning
 from opos.instructions import resources
-from opos.model import format_time, parse_time
+from opos.model import parse_time
 from webhook import metrics
 from webhook.service import current
 
 blueprint = Blueprint("health", __name__)
-KEYS_WARNING = dt.timedelta(days=30)  # Firefox's 2019 add-on outage: a certificate expired with nobody watching
 
 
 @blueprint.get("/healthz")
@@ -30,14 +30,11 @@ def healthz() -> ResponseReturnValue:
     )
     if head is not None:
         metrics.SERVED_SEQUENCE.set(head.sequence)
-    warnings = []
     expires = service.key_document_expiry()
     if expires is not None:
         metrics.KEYS_EXPIRE.set(expires.timestamp())
-        left = expires - dt.datetime.now(dt.UTC)
-        if left < KEYS_WARNING:
-            warnings.append(f"the key document expires at {format_time(expires)} ({max(left.days, 0)} days): sign "
-                            "the next version offline with `opos keys rotate` (docs/security.md, Keys)")  # fmt: skip
+    warning = keys_expiry_warning(service.config.site_dir, dt.datetime.now(dt.UTC))
+    warnings = [warning] if warning else []
     body = {
         "status": "degraded" if problem else "ok",
         "commit": head.commit if head else None,

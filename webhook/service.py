@@ -7,9 +7,7 @@ worker process holds, so nothing is opened in a process that forks afterwards (`
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
 import logging
 import threading
 from pathlib import Path
@@ -20,9 +18,8 @@ from opos.atomic import write_atomically
 from opos.errors import KeyInvalid, OposError, RepositoryError
 from opos.eventlog.logindex import LogIndex
 from opos.feed import keys
-from opos.feed.site import published_commit
+from opos.feed.site import published_commit, published_keys_expiry
 from opos.lru import LRU
-from opos.model import parse_time
 from opos.trust.gitrepo import GitLedger, fetch_branch, redact
 from opos.trust.history import descends_from
 from webhook import metrics
@@ -106,14 +103,8 @@ class Service:
             self._claims_problem_path.unlink(missing_ok=True)
 
     def key_document_expiry(self) -> dt.datetime | None:
-        """When the published key document (v1/keys.json, our own output) expires; None without one."""
-        data = self.site.read("v1/keys.json")
-        if data is None:
-            return None
-        try:
-            return parse_time(json.loads(base64.b64decode(json.loads(data)["payload"]))["expires"])
-        except (ValueError, KeyError, TypeError):
-            return None
+        """When the published key document expires; None without one."""
+        return published_keys_expiry(self.config.site_dir)
 
     def claims_problem(self) -> str | None:
         try:

@@ -29,7 +29,15 @@ from opos.client import auditors
 from opos.client.auditors import CosignaturesMissing
 from opos.errors import HistoryRejected, LedgerInvalid, OposError, RepositoryDamaged
 from opos.feed import keys
-from opos.feed.site import Cosigner, cosignature_path, prune_feeds, publish, published_head, renew_head
+from opos.feed.site import (
+    Cosigner,
+    cosignature_path,
+    keys_expiry_warning,
+    prune_feeds,
+    publish,
+    published_head,
+    renew_head,
+)
 from opos.instructions import rules
 from opos.model import CommitHash, format_time
 from opos.trust.gitrepo import GitLedger, fetch_branch, redact
@@ -89,6 +97,7 @@ class Syncer:
         self.state_path = config.data_dir / "state.json"
         self._checked = rules.new_check_memo()  # parsed instruction files, kept between syncs
         self.auditors = config.auditor_urls if config.auditors_required else []
+        self._warned: dt.datetime | None = None  # when the key document's expiry was last logged
 
     def _cosigner(self) -> Cosigner | None:
         """With auditors configured, what asks them: the head names a new commit only once enough cosigned."""
@@ -143,6 +152,10 @@ class Syncer:
             logger.warning("sync %s (%.2f s): %s", result.outcome, seconds, result.detail)
         else:
             logger.info("sync %s: %s (%.2f s) %s", result.outcome, result.commit, seconds, result.detail)
+        warning = keys_expiry_warning(self.site, now)
+        if warning and (self._warned is None or now - self._warned >= dt.timedelta(hours=1)):
+            logger.warning("%s", warning)  # once an hour: the log says it, /healthz and /metrics too
+            self._warned = now
         if self.on_result:
             self.on_result(result, seconds)
         return result

@@ -21,10 +21,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from opos.atomic import write_atomically
-from opos.errors import EnvelopeInvalid, HistoryRejected, LedgerInvalid
+from opos.errors import EnvelopeInvalid, HistoryRejected, LedgerInvalid, UntrustedDataError
 from opos.eventlog.events import approvers_besides
 from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
-from opos.feed import cosignature, keychain, render
+from opos.feed import cosignature, keychain, keydoc, render
 from opos.feed.documents import FeedEntry, Head, read_own_head
 from opos.instructions import rules
 from opos.model import CommitHash
@@ -89,6 +89,26 @@ def published_head(out: Path) -> Head | None:
         return read_own_head((out / "v1" / "head.json").read_bytes())
     except (OSError, EnvelopeInvalid):
         return None
+
+
+def published_keys_expiry(out: Path) -> dt.datetime | None:
+    """When the site's key document (our own output) expires; None when the ledger has none."""
+    try:
+        return keydoc.read((out / "v1" / "keys.json").read_bytes())[1].expires
+    except (OSError, UntrustedDataError):
+        return None
+
+
+KEYS_WARNING = dt.timedelta(days=30)  # Firefox's 2019 add-on outage: a certificate expired with nobody watching
+
+
+def keys_expiry_warning(out: Path, now: dt.datetime) -> str | None:
+    """What to tell operators when the key document expires within 30 days."""
+    expires = published_keys_expiry(out)
+    if expires is None or expires - now >= KEYS_WARNING:
+        return None
+    return (f"the key document expires at {expires:%Y-%m-%dT%H:%M:%SZ} ({max((expires - now).days, 0)} days): sign "
+            "the next version offline with `opos keys rotate` (docs/security.md, Keys)")  # fmt: skip
 
 
 def published_commit(out: Path) -> CommitHash | None:
