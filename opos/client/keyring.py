@@ -62,6 +62,7 @@ def update(
             rejected.append(plan.RejectedSource(mirror.url, f"keys: {err}"))
         except Exception as err:  # whatever a mirror sends, the probe goes on
             rejected.append(plan.RejectedSource(mirror.url, f"keys: could not be handled ({type(err).__name__})"))
+        known = trusted(state, roots) or known  # versions walked before the failure stay trusted
     if known is None:
         return None, False
     return known[1], not known[1].expired(now, clock_skew)

@@ -81,10 +81,7 @@ class Event:
     after: dict[str, Any] | None  # the normalised instruction after the change
     before: dict[str, Any] | None
     problem: str | None = None  # for `invalid`: why the file at this commit is not a valid instruction
-    approvers: tuple[str, ...] = ()  # the other staff whose signatures landed it (policy.yaml's review)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "approvers", tuple(self.approvers))  # JSON gives a list
+    approvers: Sequence[str] = ()  # the other staff whose signatures landed it (policy.yaml's review)
 
     @property
     def attribution(self) -> str:
@@ -211,7 +208,13 @@ def step_events(
     events = _ledger_events(source, info, parent_info, sequence, signer_of)
     if parent_info is None or source.instructions_tree(parent_info) != source.instructions_tree(info):
         events += _instruction_events(source, info, parent_info, sequence, signer_of, memo)
-    return [replace(e, approvers=approvers_besides(approvers, e.signer)) if approvers else e for e in events]
+    if not approvers:
+        return events
+    with_approvers = []
+    for event in events:  # most steps have no approver besides the signer: those events stay as they are
+        others = approvers_besides(approvers, event.signer)
+        with_approvers.append(replace(event, approvers=others) if others else event)
+    return with_approvers
 
 
 def _signer_lines(data: bytes | None) -> dict[tuple[str, str], dict[str, Any]]:
