@@ -224,6 +224,8 @@ def test_sigkill_of_the_leader_during_fifty_publishes(
             time.sleep(0.1)
         final = repo.head()
         service.wait_for(lambda: service.served_commit() == final, seconds=90, what="the last push")
+        # the watcher samples every 20 ms: let it see the last head before it stops, or it may stop just before
+        service.wait_for(lambda: seen and seen[-1] == 50, seconds=10, what="the watcher to see the last head")
     finally:
         stop.set()
         watcher.join()
