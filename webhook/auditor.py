@@ -19,8 +19,8 @@ configured remote, never from the requester; a feed already cosigned is answered
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import hashlib
 import logging
 import os
 import re
@@ -31,10 +31,9 @@ from pathlib import Path
 from flask import Flask, Response, abort, jsonify
 from werkzeug.exceptions import HTTPException
 
-from opos.errors import OposError, UntrustedDataError
-from opos.feed import cosignature, keys
-from opos.feed.auditing import AuditConflict, AuditLog, AuditRefused, LogEntry, audit, check_conflict
-from opos.feed.documents import Feed, verify_envelope
+from opos.errors import OposError
+from opos.feed import keys
+from opos.feed.auditing import AuditConflict, AuditLog, AuditRefused, LogEntry, audit, receive
 from opos.instructions import rules
 from opos.model import CommitHash
 from opos.trust.gitrepo import GitLedger, fetch_branch
@@ -85,26 +84,17 @@ class Auditor:
 
     def cosign(self, envelope: bytes) -> tuple[bytes, LogEntry]:
         """This auditor's cosignature of the feed. Raises AuditRefused, AuditConflict, or OposError (fetching)."""
-        try:
-            verified = verify_envelope(envelope, self.feed_keys)
-        except UntrustedDataError as err:  # checked before anything costly: outsiders get no fetch
-            raise AuditRefused(f"not a feed signed by a pinned feed key: {err}") from None
-        if not isinstance(verified.document, Feed):
-            raise AuditRefused(f"that is a {verified.kind}, not a feed: send the feed envelope")
-        feed = verified.document
-        digest = hashlib.sha256(envelope).hexdigest()
-        with self.log.locked():
-            entries = self.log.entries()
-            known = next((e for e in entries if (e.commit, e.feed_sha256) == (feed.commit, digest)), None)
-            if known is not None:  # a replay, or a retry: the same statement again, no fetch
-                statement = cosignature.Statement(feed.commit, feed.sequence, digest)
-                return cosignature.cosign(statement, self.key), known
-            check_conflict(entries, feed.sequence, feed.commit)
-            tip = self._fetch(CommitHash(feed.commit))
-            with GitLedger(self.clone, self.config.ledger_dir) as ledger:
-                verification = Verification.open(ledger, tip, self.config.trust_root, self.checked)
-                done = audit(verification, envelope, self.feed_keys, self.key, self.log, tip, dt.datetime.now(dt.UTC))
-        logger.info("cosigned sequence %d, commit %s", done.entry.sequence, done.entry.commit)
+        request = receive(envelope, self.feed_keys)  # outside the lock: an outsider's garbage waits for nobody
+        with self.log.locked(), contextlib.ExitStack() as opened:
+
+            def ledger_at() -> tuple[Verification, CommitHash | None]:
+                tip = self._fetch(CommitHash(request.feed.commit))
+                ledger = opened.enter_context(GitLedger(self.clone, self.config.ledger_dir))
+                return Verification.open(ledger, tip, self.config.trust_root, self.checked), tip
+
+            done = audit(request, self.key, self.log, ledger_at, dt.datetime.now(dt.UTC))
+        if done.appended:
+            logger.info("cosigned sequence %d, commit %s", done.entry.sequence, done.entry.commit)
         return done.envelope, done.entry
 
     def _fetch(self, wanted: CommitHash) -> CommitHash:

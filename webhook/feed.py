@@ -25,12 +25,23 @@ def _json(data: bytes, etag: str, cache_control: str) -> Response:
     return response
 
 
+def _site_file(relative: str, missing: str, status: int = 404) -> bytes:
+    """A file of the published site, as the sync wrote it; `status` with `missing` when there is none."""
+    data = current().site.read(relative)
+    if data is None:
+        abort(status, missing)
+    return data
+
+
+def _by_contents(data: bytes, cache_control: str) -> Response:
+    """`data` with an ETag made from its contents (for files that a commit does not name)."""
+    return _json(data, hashlib.sha256(data).hexdigest()[:32], cache_control)
+
+
 @blueprint.get("/v1/head.json")
 def head() -> Response:
-    data = current().site.read("v1/head.json")
-    if data is None:
-        abort(503, "no feed is published yet: the first sync has not finished (see /healthz)")
-    return _json(data, hashlib.sha256(data).hexdigest()[:32], SHORT_CACHE)
+    data = _site_file("v1/head.json", "no feed is published yet: the first sync has not finished (see /healthz)", 503)
+    return _by_contents(data, SHORT_CACHE)
 
 
 @blueprint.get("/v1/feed.json")
@@ -54,26 +65,21 @@ def _commit_file(folder: str, commit: str, missing: str) -> bytes:
     """`v1/<folder>/<commit>.json` as the sync wrote it; 400 for what is not a commit, 404 when absent."""
     if not _COMMIT.fullmatch(commit):
         abort(400, "a commit is 40 lowercase hexadecimal characters")
-    data = current().site.read(f"v1/{folder}/{commit}.json")
-    if data is None:
-        abort(404, missing)
-    return data
+    return _site_file(f"v1/{folder}/{commit}.json", missing)
 
 
 @blueprint.get("/v1/cosignatures/<commit>.json")
 def cosignatures(commit: str) -> Response:
     """The auditors' cosignatures of a published commit, as the file the sync wrote before its head."""
     data = _commit_file("cosignatures", commit, f"no auditor cosignatures of {commit} are published here")
-    return _json(data, hashlib.sha256(data).hexdigest()[:32], SHORT_CACHE)
+    return _by_contents(data, SHORT_CACHE)
 
 
 @blueprint.get("/v1/keys.json")
 def key_document() -> Response:
     """The newest key document of the ledger (what probes that pin root keys walk to)."""
-    data = current().site.read("v1/keys.json")
-    if data is None:
-        abort(404, "this ledger has no key documents (probes pin the feed keys themselves)")
-    return _json(data, hashlib.sha256(data).hexdigest()[:32], SHORT_CACHE)
+    data = _site_file("v1/keys.json", "this ledger has no key documents (probes pin the feed keys themselves)")
+    return _by_contents(data, SHORT_CACHE)
 
 
 @blueprint.get("/v1/keys/<version>.json")
@@ -81,7 +87,5 @@ def key_document_version(version: str) -> Response:
     """One version of the key document, as committed: never changed once published."""
     if not (len(version) <= 10 and version.isascii() and version.isdigit() and version[0] != "0"):
         abort(404, "a version is a number from 1")
-    data = current().site.read(f"v1/keys/{version}.json")
-    if data is None:
-        abort(404, f"there is no key document version {version}")
-    return _json(data, hashlib.sha256(data).hexdigest()[:32], IMMUTABLE)
+    data = _site_file(f"v1/keys/{version}.json", f"there is no key document version {version}")
+    return _by_contents(data, IMMUTABLE)

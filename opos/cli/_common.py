@@ -49,6 +49,16 @@ def add_group(commands: Commands, name: str, help: str, description: str) -> Com
     return parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND", parser_class=Parser)
 
 
+def auditors_required(args: argparse.Namespace) -> int:
+    """--auditors-required, by default every --auditor given; more than were given could never be met."""
+    given = len(args.auditors)
+    required: int = given if args.auditors_required is None else args.auditors_required
+    if not 0 <= required <= given:
+        raise UsageError(f"--auditors-required {required}: between 0 and the {given} --auditor(s) given; no head "
+                         "could ever be accepted otherwise")  # fmt: skip
+    return required
+
+
 def repository_root(text: str) -> Path:
     """The top of the git repository that holds `text`, as git finds it (walking up); else `text` itself."""
     start = Path(text).resolve()

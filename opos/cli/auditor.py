@@ -23,7 +23,7 @@ from opos.cli._common import Commands, add_group, add_repo, add_trust, open_ledg
 from opos.cli.transparency import feed_bytes
 from opos.errors import OposError, UsageError
 from opos.feed import keys
-from opos.feed.auditing import AuditConflict, AuditLog, AuditRefused, audit
+from opos.feed.auditing import AuditConflict, AuditLog, AuditRefused, audit, receive
 from opos.trust.verification import Verification
 
 
@@ -79,13 +79,14 @@ def cosign_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     envelope = feed_bytes(args.feed)
     log = AuditLog(args.state)
     try:
+        request = receive(envelope, feed_keys)
         with open_ledger(args) as ledger, log.locked():
             try:
                 tip = ledger.resolve(args.branch)
             except OposError as error:
                 raise UsageError(f"--branch {args.branch}: {error}") from None
-            verification = Verification.open(ledger, tip, args.trust_root)
-            done = audit(verification, envelope, feed_keys, key, log, tip, dt.datetime.now(dt.UTC))
+            done = audit(request, key, log, lambda: (Verification.open(ledger, tip, args.trust_root), tip),
+                         dt.datetime.now(dt.UTC))  # fmt: skip
     except AuditConflict as conflict:
         latest = conflict.latest
         print(f"opos: CONFLICT: {conflict}; the latest cosigned is sequence {latest.sequence}, commit "

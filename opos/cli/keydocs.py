@@ -24,6 +24,7 @@ from opos.atomic import write_atomically
 from opos.cli._common import Commands, add_group
 from opos.errors import OposError, UntrustedDataError, UsageError
 from opos.feed import keychain, keydoc, keys
+from opos.instructions.worktree import read_key_files
 from opos.model import format_time, parse_duration
 
 
@@ -106,9 +107,7 @@ def _expires(text: str) -> dt.datetime:
 
 
 def _chain(ledger: Path) -> list[bytes]:
-    folder = ledger / "keys"
-    files = {p.name: p.read_bytes() for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
-    ordered, problems = keychain.documents(files, "")
+    ordered, problems = keychain.documents(read_key_files(ledger), "")
     if problems:
         raise UsageError("; ".join(str(p) for p in problems))
     return ordered

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from opos.cli._common import Commands, add_command
+from opos.cli._common import Commands, add_command, auditors_required
 from opos.client import ClientConfig, Limits, Mirror, poll
 from opos.errors import UsageError
 from opos.feed import keydoc, keys, plan
@@ -109,10 +109,7 @@ def config_from(args: argparse.Namespace, err: TextIO) -> ClientConfig:
     if bool(args.keys) == bool(args.root_keys):
         raise UsageError("give --root-key (the feed keys then come from the key documents) or --key, not both and "
                          "not neither")  # fmt: skip
-    required = len(args.auditors) if args.auditors_required is None else args.auditors_required
-    if not 0 <= required <= len(args.auditors):
-        raise UsageError(f"--auditors-required {required}: between 0 and the {len(args.auditors)} --auditor key(s) "
-                         "given; no head could ever be accepted otherwise")  # fmt: skip
+    required = auditors_required(args)
     return ClientConfig(
         mirrors=mirrors,
         keys=[keys.load_public(path) for path in args.keys],

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import TextIO
 
-from opos.cli._common import Commands, add_command, add_repo, add_trust, open_ledger
+from opos.cli._common import Commands, add_command, add_repo, add_trust, auditors_required, open_ledger
 from opos.client import auditors
 from opos.errors import UsageError
 from opos.feed import keychain, keys
@@ -116,9 +116,7 @@ def render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         ttl = dt.timedelta(seconds=parse_duration(args.head_ttl))
     except ValueError as error:
         raise UsageError(f"--head-ttl: {error}") from None
-    required = len(args.auditors) if args.auditors_required is None else args.auditors_required
-    if not 0 <= required <= len(args.auditors):
-        raise UsageError(f"--auditors-required {required}: between 0 and the {len(args.auditors)} --auditor(s) given")
+    required = auditors_required(args)
     cosigner = None
     if required:
         urls = list(args.auditors)

@@ -22,17 +22,16 @@ from opos.cli._common import (
     moment,
     open_ledger,
 )
-from opos.errors import KeyInvalid, LedgerInvalid, OposError, Problem, RepositoryError, UsageError
+from opos.cli.review import approvals_of, changes_between
+from opos.errors import KeyInvalid, OposError, Problem, RepositoryError, UsageError
 from opos.eventlog import impact
-from opos.feed import keychain, keydoc
+from opos.feed import keychain
 from opos.instructions import resources, review, rules
-from opos.instructions.worktree import read_ledger_dir
-from opos.model import CommitHash, Instruction, format_time
+from opos.instructions.worktree import read_key_files, read_ledger_dir
+from opos.model import Instruction, format_time
 from opos.trust import checkedfile, sshsig
-from opos.trust.approval import Approvals
-from opos.trust.gitrepo import GitLedger, GitObjects, init_repository, set_config
+from opos.trust.gitrepo import GitObjects, init_repository, set_config
 from opos.trust.statedir import StateDir
-from opos.trust.verification import Verification
 
 
 def register(commands: Commands) -> None:
@@ -146,19 +145,8 @@ def collect_problems(repo: Path, ledger_dir: str) -> tuple[list[Problem], dict[s
     else:
         message = "missing: list the staff keys that may sign (principal ssh-ed25519 AAAA…)"
         result.problems.append(Problem(f"{shown}allowed_signers", None, "", message))
-    result.problems.extend(keychain.check(_key_files(folder / "keys"), shown)[1])
+    result.problems.extend(keychain.check(read_key_files(folder), shown)[1])
     return result.problems, result.instructions
-
-
-def _key_files(folder: Path) -> dict[str, bytes | None]:
-    """`<ledger>/keys/` of a working tree, as the chain check reads it (links and folders are not files)."""
-    if not folder.is_dir() or folder.is_symlink():
-        return {}
-    files: dict[str, bytes | None] = {}
-    for path in sorted(folder.iterdir())[:1000]:
-        small = path.is_file() and not path.is_symlink() and path.stat().st_size <= keydoc.MAX_BYTES
-        files[path.name] = path.read_bytes() if small else None
-    return files
 
 
 def _unmeetable_review(folder: Path, shown: str, signers: list[sshsig.AllowedSigner]) -> list[Problem]:
@@ -412,15 +400,10 @@ def _read_signer_key(path: Path) -> str:
 
 
 def diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    sides = {}
     with open_ledger(args) as ledger:
-        for name in ("base", "head"):
-            checked = rules.check_ledger(ledger.ledger_files(ledger.commit(ledger.resolve(getattr(args, name)))))
-            if checked.problems and name == "head":
-                raise LedgerInvalid(checked.problems)
-            sides[name] = {ident: i.to_json() for ident, i in checked.instructions.items()}
-        approvals = _approvals(ledger, ledger.resolve(args.base), ledger.resolve(args.head), args.trust_root)
-    changes = impact.compare(sides["base"], sides["head"], dt.datetime.now(dt.UTC))
+        base, head = ledger.resolve(args.base), ledger.resolve(args.head)
+        changes = changes_between(ledger, base, head, strict=True)
+        approvals = approvals_of(ledger, base, head, args.trust_root)
     if args.format == "json":
         document = {"changes": [c.to_json() for c in changes], "approvals": approvals.to_json()}
         print(json.dumps(document, indent=2, ensure_ascii=False), file=out)
@@ -429,12 +412,3 @@ def diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     else:
         print(f"{impact.as_text(changes)}\n\n{approvals.describe()}", file=out)
     return 0
-
-
-def _approvals(ledger: GitLedger, base: CommitHash, head: CommitHash, trust_root: str | None) -> Approvals:
-    """Where the change's approvals stand; when the history cannot be verified, why, instead of the count."""
-    try:
-        return Verification.open(ledger, head, trust_root).approvals(base, head)
-    except OposError as error:
-        needed = 0 if ledger.ledger_tree(ledger.commit(base)) == ledger.ledger_tree(ledger.commit(head)) else 1
-        return Approvals(needed, "", (), f"They cannot be counted: {error}")

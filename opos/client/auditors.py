@@ -35,7 +35,6 @@ class CosignaturesMissing(OposError):
 @dataclass
 class Answers:
     envelopes: list[bytes] = field(default_factory=list)  # one per auditor that cosigned
-    cosigned_by: list[str] = field(default_factory=list)  # their urls
     problems: list[str] = field(default_factory=list)  # "<url>: why not"
     alarms: list[str] = field(default_factory=list)  # "<url>: 409 …"
 
@@ -63,7 +62,6 @@ def ask(urls: Sequence[str], feed_envelope: bytes, statement: cosignature.Statem
     for url, (envelope, problem, alarm) in zip(urls, results, strict=True):
         if envelope is not None:
             answers.envelopes.append(envelope)
-            answers.cosigned_by.append(url)
         elif alarm:
             answers.alarms.append(f"{url}: {problem}")
         else:

@@ -21,7 +21,7 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -138,26 +138,49 @@ def check_conflict(log: Sequence[LogEntry], sequence: int, commit: str) -> None:
                             "which this auditor cosigned", latest)  # fmt: skip
 
 
-def audit(
-    verification: Verification,
-    envelope: bytes,
-    feed_keys: Sequence[ed25519.Ed25519PublicKey],
-    key: ed25519.Ed25519PrivateKey,
-    log: AuditLog,
-    public_tip: CommitHash | None,
-    now: dt.datetime,
-) -> Cosigned:
-    """Check a feed envelope against the ledger (the caller fetched it, and holds `log.locked()`)."""
+@dataclass(frozen=True)
+class Request:
+    """A feed to audit, as far as it can be checked without the ledger: signed by a pinned feed key."""
+
+    envelope: bytes
+    feed: Feed
+    payload: bytes
+    digest: str  # SHA-256 of the envelope: the head's feed_sha256
+
+    @property
+    def statement(self) -> cosignature.Statement:
+        return cosignature.Statement(self.feed.commit, self.feed.sequence, self.digest)
+
+
+def receive(envelope: bytes, feed_keys: Sequence[ed25519.Ed25519PublicKey]) -> Request:
+    """The feed in an envelope, checked before anything costly (outsiders get no fetch). Raises AuditRefused."""
     try:
         verified = verify_envelope(envelope, feed_keys)
     except UntrustedDataError as err:
         raise AuditRefused(f"not a feed signed by a pinned feed key: {err}") from None
     if not isinstance(verified.document, Feed):
         raise AuditRefused(f"that is a {verified.kind}, not a feed: send the feed envelope")
-    feed = verified.document
-    digest = hashlib.sha256(envelope).hexdigest()
+    return Request(envelope, verified.document, verified.payload, hashlib.sha256(envelope).hexdigest())
+
+
+LedgerAt = Callable[[], tuple[Verification, CommitHash | None]]  # the ledger, fetched: (verification, public tip)
+
+
+def audit(
+    request: Request, key: ed25519.Ed25519PrivateKey, log: AuditLog, ledger_at: LedgerAt, now: dt.datetime
+) -> Cosigned:
+    """Cosign the feed when the ledger says the same (the caller holds `log.locked()`).
+
+    A feed cosigned before is cosigned again from the log, without `ledger_at`: a retry or a replay
+    costs no fetch. Otherwise `ledger_at` gives the verified ledger to check it against.
+    """
+    feed = request.feed
     entries = log.entries()
+    known = next((e for e in entries if (e.commit, e.feed_sha256) == (feed.commit, request.digest)), None)
+    if known is not None:
+        return Cosigned(cosignature.cosign(request.statement, key), known, False)
     check_conflict(entries, feed.sequence, feed.commit)
+    verification, public_tip = ledger_at()
     ledger = verification.ledger
     try:
         ledger.commit(feed.commit)
@@ -169,20 +192,17 @@ def audit(
         rendered = feed_at(verification, feed.commit)
     except UntrustedDataError as err:
         raise AuditRefused(f"the history to {feed.commit} does not verify: {err.diagnostics()}") from None
-    if rendered != verified.payload:
+    if rendered != request.payload:
         raise AuditRefused(
-            f"the feed differs from the ledger at {feed.commit}:\n{difference(rendered, verified.payload)}"
+            f"the feed differs from the ledger at {feed.commit}:\n{difference(rendered, request.payload)}"
         )
     if entries and not descends_from(ledger, feed.commit, CommitHash(entries[-1].commit)):
         latest = entries[-1]
         raise AuditConflict(f"split view: {feed.commit} does not descend from {latest.commit} (sequence "
                             f"{latest.sequence}), which this auditor cosigned", latest)  # fmt: skip
-    statement = cosignature.Statement(feed.commit, feed.sequence, digest)
-    known = next((e for e in entries if (e.commit, e.feed_sha256) == (feed.commit, digest)), None)
-    entry = known or LogEntry(feed.sequence, feed.commit, digest, format_time(now))
-    if known is None:
-        log.append(entry)
-    return Cosigned(cosignature.cosign(statement, key), entry, known is None)
+    entry = LogEntry(feed.sequence, feed.commit, request.digest, format_time(now))
+    log.append(entry)
+    return Cosigned(cosignature.cosign(request.statement, key), entry, True)
 
 
 def difference(ours: bytes, theirs: bytes) -> str:

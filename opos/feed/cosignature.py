@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from opos.errors import EnvelopeInvalid
@@ -78,20 +77,7 @@ def signers(data: bytes, statement: Statement, auditors: Sequence[ed25519.Ed2551
                               f"{statement.commit[:12]} at sequence {statement.sequence} with its feed")  # fmt: skip
     if len(envelope.signatures) > MAX_SIGNATURES:
         raise EnvelopeInvalid(f"{len(envelope.signatures)} signatures; at most {MAX_SIGNATURES} are checked")
-    message = dsse.pae(PAYLOAD_TYPE, envelope.payload)
-    found: list[str] = []
-    for public in auditors:
-        keyid = keys.key_id(public)
-        if keyid in found:
-            continue  # the same key pinned twice still counts once
-        for _, signature in envelope.signatures:
-            try:
-                public.verify(signature, message)
-            except InvalidSignature:
-                continue
-            found.append(keyid)
-            break
-    return found
+    return dsse.distinct_signers(envelope, [(keys.key_id(public), public) for public in auditors])
 
 
 def require(data: bytes, statement: Statement, auditors: Sequence[ed25519.Ed25519PublicKey], needed: int) -> list[str]:

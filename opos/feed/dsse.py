@@ -82,6 +82,24 @@ def parse(data: bytes) -> Envelope:
         raise EnvelopeInvalid("the envelope holds invalid base64") from None
 
 
+def distinct_signers(envelope: Envelope, keys: Iterable[tuple[str, ed25519.Ed25519PublicKey]]) -> list[str]:
+    """The ids of the distinct keys with a valid signature on the envelope, for thresholds: a key counts
+    once however many signatures it has, and the same key given twice counts once."""
+    message = pae(envelope.payload_type, envelope.payload)
+    found: list[str] = []
+    for keyid, public in keys:
+        if keyid in found:
+            continue
+        for _, signature in envelope.signatures:
+            try:
+                public.verify(signature, message)
+            except InvalidSignature:
+                continue
+            found.append(keyid)
+            break
+    return found
+
+
 def verify(envelope: Envelope, keys: Iterable[tuple[str, ed25519.Ed25519PublicKey]], payload_type: str) -> str:
     """The keyid of a trusted key whose signature verifies; raises SignatureInvalid or EnvelopeInvalid."""
     if envelope.payload_type != payload_type:

@@ -45,26 +45,24 @@ def documents(files: Mapping[str, bytes | None], shown: str) -> tuple[list[bytes
     return ordered, problems
 
 
-def check(files: Mapping[str, bytes | None], shown: str) -> tuple[keydoc.KeyDocument | None, list[Problem]]:
-    """The newest document when the chain holds; else the problems (a ledger without keys/ has none)."""
-    if not files:
-        return None, []
+def check(files: Mapping[str, bytes | None], shown: str) -> tuple[list[bytes], list[Problem]]:
+    """The documents in version order when they form a chain; else the problems (no keys/: none)."""
     ordered, problems = documents(files, shown)
-    if problems:
-        return None, problems
+    if problems or not ordered:
+        return [], problems
     try:
-        return keydoc.chain(ordered), []
+        keydoc.chain(ordered)
     except UntrustedDataError as err:
-        return None, [Problem(f"{shown}keys/", None, "", f"the key documents do not form a chain: {err}")]
+        return [], [Problem(f"{shown}keys/", None, "", f"the key documents do not form a chain: {err}")]
+    return ordered, []
 
 
 def at(ledger: GitLedger, commit: CommitHash) -> list[bytes]:
     """The chain at a verified commit, checked. Raises LedgerInvalid."""
-    files = ledger.key_files(ledger.commit(commit))
-    _, problems = check(files, ledger.ledger_prefix)
+    ordered, problems = check(ledger.key_files(ledger.commit(commit)), ledger.ledger_prefix)
     if problems:
         raise LedgerInvalid(problems)
-    return documents(files, ledger.ledger_prefix)[0]
+    return ordered
 
 
 def history_failures(verification: Verification, revision: CommitHash) -> list[tuple[str, str]]:

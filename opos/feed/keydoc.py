@@ -16,17 +16,16 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from jsonschema.exceptions import best_match
 
 from opos.errors import EnvelopeInvalid, KeyInvalid, UntrustedDataError
 from opos.feed import dsse, keys
-from opos.instructions import resources
+from opos.instructions import resources, rules
 from opos.model import format_time, parse_time
 
 PAYLOAD_TYPE = "application/vnd.opos.keys.v1+json"
-MAX_BYTES = 64 * 1024  # one document
+MAX_BYTES = rules.MAX_KEY_FILE_BYTES  # one document
 MAX_WALK = 32  # versions a probe walks in one poll
 
 
@@ -130,20 +129,8 @@ def read(data: bytes) -> tuple[dsse.Envelope, KeyDocument]:
 
 def signers(envelope: dsse.Envelope, among: Iterable[Key]) -> list[str]:
     """The distinct keys among `among` with a valid signature on the envelope: one key counts once."""
-    message = dsse.pae(envelope.payload_type, envelope.payload)
-    found: list[str] = []
-    for key in among:
-        if key.keyid in found:
-            continue
-        public = key.load()
-        for _, signature in envelope.signatures[:64]:
-            try:
-                public.verify(signature, message)
-            except InvalidSignature:
-                continue
-            found.append(key.keyid)
-            break
-    return found
+    first = dsse.Envelope(envelope.payload_type, envelope.payload, envelope.signatures[:64])  # at most 64 looked at
+    return dsse.distinct_signers(first, [(key.keyid, key.load()) for key in among])
 
 
 def _threshold(envelope: dsse.Envelope, of: KeyDocument, version: int, whose: str) -> None:

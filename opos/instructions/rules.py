@@ -34,6 +34,8 @@ from opos.model import (
 from opos.text import unsafe_characters
 
 MAX_INSTRUCTION_BYTES = 64 * 1024
+MAX_KEY_FILE_BYTES = 64 * 1024  # one key document (keys/<N>.json)
+MAX_KEY_FILES = 1000  # key documents read at one commit: a version a week for twenty years
 MAX_POLICY_BYTES = 16 * 1024
 
 _DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.I)

@@ -6,7 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from opos.instructions.rules import LedgerFiles
+from opos.instructions.rules import MAX_KEY_FILE_BYTES, MAX_KEY_FILES, LedgerFiles
 
 MAX_READ_BYTES = 1024 * 1024  # a ledger file larger than this is refused by the rules long before
 
@@ -53,6 +53,19 @@ def read_ledger_dir(ledger: Path, shown_as: str) -> LedgerFiles:
     policy = _read_capped(policy_path) if plain else None
     ids = {name: blob_id(data) for name, data in instructions.items()}
     return LedgerFiles(shown_as, instructions, policy, tuple(not_files), tuple(links_in(ledger)), ids=ids)
+
+
+def read_key_files(ledger: Path) -> dict[str, bytes | None]:
+    """`<ledger>/keys/` of a working tree as the chain check reads it: name → contents, None for what is
+    not a small plain file (links and folders included, never followed)."""
+    folder = ledger / "keys"
+    if not folder.is_dir() or folder.is_symlink():
+        return {}
+    files: dict[str, bytes | None] = {}
+    for path in sorted(folder.iterdir())[:MAX_KEY_FILES]:
+        small = path.is_file() and not path.is_symlink() and path.stat().st_size <= MAX_KEY_FILE_BYTES
+        files[path.name] = path.read_bytes() if small else None
+    return files
 
 
 def blob_id(data: bytes) -> str:

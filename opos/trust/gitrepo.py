@@ -23,7 +23,7 @@ from dulwich.repo import Repo
 
 from opos.atomic import write_atomically
 from opos.errors import BlobTooLarge, RepositoryDamaged, RepositoryError
-from opos.instructions.rules import LedgerFiles
+from opos.instructions.rules import MAX_KEY_FILE_BYTES, MAX_KEY_FILES, LedgerFiles
 from opos.lru import LRU
 from opos.model import CommitHash, KeyFingerprint, Signer
 from opos.trust import _objectsize
@@ -325,7 +325,7 @@ class GitLedger:
         files: dict[str, bytes | None] = {}
         for name, (mode, sha) in sorted(self.objects.tree(tree_id).items())[:MAX_KEY_FILES]:
             try:
-                data = self.objects.blob(sha, 64 * 1024) if mode in _FILE_MODES else None
+                data = self.objects.blob(sha, MAX_KEY_FILE_BYTES) if mode in _FILE_MODES else None
             except BlobTooLarge:
                 data = None
             files[name.decode("utf-8", "replace")] = data
@@ -429,9 +429,6 @@ class GitLedger:
             raise RepositoryError(f"the history has {len(roots)} root commits ({listed}): pin one with --trust-root")
         write_atomically(remembered, roots[0].encode() + b"\n")
         return roots[0]
-
-
-MAX_KEY_FILES = 1000  # key documents read at one commit: a version a week for twenty years
 
 
 class FileCache:
