@@ -6,6 +6,7 @@ dulwich's own tests do, so a developer's configuration cannot leak in.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import secrets
@@ -19,6 +20,26 @@ import pytest
 
 from opos.cli import run
 from servers import POSTGRES_URL, GitDaemon, Service
+
+# The suite's one clock: midnight (UTC) of the day it runs. Every window a fixture writes is placed
+# relative to it, never at a fixed date, so the suite gives the same answers whatever the day (fixed
+# December 2026 windows once failed five client tests on the day they opened).
+TODAY = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def day(offset: int) -> str:
+    """Midnight `offset` days from TODAY, as instruction files write times."""
+    return f"{TODAY + dt.timedelta(days=offset):%Y-%m-%dT%H:%M:%SZ}"
+
+
+def window(start: int, end: int) -> str:
+    """An instruction's window from `start` to `end` days from TODAY (the YAML of the field's value)."""
+    return f"\n  start: {day(start)}\n  end: {day(end)}"
+
+
+# The default window of `instruction`: upcoming, so that a probe of the fixtures runs none of them
+# unless a test gives its own window.
+UPCOMING = (7, 21)
 
 IDENTITY = {
     "GIT_AUTHOR_NAME": "OONI Staff",
@@ -165,7 +186,7 @@ def instruction(ident: str, **overrides: str) -> str:
         "test": "web_connectivity",
         "inputs": "\n  - https://example.org/",
         "target": "\n  countries: [IR]\n  networks: [AS197207]",
-        "window": "\n  start: 2026-12-01T00:00:00Z\n  end: 2026-12-15T00:00:00Z",
+        "window": window(*UPCOMING),
     }
     fields.update(overrides)
     return "".join(f"{name}: {value}\n" for name, value in fields.items() if value is not None)

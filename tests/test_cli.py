@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LedgerRepo, SshKey, instruction, opos
+from conftest import LedgerRepo, SshKey, day, instruction, opos
 from opos.cli import build_parser, command_names
 
 COMMANDS = command_names(build_parser())  # from the parser itself, so a new command cannot be missed
@@ -62,7 +62,7 @@ def test_new_scaffolds_a_file_that_passes_check(ledger_repo: LedgerRepo) -> None
         "new", "--repo", ledger_repo.path, "--id", "ir-news-check", "--kind", "run", "--test", "web_connectivity",
         "--title", "Check news: sites", "--reason", "Reports of blocking.\nSecond line.",
         "--input", "https://www.bbc.com/persian", "--country", "IR", "--network", "AS197207",
-        "--max-probes", "5", "--start", "2026-12-01T00:00:00Z",
+        "--max-probes", "5", "--start", day(1),
     )  # fmt: skip
     assert result.code == 0, result.err
     written = ledger_repo.path / "ledger" / "instructions" / "ir-news-check.yaml"
@@ -106,9 +106,9 @@ def test_new_starts_at_the_next_full_hour_and_takes_dates(ledger_repo: LedgerRep
     text = (ledger_repo.path / "ledger" / "instructions" / "z-one.yaml").read_text()
     assert made.code == 0 and 'start: "' in text and ':00:00Z"' in text.split("start: ")[1].split("\n")[0]
     assert "reason: |-\n  one line\n" in text  # no trailing newline in the reason
-    dated = opos("new", "--repo", ledger_repo.path, "--id", "d-one", *RUN, "--country", "IR", "--start", "2026-12-01")
+    dated = opos("new", "--repo", ledger_repo.path, "--id", "d-one", *RUN, "--country", "IR", "--start", day(1)[:10])
     assert dated.code == 0, dated.err
-    assert 'start: "2026-12-01T00:00:00Z"' in (ledger_repo.path / "ledger" / "instructions" / "d-one.yaml").read_text()
+    assert f'start: "{day(1)}"' in (ledger_repo.path / "ledger" / "instructions" / "d-one.yaml").read_text()
 
 
 def test_init_then_the_printed_commands_make_a_verified_ledger(tmp_path: Path, keys: dict[str, SshKey]) -> None:

@@ -9,8 +9,10 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import TODAY, UPCOMING, instruction
 from opos.feed import plan, targeting
 from opos.feed.documents import Feed, FeedEntry
+from opos.instructions import rules
 from opos.model import CommitHash
 
 NOW = dt.datetime(2026, 12, 5, 12, 0, tzinfo=dt.UTC)
@@ -94,3 +96,19 @@ def test_jitter_stays_within_the_limit_and_the_window(max_delay: int, elapsed: i
     left = (dt.datetime(2026, 12, 15, tzinfo=dt.UTC) - now).total_seconds()
     delay = plan.jitter(entry("j"), now, max_delay, random.Random(elapsed))
     assert 0 <= delay <= max(0, min(max_delay, left - 1))
+
+
+def test_the_fixtures_windows_follow_the_suite_clock_whatever_the_day() -> None:
+    """conftest's instructions are dated from the suite's clock (TODAY), so the suite answers the same on any day.
+
+    The fixture is planned at several moments of its own window: before it (the day the suite runs),
+    at its start, inside, at its end and after it.
+    """
+    checked, problems = rules.check_instruction(instruction("first-one").encode(), "first-one.yaml", rules.Policy())
+    assert checked is not None and not problems
+    fixture = feed(FeedEntry(checked, CommitHash("a" * 40), "alice"))
+    start, end = (TODAY + dt.timedelta(days=offset) for offset in UPCOMING)
+    moments = {TODAY: [], start - dt.timedelta(seconds=1): [], start: ["first-one"],
+               start + (end - start) / 2: ["first-one"], end: [], end + dt.timedelta(days=30): []}  # fmt: skip
+    for moment, expected in moments.items():
+        assert ids(plan.applicable(fixture, PROBE, moment)) == expected, moment

@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from conftest import LedgerRepo, SshKey, instruction, opos
+from conftest import UPCOMING, LedgerRepo, SshKey, day, instruction, opos
 from opos.feed import dsse
 from opos.feed.keys import load_private
 from webhook import create_app
@@ -203,7 +203,7 @@ def test_diff_previews_the_impact(ledger_repo: LedgerRepo, keys: dict[str, SshKe
     ledger_repo.write("ledger/instructions/first-one.yaml", instruction("first-one", title="Renamed"))
     ledger_repo.write("ledger/instructions/begun-one.yaml", instruction(
         "begun-one", test="dnscheck", inputs="\n  - https://dns.google/dns-query",
-        window="\n  start: 2026-11-01\n  end: 2027-01-15"))  # fmt: skip
+        window=window(-30, 40)))  # fmt: skip
     ledger_repo.write("ledger/instructions/elsewhere-one.yaml", instruction(
         "elsewhere-one", target="\n  countries: [RU]"))  # fmt: skip
     ledger_repo.commit("Several", keys["alice"])
@@ -212,9 +212,9 @@ def test_diff_previews_the_impact(ledger_repo: LedgerRepo, keys: dict[str, SshKe
     assert "ADDED everywhere" in text.out and "CHANGED first-one" in text.out and "changed title" in text.out
     assert "a very large target" in text.out and "a very short interval: every 20m" in text.out
     assert "the window has already ended (2026-03-01T00:00:00Z): it will never apply" in text.out
-    assert "the window starts in the past (2026-11-01T00:00:00Z)" in text.out
-    assert ("overlaps first-one: the same test (web_connectivity) for IR (AS197207), from 2026-12-01T00:00:00Z to "
-            "2026-12-15T00:00:00Z") in text.out  # fmt: skip
+    assert f"the window starts in the past ({stamp(NOW - dt.timedelta(days=30))})" in text.out
+    assert ("overlaps first-one: the same test (web_connectivity) for IR (AS197207), from "
+            f"{day(UPCOMING[0])} to {day(UPCOMING[1])}") in text.out  # fmt: skip
     assert "overlaps elsewhere-one" not in text.out  # RU and IR do not intersect: no warning
     markdown = opos("diff", base, "HEAD", "--repo", ledger_repo.path, "--format", "markdown").out
     assert markdown.startswith("### OPOS impact preview: 5 instruction(s) changed") and "> **Warning:**" in markdown
