@@ -13,9 +13,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from opos.feed import keys
 from opos.model import CommitHash, format_time
-from opos.trust import sshsig
+from opos.signing import keys, sshsig
 from opos.trust.gitrepo import GitLedger, init_repository, write_commit
 
 IDENTITY = "Bench <bench@ooni.example>"

@@ -47,9 +47,9 @@ from measure import BenchFailed, Figure, repeat, run_child, timed
 from opos.client.fetch import Mirror
 from opos.client.poll import ClientConfig, poll
 from opos.eventlog.logindex import LogIndex, LogQuery, select
-from opos.feed import keys
 from opos.feed.documents import forget_verified
 from opos.feed.site import published_commit
+from opos.signing import keys
 from opos.trust.gitrepo import GitLedger
 from opos.trust.verification import Verification
 from servers import GitDaemon, free_port, terminate, wait_for_port
@@ -278,6 +278,7 @@ class Running:
         if self.auditors:
             env["OPOS_AUDITORS"] = ",".join(a.url for a in self.auditors)
             env["OPOS_AUDITORS_REQUIRED"] = str(len(self.auditors))
+            env["OPOS_AUDITOR_KEYS"] = ",".join(str(a.folder / "key.pub") for a in self.auditors)
         self.log = work / f"gunicorn-{self.port}.log"
         self.process = subprocess.Popen(
             [PYTHON, "-m", "gunicorn", "-c", ROOT / "webhook" / "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}",
@@ -322,6 +323,7 @@ class Auditor:
 
     def __init__(self, folder: Path, remote: str, feed_key: Path) -> None:
         folder.mkdir(parents=True)
+        self.folder = folder
         run_child([*OPOS, "keygen", "--out", folder / "key"])
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

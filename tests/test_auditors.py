@@ -24,10 +24,10 @@ from securesystemslib.signer import SSlibKey
 from conftest import LedgerRepo, SshKey, add_signed, instruction, opos, push
 from opos.client import ClientConfig, Mirror, poll
 from opos.feed import cosignature, render
-from opos.feed import keys as feed_keys
 from opos.feed.auditing import AuditLog
 from opos.feed.plan import Plan
-from opos.trust import sshsig
+from opos.signing import keys as feed_keys
+from opos.signing import sshsig
 from opos.trust.gitrepo import GitLedger, write_commit
 from servers import AuditorProcess, Service, free_port, http
 from servers import Mirror as StaticMirror
@@ -66,6 +66,11 @@ def start_auditor(tmp_path: Path, published_ledger: tuple[LedgerRepo, str], feed
         auditor.stop()
 
 
+def pins(*auditors: Auditor) -> str:
+    """OPOS_AUDITOR_KEYS for these auditors: the publisher counts cosignatures by these keys."""
+    return ",".join(f"{a.key_file}.pub" for a in auditors)
+
+
 def probe(mirror: str, feed_key_file: Path, state: Path, auditors: list[Auditor], required: int) -> Plan:
     config = ClientConfig(
         mirrors=[Mirror(mirror)], keys=[feed_keys.load_public(Path(f"{feed_key_file}.pub"))], country="IR",
@@ -94,7 +99,9 @@ def test_a_push_reaches_a_probe_requiring_two_of_two_auditors(
 ) -> None:  # fmt: skip
     repo, url = published_ledger
     one, two = start_auditor("one"), start_auditor("two")
-    service = start_service(url, auditors=f"{one.url},{two.url}", auditors_required="2", poll_seconds="2")
+    service = start_service(
+        url, auditors=f"{one.url},{two.url}", auditor_keys=pins(one, two), auditors_required="2", poll_seconds="2"
+    )
     first = service.wait_for(service.served_commit, 60, "the first cosigned head")
     new = add_signed(repo, keys["alice"], "second-one")
     service.webhook(SECRET)
@@ -122,7 +129,9 @@ def test_a_feed_that_is_not_the_ledger_is_refused_by_every_auditor_and_by_probes
 ) -> None:  # fmt: skip
     _, url = published_ledger
     one, two = start_auditor("one"), start_auditor("two")
-    service = start_service(url, auditors=f"{one.url},{two.url}", auditors_required="1", poll_seconds="2")
+    service = start_service(
+        url, auditors=f"{one.url},{two.url}", auditor_keys=pins(one, two), auditors_required="1", poll_seconds="2"
+    )
     commit = service.wait_for(service.served_commit, 60, "the first cosigned head")
     state = tmp_path / "probe"
     assert probe(service.url, feed_key_file, state, [one, two], 1).commit == commit
@@ -156,7 +165,7 @@ def test_a_rewritten_branch_is_a_split_view_alarm_and_the_probe_keeps_its_cache(
 ) -> None:  # fmt: skip
     repo, url = published_ledger
     one = start_auditor("one")
-    service = start_service(url, auditors=one.url, auditors_required="1", poll_seconds="2")
+    service = start_service(url, auditors=one.url, auditor_keys=pins(one), auditors_required="1", poll_seconds="2")
     service.wait_for(service.served_commit, 60, "the first cosigned head")
     honest = add_signed(repo, keys["alice"], "second-one")
     service.webhook(SECRET)
@@ -169,7 +178,7 @@ def test_a_rewritten_branch_is_a_split_view_alarm_and_the_probe_keeps_its_cache(
     repo.commit("Add other-one", keys["alice"])
     other = push(repo, "--force")
     assert other != honest
-    second = start_service(url, auditors=one.url, auditors_required="1", poll_seconds="2")
+    second = start_service(url, auditors=one.url, auditor_keys=pins(one), auditors_required="1", poll_seconds="2")
     problem = second.wait_for(lambda: "ALARM" in str(second.get("/healthz").json()["problem"]) and
                               second.get("/healthz").json()["problem"], 60, "the alarm")  # fmt: skip
     assert problem.startswith("SPLIT VIEW ALARM") and "409" in problem, problem
@@ -189,7 +198,8 @@ def test_one_auditor_down(
 ) -> None:  # fmt: skip
     repo, url = published_ledger
     one, two, three = start_auditor("one"), start_auditor("two"), start_auditor("three")
-    service = start_service(url, auditors=f"{one.url},{two.url},{three.url}", auditors_required="2",
+    service = start_service(url, auditors=f"{one.url},{two.url},{three.url}", auditor_keys=pins(one, two, three),
+                            auditors_required="2",
                             poll_seconds="2")  # fmt: skip
     first = service.wait_for(service.served_commit, 60, "the first cosigned head")
     service.wait_for(lambda: len(served_cosignatures(service, first)["signatures"]) == 3, 10, "three cosignatures")
@@ -339,6 +349,7 @@ def test_opos_render_asks_auditors_and_publishes_no_head_without_their_cosignatu
     auditor = start_auditor("one")
     site = tmp_path / "pages"
     base = ["render", "--repo", repo.path, "--key", feed_key_file, "--out", site]
+    base += ["--auditor-key", f"{auditor.key_file}.pub"]
     down = opos(*base, "--auditor", f"http://127.0.0.1:{free_port()}")
     assert down.code == 1 and "0 of the 1 auditor cosignatures needed" in down.err
     assert not (site / "v1" / "head.json").exists()
@@ -351,3 +362,59 @@ def test_opos_render_asks_auditors_and_publishes_no_head_without_their_cosignatu
     statement = cosignature.Statement(commit, 0, hashlib.sha256((site / "v1" / "feed.json").read_bytes()).hexdigest())
     assert cosignature.require(cosigned, statement, [auditor.public], 1)
     assert (site / "v1" / "head.json").exists()
+
+
+def test_auditors_are_counted_by_key_never_by_url(
+    published_ledger: tuple[LedgerRepo, str], start_auditor: Any, start_service: Any, feed_key_file: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """L5: one auditor under two URLs is one cosignature; an auditor whose key is not pinned counts for nothing."""
+    repo, url = published_ledger
+    one, two, impostor = start_auditor("one"), start_auditor("two"), start_auditor("impostor")
+    twice = f"{one.url},{one.url}/"  # two and its key are pinned, but only one is asked, under two URLs
+    service = start_service(url, auditors=twice, auditor_keys=pins(one, two), auditors_required="2", poll_seconds="2")
+    problem = service.wait_for(lambda: "1 of the 2" in str(service.get("/healthz").json()["problem"]) and
+                               service.get("/healthz").json()["problem"], 90, "the refusal")  # fmt: skip
+    assert "1 of the 2 auditor cosignatures needed" in problem and "distinct pinned keys" in problem
+    assert service.get("/healthz").status == 503 and service.served_commit() is None
+    site = tmp_path / "pages"
+    base = [
+        "render",
+        "--repo",
+        repo.path,
+        "--key",
+        feed_key_file,
+        "--out",
+        site,
+        "--auditor-key",
+        f"{one.key_file}.pub",
+    ]
+    doubled = opos(*base, "--auditor-key", f"{two.key_file}.pub", "--auditor", one.url, "--auditor", f"{one.url}/",
+                   "--auditors-required", "2")  # fmt: skip
+    assert doubled.code == 1 and "1 of the 2 auditor cosignatures needed" in doubled.err
+    unpinned = opos(*base, "--auditor", impostor.url, "--auditors-required", "1")
+    assert unpinned.code == 1 and "not a signature by a pinned auditor key" in unpinned.err
+    assert not (site / "v1" / "head.json").exists()
+    keyless = opos("render", "--repo", repo.path, "--key", feed_key_file, "--out", site, "--auditor", one.url)
+    assert keyless.code == 1 and "1 auditor cosignatures are required but 0 auditor key(s) are pinned" in keyless.err
+    assert opos(*base, "--auditor", one.url, "--auditor", impostor.url, "--auditors-required", "1").code == 0
+
+
+def test_concurrent_cosign_requests_to_one_auditor_all_answer(
+    published_ledger: tuple[LedgerRepo, str], start_auditor: Any, feed_key_file: Path, tmp_path: Path
+) -> None:
+    """Several requests at once (a publisher asking one auditor under two URLs, or anyone) used to deadlock a
+    gevent worker on the log's file lock, until gunicorn killed it: each now waits its turn."""
+    repo, _ = published_ledger
+    auditor = start_auditor("one")
+    site = tmp_path / "site"
+    assert opos("render", "--repo", repo.path, "--key", feed_key_file, "--out", site).code == 0
+    envelope = (site / "v1" / "feed.json").read_bytes()
+    answers: list[int] = []
+    threads = [threading.Thread(target=lambda: answers.append(auditor.cosign(envelope, 20).status)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert answers == [200] * 8
+    assert "WORKER TIMEOUT" not in auditor.log.read_text()

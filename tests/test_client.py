@@ -17,11 +17,11 @@ import pytest
 from conftest import LedgerRepo, SshKey, instruction, opos
 from opos.client import ClientConfig, Limits, Mirror, poll
 from opos.client.fetch import Deadline, Exchange, Fetcher, FetchFailed
-from opos.feed import dsse
-from opos.feed.keys import load_private, load_public
 from opos.feed.site import publish
 from opos.instructions import resources
 from opos.model import format_time
+from opos.signing import dsse
+from opos.signing.keys import load_private, load_public
 from opos.trust.gitrepo import GitLedger
 from opos.trust.verification import Verification
 from servers import Mirror as Server

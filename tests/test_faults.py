@@ -25,8 +25,8 @@ from flask import Flask
 
 from conftest import LedgerRepo, SshKey, instruction
 from opos.feed.documents import verify_envelope
-from opos.feed.keys import load_public
 from opos.model import format_time
+from opos.signing.keys import load_public
 from opos.trust.gitrepo import GitObjects
 from servers import free_port, http
 from webhook import create_app

@@ -250,7 +250,7 @@ def test_verification_is_incremental(ledger_repo: LedgerRepo, keys: dict[str, Ss
 
     source = Counting(ledger_repo.path)
     verification = Verification.open(source, newest, None)
-    assert verification.check(newest).ok
+    assert verification.verdict(newest).ok
     # the new commit, its parent (for the signers and the ledger tree) and the remembered trust root: not the rest
     assert set(Counting.read) <= {newest, ledger_repo.head("HEAD~1"), verification.trust_root}
     Counting.read.clear()

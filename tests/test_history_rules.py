@@ -13,9 +13,8 @@ from dataclasses import replace
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from opos.feed import keys
 from opos.model import CommitHash
-from opos.trust import sshsig
+from opos.signing import keys, sshsig
 from opos.trust.history import CommitInfo, MemoryCache, Verifier
 
 WHEN = int(dt.datetime(2026, 11, 1, tzinfo=dt.UTC).timestamp())
@@ -33,6 +32,7 @@ class MemoryLedger:
     def __init__(self) -> None:
         self.commits: dict[CommitHash, CommitInfo] = {}
         self.ledgers: dict[str, dict[str, bytes]] = {}
+        self.signed_by: dict[CommitHash, ed25519.Ed25519PrivateKey] = {}
 
     def add(
         self,
@@ -49,6 +49,8 @@ class MemoryLedger:
         signature = sshsig.sign_ed25519(key, payload) if key else None
         commit = CommitHash(hashlib.sha1(payload + (signature or b"")).hexdigest())
         self.commits[commit] = CommitInfo(commit, parents, tree, when, signature, payload, "")
+        if key is not None:
+            self.signed_by[commit] = key
         return commit
 
     def commit(self, commit_id: CommitHash) -> CommitInfo:
@@ -140,7 +142,10 @@ def test_old_approvals_cannot_be_replayed_to_bring_back_an_earlier_ledger() -> N
     assert report.accepted.approvers == ("alice", "bob")
     replay = source.add(old, (current, approved))  # back to "1", by the old approvals
     report = verifier.verify(replay)
-    assert not report.ok and report.failures[0].reason.startswith("needs 2 signers, has 0 (no valid signature)")
+    assert not report.ok and report.failures[0].reason.startswith("merge of a branch that does not contain")
+    signed_replay = source.add(old, (current, approved), ALICE)  # alice alone signs the merge: bob's is spent
+    report = verifier.verify(signed_replay)
+    assert not report.ok and report.failures[0].reason.startswith("needs 2 signers, has 1 (alice)")
     assert verifier.approvals(current, approved) == ()
 
 

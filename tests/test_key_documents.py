@@ -13,9 +13,10 @@ import pytest
 
 from conftest import LedgerRepo, SshKey, instruction, opos
 from opos.client import ClientConfig, Mirror, poll
-from opos.feed import keydoc, render
-from opos.feed import keys as feed_keys
+from opos.feed import render
 from opos.feed.plan import Plan
+from opos.signing import keydoc
+from opos.signing import keys as feed_keys
 from servers import Mirror as StaticMirror
 
 

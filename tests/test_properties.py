@@ -12,9 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opos.errors import SignatureInvalid
-from opos.feed import dsse
-from opos.feed.keys import key_id, public_key_blob
-from opos.trust import sshsig
+from opos.signing import dsse, sshsig
+from opos.signing.keys import key_id, public_key_blob
 
 KEY = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(32))
 OTHER = ed25519.Ed25519PrivateKey.from_private_bytes(bytes([1] * 32))

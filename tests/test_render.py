@@ -13,9 +13,9 @@ from securesystemslib.dsse import Envelope as SslibEnvelope
 from securesystemslib.signer import SSlibKey
 
 from conftest import LedgerRepo, SshKey, instruction, opos
-from opos.feed import keys as feed_keys
 from opos.feed.site import publish
 from opos.instructions import resources
+from opos.signing import keys as feed_keys
 from opos.trust.gitrepo import GitLedger
 from opos.trust.verification import Verification
 
@@ -147,7 +147,7 @@ def test_verify_feed_prints_the_payload(ledger_repo: LedgerRepo, feed_key: Path,
 
 
 def _tampered(envelope: dict, how: str, other_key: Path) -> bytes:  # type: ignore[type-arg]
-    from opos.feed import dsse
+    from opos.signing import dsse
 
     raw = base64.b64decode(envelope["payload"])
     if how == "one byte":

@@ -71,7 +71,7 @@ def merge_button(repo: LedgerRepo) -> str:
 def accepted(repo: LedgerRepo, commit: str) -> tuple[str, ...]:
     with GitLedger(repo.path) as ledger:
         found = Verification.open(ledger, ledger.resolve(commit), None).require(ledger.resolve(commit))
-    return found.approvers
+    return found.accepted.approvers
 
 
 def test_one_signer_when_two_are_needed_is_rejected(reviewed: LedgerRepo, staff: dict[str, SshKey]) -> None:

@@ -151,8 +151,9 @@ def test_signatures_checked_on_two_threads_give_the_verdicts_of_one(
 ) -> None:
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from opos.feed import keys as feed_keys
-    from opos.trust import history, sshsig
+    from opos.signing import keys as feed_keys
+    from opos.signing import sshsig
+    from opos.trust import history
     from opos.trust.gitrepo import init_repository, write_commit
 
     staff, stranger = ed25519.Ed25519PrivateKey.generate(), ed25519.Ed25519PrivateKey.generate()

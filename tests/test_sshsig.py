@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from conftest import SshKey
 from opos.errors import SignatureInvalid
-from opos.feed import keys as feed_keys
-from opos.trust import sshsig
+from opos.signing import keys as feed_keys
+from opos.signing import sshsig
 
 NOW = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
 

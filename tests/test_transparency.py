@@ -13,8 +13,8 @@ import jsonschema
 import pytest
 
 from conftest import UPCOMING, LedgerRepo, SshKey, day, instruction, opos
-from opos.feed import dsse
-from opos.feed.keys import load_private
+from opos.signing import dsse
+from opos.signing.keys import load_private
 from webhook import create_app
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)

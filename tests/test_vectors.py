@@ -15,10 +15,11 @@ from securesystemslib.signer import SSlibKey
 
 from opos.client.verify import Pin, Rejected, check_feed, check_head
 from opos.errors import UntrustedDataError
-from opos.feed import cosignature, keydoc, plan, targeting
-from opos.feed.keys import key_id, load_public
+from opos.feed import cosignature, plan, targeting
 from opos.instructions import resources
 from opos.model import parse_time
+from opos.signing import keydoc
+from opos.signing.keys import key_id, load_public
 
 HERE = Path(__file__).parent / "vectors"
 VECTORS: dict[str, Any] = json.loads((HERE / "vectors.json").read_text())

@@ -32,10 +32,10 @@ from flask import Flask, Response, abort, jsonify
 from werkzeug.exceptions import HTTPException
 
 from opos.errors import OposError
-from opos.feed import keys
 from opos.feed.auditing import AuditConflict, AuditLog, AuditRefused, LogEntry, audit, receive
 from opos.instructions import rules
 from opos.model import CommitHash
+from opos.signing import keys
 from opos.trust.gitrepo import GitLedger, fetch_branch
 from opos.trust.history import descends_from
 from opos.trust.verification import Verification

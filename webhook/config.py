@@ -47,10 +47,17 @@ class Config:
     follow: bool = True  # run the follower thread (off for tests that drive syncs themselves)
     auditors: str = ""  # auditors' base URLs, comma-separated: each new commit is sent to them to cosign
     auditors_required: int = 0  # a new head is published once this many cosigned; 0: auditors are not asked
+    # the auditors' public keys (.pub files, comma-separated): cosignatures are counted by distinct key among
+    # these; the newest key document in the ledger, when there is one, names the auditors and the count instead
+    auditor_keys: str = ""
 
     @property
     def auditor_urls(self) -> list[str]:
         return [url.strip() for url in self.auditors.split(",") if url.strip()]
+
+    @property
+    def auditor_key_files(self) -> list[Path]:
+        return [Path(path.strip()) for path in self.auditor_keys.split(",") if path.strip()]
 
     @property
     def site_dir(self) -> Path:

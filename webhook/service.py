@@ -17,9 +17,9 @@ from flask import Response, current_app
 from opos.atomic import write_atomically
 from opos.errors import KeyInvalid, OposError, RepositoryError
 from opos.eventlog.logindex import LogIndex
-from opos.feed import keys
 from opos.feed.site import published_commit, published_keys_expiry
 from opos.lru import LRU
+from opos.signing import keys
 from opos.trust.gitrepo import GitLedger, fetch_branch, redact
 from opos.trust.history import descends_from
 from webhook import metrics

@@ -25,12 +25,10 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from opos.atomic import write_atomically
-from opos.client import auditors
-from opos.client.auditors import CosignaturesMissing
+from opos.client.auditors import CosignaturesMissing, asking
 from opos.errors import HistoryRejected, LedgerInvalid, OposError, RepositoryDamaged
-from opos.feed import keys
 from opos.feed.site import (
-    Cosigner,
+    Auditors,
     cosignature_path,
     keys_expiry_warning,
     prune_feeds,
@@ -40,6 +38,7 @@ from opos.feed.site import (
 )
 from opos.instructions import rules
 from opos.model import CommitHash, format_time
+from opos.signing import keys
 from opos.trust.gitrepo import GitLedger, fetch_branch, redact
 from opos.trust.verification import Verification
 from webhook.config import Config
@@ -99,12 +98,12 @@ class Syncer:
         self.auditors = config.auditor_urls if config.auditors_required else []
         self._warned: dt.datetime | None = None  # when the key document's expiry was last logged
 
-    def _cosigner(self) -> Cosigner | None:
-        """With auditors configured, what asks them: the head names a new commit only once enough cosigned."""
+    def _auditors(self) -> Auditors | None:
+        """With auditors configured, who must cosign: the head names a new commit only once enough did."""
         if not self.auditors:
             return None
-        urls, required = self.auditors, self.config.auditors_required
-        return lambda statement, envelope: auditors.gather(urls, envelope, statement, required)
+        return Auditors(asking(self.auditors), tuple(keys.load_public(path) for path in self.config.auditor_key_files),
+                        self.config.auditors_required)  # fmt: skip
 
     def state(self) -> ServiceState:
         return ServiceState.load(self.state_path)
@@ -171,14 +170,14 @@ class Syncer:
         key = keys.load_private(self.config.feed_key)
         with self.open_ledger() as ledger:
             verification = self.verification(ledger, remote_commit)
-            report = verification.check(remote_commit, since=served)
-            if not report.ok:
-                lines = "; ".join(str(f) for f in report.failures)
+            verdict = verification.verdict(remote_commit, since=served)
+            if not verdict.ok:
+                lines = "; ".join(verdict.lines())
                 fix = (f" The last accepted commit is {served}: reset {branch} to it, then re-apply the change "
                        "with signed commits." if served else "")  # fmt: skip
                 return SyncResult("rejected", served, f"{branch} at {remote_commit} was not accepted: {lines}.{fix}")
             try:
-                published = publish(verification, remote_commit, key, self.site, now, self.head_ttl, self._cosigner())
+                published = publish(verification, remote_commit, key, self.site, now, self.head_ttl, self._auditors())
             except (HistoryRejected, LedgerInvalid) as err:
                 detail = err.diagnostics().replace("\n", "; ")
                 return SyncResult("rejected", served, f"{branch} at {remote_commit} was not accepted: {detail}")

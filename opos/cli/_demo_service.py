@@ -22,9 +22,9 @@ import webhook
 from opos.cli.demo import land_reviewed
 from opos.cli.probe import describe
 from opos.client import ClientConfig, Mirror, poll
-from opos.feed import keydoc, keys
 from opos.feed.plan import Plan
 from opos.model import format_time
+from opos.signing import keydoc, keys
 from opos.trust.gitrepo import GitLedger
 
 
@@ -88,7 +88,7 @@ def serve_demo(folder: Path, repo: Path, feed_key: Path, port: int, out: TextIO)
         "OPOS_BIND": f"127.0.0.1:{port}",
         "OPOS_WORKERS": "2",
         "OPOS_AUDITORS": auditor_url,  # each new commit is cosigned by the auditor before its head is published
-        "OPOS_AUDITORS_REQUIRED": "1",
+        "OPOS_AUDITORS_REQUIRED": "1",  # the key document names the auditor's key and asks for its cosignature
     }
     config = Path(webhook.__file__).resolve().parent / "gunicorn.conf.py"
     log_path = folder / "service.log"
@@ -137,8 +137,8 @@ def serve_demo(folder: Path, repo: Path, feed_key: Path, port: int, out: TextIO)
 
 
 def _start_auditor(folder: Path, repo: Path, feed_key: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    """An auditor under gunicorn following the demo ledger: it cosigns only what it re-renders itself."""
-    keys.generate(folder / "auditor-key", "opos demo auditor")
+    """An auditor under gunicorn following the demo ledger (its key is the one the key document names): it
+    cosigns only what it re-renders itself."""
     url = f"http://127.0.0.1:{_free_port()}"
     env = {**os.environ, "OPOS_AUDITOR_KEY": str(folder / "auditor-key"), "OPOS_AUDITOR_FEED_KEYS": f"{feed_key}.pub",
            "OPOS_AUDITOR_STATE": str(folder / "auditor-state"), "OPOS_AUDITOR_REMOTE": str(repo),

@@ -22,8 +22,8 @@ from typing import TextIO
 from opos.cli._common import Commands, add_group, add_repo, add_trust, open_ledger
 from opos.cli.transparency import feed_bytes
 from opos.errors import OposError, UsageError
-from opos.feed import keys
 from opos.feed.auditing import AuditConflict, AuditLog, AuditRefused, audit, receive
+from opos.signing import keys
 from opos.trust.verification import Verification
 
 

@@ -20,11 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from opos.cli._common import Commands, add_command
 from opos.eventlog.events import join_and
-from opos.feed import keydoc, keys
 from opos.feed.documents import Feed, Head, verify_envelope
 from opos.feed.site import publish
 from opos.model import CommitHash, format_time
-from opos.trust import sshsig
+from opos.signing import keydoc, keys, sshsig
 from opos.trust.gitrepo import GitLedger, init_repository, write_commit
 from opos.trust.verification import Verification
 
@@ -76,15 +75,18 @@ def land_reviewed(
 def build_demo_ledger(folder: Path, now: dt.datetime) -> tuple[Path, list[str]]:
     """A ledger repository with signed commits by two staff members, the later changes approved by the
     other one (policy.yaml asks two signers from the fourth commit on), and key documents signed by an
-    offline root key: version 1 names the feed key `feed-key-old`, version 2 rotates it to `feed-key`.
+    offline root key: version 1 names the feed key `feed-key-old`, version 2 rotates it to `feed-key` and
+    names the demo's auditor (`auditor-key`), whose cosignature every head then needs.
     Returns the repository's path and its log."""
     root = _private_key(folder / "root-key", "opos demo root key")
     old_feed = _private_key(folder / "feed-key-old", "opos demo feed key, rotated out")
     feed = _private_key(folder / "feed-key", "opos demo feed key")
+    auditor = _private_key(folder / "auditor-key", "opos demo auditor")
     expires = now.replace(microsecond=0) + dt.timedelta(days=365)
     root_key = keydoc.Key.of(root.public_key())
     first_keys = keydoc.KeyDocument(1, expires, (root_key,), 1, (keydoc.Key.of(old_feed.public_key()),))
-    rotated = replace(first_keys, version=2, feed_keys=(keydoc.Key.of(feed.public_key()),))
+    rotated = replace(first_keys, version=2, feed_keys=(keydoc.Key.of(feed.public_key()),),
+                      auditors=(keydoc.Key.of(auditor.public_key()),), auditors_required=1)  # fmt: skip
     keys_dir = folder / "staff-keys"
     keys_dir.mkdir(parents=True)
     alice, alice_pub = _staff_key(keys_dir, "alice")
@@ -140,7 +142,7 @@ def build_demo_ledger(folder: Path, now: dt.datetime) -> tuple[Path, list[str]]:
             },
         ),
         (
-            "Rotate the feed key (key document version 2)",
+            "Rotate the feed key and name the auditor (key document version 2)",
             alice,
             bob,
             {"ledger/keys/2.json": keydoc.sign(rotated, [root])},

@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from opos.atomic import write_atomically
 from opos.cli._common import Commands, add_group
 from opos.errors import OposError, UntrustedDataError, UsageError
-from opos.feed import keychain, keydoc, keys
 from opos.instructions.worktree import read_key_files
 from opos.model import format_time, parse_duration
+from opos.signing import keydoc, keys
 
 
 def register(commands: Commands) -> None:
@@ -107,7 +107,7 @@ def _expires(text: str) -> dt.datetime:
 
 
 def _chain(ledger: Path) -> list[bytes]:
-    ordered, problems = keychain.documents(read_key_files(ledger), "")
+    ordered, problems = keydoc.folder_documents(read_key_files(ledger), "")
     if problems:
         raise UsageError("; ".join(str(p) for p in problems))
     return ordered

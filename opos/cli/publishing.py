@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import TextIO
 
 from opos.cli._common import Commands, add_command, add_repo, add_trust, auditors_required, open_ledger
-from opos.client import auditors
+from opos.client.auditors import asking
 from opos.errors import UsageError
-from opos.feed import keychain, keys
 from opos.feed.documents import Head, verify_envelope
-from opos.feed.site import publish
-from opos.model import CommitHash, parse_duration
-from opos.trust.history import Failure, Report
+from opos.feed.site import Auditors, publish
+from opos.model import parse_duration
+from opos.signing import keys
 from opos.trust.verification import Verification
 
 CLOCK_SKEW = dt.timedelta(minutes=5)  # the allowance probes give a head's expiry (opos probe --clock-skew)
@@ -62,6 +61,11 @@ def register(commands: Commands) -> None:
     render_parser.add_argument(
         "--auditors-required", type=int, default=None, metavar="K", help="default: every --auditor given"
     )
+    render_parser.add_argument(
+        "--auditor-key", action="append", default=[], dest="auditor_keys", type=Path, metavar="FILE",
+        help="an auditor's public key (.pub; repeat): cosignatures count once per distinct key among these, never "
+        "per URL; with key documents in the ledger, the newest one's auditors and count apply instead",
+    )  # fmt: skip
     add_trust(render_parser)
 
     verify_feed_parser = add_command(
@@ -90,24 +94,19 @@ def register(commands: Commands) -> None:
 def verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with open_ledger(args) as ledger:
         revision = ledger.resolve(args.rev)
+        since = ledger.resolve(args.since) if args.since else None
         verification = Verification.open(ledger, revision, args.trust_root)
-        report = verification.check(revision, args.since)
-        if args.proposal and report.failures and all(f.review for f in report.failures):
-            report = Report(revision, [], verification.verifier.cache.get(revision))
-        if report.ok:  # the key documents: a chain that only grows, at every step
-            broken = keychain.history_failures(verification, revision)
-            if broken:
-                report = Report(revision, [Failure(CommitHash(c), r) for c, r in broken], None)
-        last = verification.last_accepted(revision) if not report.ok else None
-    for failure in report.failures:
-        print(failure, file=out)
-    if not report.ok or report.accepted is None:
+        verdict = verification.verdict(revision, since, proposal=args.proposal)
+        last = verification.last_accepted(revision, since) if not verdict.ok else None
+    for line in verdict.lines():
+        print(line, file=out)
+    if not verdict.ok or verdict.accepted is None:
         if last is not None:
             print(f"The last accepted commit is {last}. To recover: reset the branch to it "
                   f"(git reset --hard {last[:12]}; the one force-push that is safe is back to it), then re-apply "
                   "your change with signed commits. See ledger/README.md, 'A way back'.", file=err)  # fmt: skip
         return 1
-    print(f"ok: {revision} (sequence {report.accepted.sequence}) from trust root {verification.trust_root}", file=err)
+    print(f"ok: {revision} (sequence {verdict.accepted.sequence}) from trust root {verification.trust_root}", file=err)
     return 0
 
 
@@ -117,15 +116,13 @@ def render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except ValueError as error:
         raise UsageError(f"--head-ttl: {error}") from None
     required = auditors_required(args)
-    cosigner = None
-    if required:
-        urls = list(args.auditors)
-        cosigner = lambda statement, envelope: auditors.gather(urls, envelope, statement, required)  # noqa: E731
+    pinned = tuple(keys.load_public(path) for path in args.auditor_keys)
+    cosigning = Auditors(asking(list(args.auditors)), pinned, required) if args.auditors else None
     key = keys.load_private(args.key)
     with open_ledger(args) as ledger:
         revision = ledger.resolve(args.rev)
         verification = Verification.open(ledger, revision, args.trust_root)
-        published = publish(verification, revision, key, args.out, dt.datetime.now(dt.UTC), ttl, cosigner)
+        published = publish(verification, revision, key, args.out, dt.datetime.now(dt.UTC), ttl, cosigning)
         verification.save_checked()
     print(f"{published.feed_path} (sequence {published.sequence}): {published.note}", file=out)
     return 0

@@ -19,7 +19,7 @@ from opos.errors import LedgerInvalid, OposError, RepositoryError, SignatureInva
 from opos.eventlog import impact
 from opos.instructions import rules
 from opos.model import CommitHash
-from opos.trust import sshsig
+from opos.signing import sshsig
 from opos.trust.approval import Approvals
 from opos.trust.gitrepo import GitLedger
 from opos.trust.verification import Verification

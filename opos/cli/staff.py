@@ -8,6 +8,7 @@ import importlib.metadata
 import json
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
@@ -25,12 +26,13 @@ from opos.cli._common import (
 from opos.cli.review import approvals_of, changes_between
 from opos.errors import KeyInvalid, OposError, Problem, RepositoryError, UsageError
 from opos.eventlog import impact
-from opos.feed import keychain
 from opos.instructions import resources, review, rules
 from opos.instructions.worktree import read_key_files, read_ledger_dir
-from opos.model import Instruction, format_time
-from opos.trust import checkedfile, sshsig
+from opos.model import Instruction, Signer, format_time
+from opos.signing import keydoc, sshsig
+from opos.trust import checkedfile
 from opos.trust.gitrepo import GitObjects, init_repository, set_config
+from opos.trust.history import distinct_people
 from opos.trust.statedir import StateDir
 
 
@@ -145,7 +147,7 @@ def collect_problems(repo: Path, ledger_dir: str) -> tuple[list[Problem], dict[s
     else:
         message = "missing: list the staff keys that may sign (principal ssh-ed25519 AAAA…)"
         result.problems.append(Problem(f"{shown}allowed_signers", None, "", message))
-    result.problems.extend(keychain.check(read_key_files(folder), shown)[1])
+    result.problems.extend(keydoc.folder_chain(read_key_files(folder), shown)[1])
     return result.problems, result.instructions
 
 
@@ -156,7 +158,7 @@ def _unmeetable_review(folder: Path, shown: str, signers: list[sshsig.AllowedSig
         return []
     data = policy_path.read_bytes()
     asked = review.review_of(data).largest
-    people = sorted({line.principals.split(",")[0] for line in signers if line.allows_namespace("git")})
+    people = distinct_people(_as_signers(line for line in signers if line.allows_namespace("git")))
     if asked <= len(people):
         return []
     lines = data.decode("utf-8", "replace").splitlines()
@@ -164,6 +166,28 @@ def _unmeetable_review(folder: Path, shown: str, signers: list[sshsig.AllowedSig
     message = (f"the review asks up to {asked} signers, but allowed_signers names {len(people)} people "
                f"({', '.join(people)}): no such change could ever land; add staff first or ask fewer")  # fmt: skip
     return [Problem(f"{shown}policy.yaml", line, "review", message)]
+
+
+def _as_signers(lines: Iterable[sshsig.AllowedSigner]) -> list[Signer]:
+    return [Signer(line.principals, sshsig.fingerprint(line.key_blob)) for line in lines]
+
+
+def shared_keys(folder: Path, shown: str) -> list[str]:
+    """Keys listed under more than one principal: they count as one person for the review, which may surprise."""
+    path = folder / "allowed_signers"
+    if not path.is_file() or path.is_symlink():
+        return []
+    by_key: dict[bytes, list[sshsig.AllowedSigner]] = {}
+    for line in sshsig.parse_allowed_signers(path.read_bytes())[0]:
+        by_key.setdefault(line.key_blob, []).append(line)
+    found = []
+    for lines in by_key.values():
+        names = list(dict.fromkeys(p for line in lines for p in line.principals.split(",")))
+        if len(names) > 1:
+            found.append(f"{shown}allowed_signers:{lines[0].line}: one key ({sshsig.fingerprint(lines[0].key_blob)}) "
+                         f"is listed under {' and '.join(names)}: it counts as one person for the review (right for "
+                         "a hand-over; two people must each have a key of their own)")  # fmt: skip
+    return found
 
 
 def ended_windows(instructions: dict[str, Instruction], shown: str) -> list[str]:
@@ -195,7 +219,8 @@ def check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     else:
         for p in problems:
             print(p, file=out)
-        for warning in ended_windows(instructions, ledger_path(args.repo, args.ledger_dir)[1]):
+        folder, shown = ledger_path(args.repo, args.ledger_dir)
+        for warning in shared_keys(folder, shown) + ended_windows(instructions, shown):
             print(f"warning: {warning}", file=err)
         summary = f"{len(problems)} problem(s)" if problems else f"ok: {valid} instruction(s), no problems"
         print(summary, file=err)

@@ -12,11 +12,11 @@ from opos.cli._common import Commands, add_command, add_repo, add_trust, moment,
 from opos.client.fetch import FetchFailed, HttpFetcher, Limits, Mirror
 from opos.errors import RepositoryError, UntrustedDataError, UsageError
 from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
-from opos.feed import keys
 from opos.feed.auditing import difference
 from opos.feed.documents import Feed, verify_envelope
 from opos.feed.site import feed_at
 from opos.model import parse_country, parse_network
+from opos.signing import keys
 from opos.text import for_terminal
 from opos.trust.verification import Verification
 
@@ -54,6 +54,11 @@ def register(commands: Commands) -> None:
     )  # fmt: skip
     audit_parser.add_argument("feed", help="a feed file or URL (v1/feed.json or v1/feed/<commit>.json)")
     audit_parser.add_argument("--key", action="append", required=True, type=Path, help="the feed public key (repeat)")
+    audit_parser.add_argument(
+        "--since", metavar="COMMIT",
+        help="the commit this monitor accepted before: the feed's commit must build on it (be on its first-parent "
+        "chain's end); a feed that leaves it is history rewritten (exit 1)",
+    )  # fmt: skip
     add_repo(audit_parser)
     add_trust(audit_parser)
 
@@ -133,7 +138,8 @@ def audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             ledger.commit(commit)
         except RepositoryError:
             raise UsageError(f"the clone {args.repo} does not have {commit}: fetch the ledger first") from None
-        rendered = feed_at(Verification.open(ledger, commit, args.trust_root), commit)
+        since = ledger.resolve(args.since) if args.since else None
+        rendered = feed_at(Verification.open(ledger, commit, args.trust_root), commit, since)
     if rendered == verified.payload:
         print(f"ok: the feed at {commit} (sequence {verified.document.sequence}) is exactly what the signed "
               f"history says, byte for byte", file=out)  # fmt: skip

@@ -2,7 +2,7 @@
 
 On each poll, before any head is looked at: ask the mirrors (in the poll's order) for
 `v1/keys.json` (conditionally); when it is newer than the trusted version, walk `v1/keys/<N+1>.json`,
-`<N+2>` … from the trusted version, each checked by the chain rules (`opos.feed.keydoc`), at most
+`<N+2>` … from the trusted version, each checked by the chain rules (`opos.signing.keydoc`), at most
 32 versions a poll and 64 KiB each, saving each as it is trusted. Never a lower version; a mirror
 whose copy of the trusted version differs is a fork. The final version must not have expired. Any
 failure keeps the last trusted document and reports the mirror with its reason; without a trusted
@@ -18,7 +18,8 @@ from opos.client.fetch import Fetcher, FetchFailed, Mirror
 from opos.client.state import ProbeState
 from opos.client.verify import Rejected
 from opos.errors import UntrustedDataError
-from opos.feed import keydoc, plan
+from opos.feed import plan
+from opos.signing import keydoc
 
 
 def trusted(state: ProbeState, roots: Sequence[keydoc.Key]) -> tuple[bytes, keydoc.KeyDocument] | None:

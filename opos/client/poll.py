@@ -18,10 +18,11 @@ from opos.client.fetch import Fetcher, FetchFailed, HttpFetcher, Limits, Mirror
 from opos.client.state import ProbeState
 from opos.client.verify import Pin, Rejected, SplitView, check_feed, check_head, verify_head
 from opos.errors import UntrustedDataError
-from opos.feed import cosignature, keydoc, plan
+from opos.feed import cosignature, plan
 from opos.feed.documents import Feed, FeedEntry, Head
 from opos.instructions import resources
 from opos.model import parse_time
+from opos.signing import keydoc
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 
 from opos.instructions import review, rules
 from opos.model import CommitHash, format_time
-from opos.trust import sshsig
+from opos.signing import sshsig
 from opos.trust.history import CommitInfo
 from opos.trust.revisions import last_revisions
 

@@ -21,6 +21,8 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +34,6 @@ from opos.feed import cosignature
 from opos.feed.documents import Feed, verify_envelope
 from opos.feed.site import feed_at
 from opos.model import CommitHash, format_time
-from opos.trust.history import descends_from
 from opos.trust.verification import Verification
 
 
@@ -56,6 +57,15 @@ class LogEntry:
     time: str
 
 
+_PROCESS_LOCKS: dict[Path, threading.Lock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+def _process_lock(folder: Path) -> threading.Lock:
+    with _PROCESS_LOCKS_GUARD:
+        return _PROCESS_LOCKS.setdefault(folder.resolve(), threading.Lock())
+
+
 class AuditLog:
     """`DIR/cosigned.jsonl`: one line a cosigned feed, appended and fsynced; `DIR/lock` serialises auditors."""
 
@@ -66,13 +76,29 @@ class AuditLog:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """One cosigning at a time, across processes (gunicorn workers, a cron job beside them)."""
-        with (self.folder / "lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        """One cosigning at a time, across processes (gunicorn workers, a cron job beside them) and within one.
+
+        Two requests in one gevent worker would deadlock on a blocking flock (the second blocks the
+        whole process, so the first never releases it): they queue on a lock of this process first,
+        and the file lock is polled, which lets the process's other requests run meanwhile.
+        """
+        ours = _process_lock(self.folder)
+        while not ours.acquire(blocking=False):  # polled: a lock made before gevent patched threading blocks all
+            time.sleep(0.01)
+        try:
+            with (self.folder / "lock").open("a") as handle:
+                while True:
+                    try:
+                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        time.sleep(0.01)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        finally:
+            ours.release()
 
     def entries(self) -> list[LogEntry]:
         """Every entry; a last line cut short by a crash was never answered, so it is dropped."""
@@ -186,20 +212,22 @@ def audit(
         ledger.commit(feed.commit)
     except OposError:
         raise AuditRefused(f"the feed's commit {feed.commit} is not in the public ledger") from None
-    if public_tip is not None and not descends_from(ledger, public_tip, feed.commit):
-        raise AuditRefused(f"the feed's commit {feed.commit} is not on the public branch (at {public_tip})")
-    try:
-        rendered = feed_at(verification, feed.commit)
-    except UntrustedDataError as err:
-        raise AuditRefused(f"the history to {feed.commit} does not verify: {err.diagnostics()}") from None
+    if public_tip is not None and not verification.verifier.on_chain(public_tip, feed.commit):
+        raise AuditRefused(f"the feed's commit {feed.commit} is not on the public branch's first-parent chain "
+                           f"(at {public_tip})")  # fmt: skip
+    since = CommitHash(entries[-1].commit) if entries else None
+    verdict = verification.verdict(feed.commit, since)
+    if verdict.rewritten and entries:
+        latest = entries[-1]
+        raise AuditConflict(f"split view: {latest.commit} (sequence {latest.sequence}), which this auditor "
+                            f"cosigned, is not on the first-parent chain of {feed.commit}", latest)  # fmt: skip
+    if not verdict.ok:
+        raise AuditRefused(f"the history to {feed.commit} may not be followed: " + "; ".join(verdict.lines()))
+    rendered = feed_at(verification, feed.commit, since)
     if rendered != request.payload:
         raise AuditRefused(
             f"the feed differs from the ledger at {feed.commit}:\n{difference(rendered, request.payload)}"
         )
-    if entries and not descends_from(ledger, feed.commit, CommitHash(entries[-1].commit)):
-        latest = entries[-1]
-        raise AuditConflict(f"split view: {feed.commit} does not descend from {latest.commit} (sequence "
-                            f"{latest.sequence}), which this auditor cosigned", latest)  # fmt: skip
     entry = LogEntry(feed.sequence, feed.commit, request.digest, format_time(now))
     log.append(entry)
     return Cosigned(cosignature.cosign(request.statement, key), entry, True)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from opos.errors import EnvelopeInvalid
-from opos.feed import dsse, keys
 from opos.model import CommitHash
+from opos.signing import dsse, keys
 
 PAYLOAD_TYPE = "application/vnd.opos.cosignature.v1+json"
 MAX_BYTES = 64 * 1024  # a cosignature file: a few hundred bytes an auditor

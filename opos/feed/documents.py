@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from jsonschema.exceptions import best_match
 
 from opos.errors import EnvelopeInvalid
-from opos.feed import dsse, keys
 from opos.instructions import resources
 from opos.lru import LRU
 from opos.model import FEED_PAYLOAD_TYPE, HEAD_PAYLOAD_TYPE, CommitHash, Instruction, format_time, parse_time
+from opos.signing import dsse, keys
 
 Kind = Literal["feed", "head"]
 PAYLOAD_TYPES: dict[Kind, str] = {"feed": FEED_PAYLOAD_TYPE, "head": HEAD_PAYLOAD_TYPE}

@@ -14,39 +14,58 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from opos.atomic import write_atomically
-from opos.errors import EnvelopeInvalid, HistoryRejected, LedgerInvalid, UntrustedDataError
+from opos.errors import EnvelopeInvalid, UntrustedDataError
 from opos.eventlog.events import approvers_besides
 from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
-from opos.feed import cosignature, keychain, keydoc, render
+from opos.feed import cosignature, keychain, render
 from opos.feed.documents import FeedEntry, Head, read_own_head
-from opos.instructions import rules
 from opos.model import CommitHash
-from opos.trust import revisions
-from opos.trust.history import descends_from
+from opos.signing import keydoc
+from opos.trust import keyhistory, revisions
 from opos.trust.verification import Verification
 
-Cosigner = Callable[[cosignature.Statement, bytes], bytes]  # (statement, feed envelope) -> combined cosignatures
+# (statement, feed envelope, pinned auditor keys, how many must cosign) -> the combined cosignatures
+Cosigner = Callable[[cosignature.Statement, bytes, Sequence[ed25519.Ed25519PublicKey], int], bytes]
+
+
+@dataclass(frozen=True)
+class Auditors:
+    """Who must cosign a new head before it is published, as configured (OPOS_AUDITORS…, `render --auditor`).
+
+    With key documents in the ledger, the newest one's auditors and count win over `keys` and
+    `required`: the publisher counts exactly as probes that follow the documents do.
+    """
+
+    cosigner: Cosigner
+    keys: tuple[ed25519.Ed25519PublicKey, ...] = ()
+    required: int = 0
+
+    def pinned(self, key_documents: list[bytes]) -> tuple[tuple[ed25519.Ed25519PublicKey, ...], int]:
+        """The auditor keys and count that apply to a commit with these key documents."""
+        if not key_documents:
+            return self.keys, self.required
+        newest = keydoc.read(key_documents[-1])[1]
+        return tuple(newest.auditor_public_keys()), newest.auditors_required
 
 
 def cosignature_path(out: Path, commit: str) -> Path:
     return out / "v1" / "cosignatures" / f"{commit}.json"
 
 
-def feed_at(verification: Verification, commit: CommitHash) -> bytes:
-    """The canonical feed payload of a verified commit. Raises LedgerInvalid for invalid files."""
+def feed_at(verification: Verification, commit: CommitHash, since: CommitHash | None = None) -> bytes:
+    """The canonical feed payload of a commit that may be followed (from `since`, the commit accepted before).
+    Raises HistoryRejected, or LedgerInvalid for invalid files."""
     ledger = verification.ledger
-    accepted = verification.require(commit)
+    followable = verification.require(commit, since)
+    accepted, checked = followable.accepted, followable.checked
     info = ledger.commit(commit)
-    checked = rules.check_ledger(ledger.ledger_files(info), verification.checked)
-    if checked.problems:
-        raise LedgerInvalid(checked.problems)
     by_name = {f"{i.id}.yaml": i for i in checked.instructions.values()}
     memo_path = ledger.state.revisions_file(verification.scope)
     last = revisions.last_revisions(ledger, commit, by_name, _load_memo(memo_path))
@@ -118,14 +137,18 @@ def published_commit(out: Path) -> CommitHash | None:
 
 
 def pin(
-    verification: Verification, commit: CommitHash, key: ed25519.Ed25519PrivateKey, out: Path
+    verification: Verification,
+    commit: CommitHash,
+    key: ed25519.Ed25519PrivateKey,
+    out: Path,
+    since: CommitHash | None = None,
 ) -> tuple[Path, int, bytes]:
-    """Write `out/v1/feed/<commit>.json` for a verified commit: the feed pinned to that commit."""
-    payload = feed_at(verification, commit)
+    """Write `out/v1/feed/<commit>.json` for a commit that may be followed: the feed pinned to that commit."""
+    payload = feed_at(verification, commit, since)
     envelope = render.sign("feed", payload, key)
     feed_path = out / "v1" / "feed" / f"{commit}.json"
     write_atomically(feed_path, envelope)
-    return feed_path, verification.require(commit).sequence, envelope  # a cached verdict by now
+    return feed_path, verification.require(commit, since).sequence, envelope  # the verdict is remembered by now
 
 
 def write_log(verification: Verification, commit: CommitHash, out: Path, now: dt.datetime) -> None:
@@ -143,30 +166,30 @@ def publish(
     out: Path,
     now: dt.datetime,
     head_ttl: dt.timedelta = render.DEFAULT_HEAD_TTL,
-    cosigner: Cosigner | None = None,
+    auditors: Auditors | None = None,
 ) -> Published:
     """Render `commit` into `out`: feed files first, the head last, each written atomically.
 
-    With `cosigner` (auditors), the cosignatures of a new commit are written after its pinned feed
-    and before anything names it; when too few auditors cosign, it raises and nothing else changes.
+    With `auditors`, the cosignatures of a new commit are written after its pinned feed and before
+    anything names it; when too few distinct pinned auditors cosign, it raises and nothing else changes.
 
-    A commit older than the published head only adds its pinned feed file; a commit that does not
-    descend from the published head is refused as rewritten history.
+    A commit on the published head's first-parent chain (older) only adds its pinned feed file; any
+    other commit must be followable from the published head (`Verification.verdict`), so one that
+    does not build on it is refused as rewritten history before anything is written.
     """
     current = published_commit(out)
-    ledger = verification.ledger
-    if current is not None and current != commit and not descends_from(ledger, commit, current):
-        if descends_from(ledger, current, commit):
-            feed_path, sequence, _ = pin(verification, commit, key, out)
-            return Published(commit, sequence, feed_path, False, f"older than the published head {current}")
-        reason = f"history rewritten: it does not descend from the published commit {current}"
-        raise HistoryRejected([(commit, reason)])
-    key_documents = keychain.at(ledger, commit)  # a broken chain is refused before anything is written
+    if current is not None and current != commit and verification.verifier.on_chain(current, commit):
+        feed_path, sequence, _ = pin(verification, commit, key, out)
+        return Published(commit, sequence, feed_path, False, f"older than the published head {current}")
+    since = current if current != commit else None
+    verification.require(commit, since)  # refused before anything is written
+    key_documents = keyhistory.at(verification.ledger, commit)
     keychain.require_listed(key_documents, key.public_key())
-    feed_path, sequence, envelope = pin(verification, commit, key, out)
-    if cosigner is not None:  # raises when too few auditors cosigned: the previous head stays
+    feed_path, sequence, envelope = pin(verification, commit, key, out, since)
+    pinned, required = auditors.pinned(key_documents) if auditors is not None else ((), 0)
+    if auditors is not None and required > 0:  # raises when too few auditors cosigned: the previous head stays
         statement = cosignature.Statement(commit, sequence, hashlib.sha256(envelope).hexdigest())
-        write_atomically(cosignature_path(out, commit), cosigner(statement, envelope))
+        write_atomically(cosignature_path(out, commit), auditors.cosigner(statement, envelope, pinned, required))
     keychain.publish(key_documents, out)  # before the head: it may be signed by a key only they name
     write_atomically(out / "v1" / "feed.json", envelope)
     write_log(verification, commit, out, now)

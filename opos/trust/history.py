@@ -6,12 +6,20 @@ The rules (issue: signed history):
   key on a line of `<ledger>/allowed_signers` that is valid at the commit's committer time;
 - a commit is judged against allowed_signers as it stands in its first parent's tree (the trust
   root against its own), so changing the signers takes a signature by someone already allowed;
-- a merge without such a signature passes only if its ledger is identical to one parent's (what a
-  merge button produces for an up-to-date branch): it adds nothing nobody signed;
+- a merge without a valid signature passes only if its ledger is its first parent's (it changes
+  nothing), or is another parent's *and* that parent contains the first (the merge button on an
+  up-to-date branch): it lands nothing that was not signed on top of what it lands on;
 - the two-person rule (issue: two-person rule): when the review in force (policy.yaml's, as of the
-  first parent) asks more than one signer for a first-parent step P → C, the distinct staff whose
+  first parent) asks more than one signer for a first-parent step P → C, the distinct people whose
   valid signatures (against allowed_signers as of P) are on commits of the step (reachable from C,
-  not from P) whose ledger tree is C's must be that many: each signature covers exactly what lands.
+  not from P) that contain P and whose ledger tree is C's must be that many: each signature covers
+  exactly what lands, on top of exactly what it lands on;
+- a person is a key and a principal: signatures that share a key, or a principal, are one person;
+- no backdating: a counted signature's commit is not older than its first parent (nor than P) by
+  more than SKEW, so a key past its `valid-before` cannot sign by setting the clock back.
+
+What is followed is a first-parent chain that only grows: `Verifier.on_chain` says whether a
+commit accepted before is on a new one's chain (the caller remembers which; see verification).
 
 The graph comes from a `CommitSource` (dulwich in `gitrepo`; dictionaries in tests/test_history_rules.py);
 this module does no I/O of its own.
@@ -28,9 +36,10 @@ from typing import Protocol
 
 from opos.errors import SignatureInvalid
 from opos.model import CommitHash, Signer
-from opos.trust import sshsig
+from opos.signing import sshsig
 
 PARALLEL_FROM = 256  # new commits from which their signatures are checked on two threads
+SKEW = 600  # seconds a signed commit may seem older than its parent: clocks differ, backdating does not pass
 _SignatureTask = tuple[CommitHash, bytes, bytes, list[sshsig.AllowedSigner], dt.datetime]
 
 
@@ -82,6 +91,7 @@ class Failure:
     commit: CommitHash
     reason: str
     review: bool = False  # too few signers for a step of the followed chain (its signatures are good)
+    rewritten: bool = False  # the commit accepted before is not on its first-parent chain
 
     def __str__(self) -> str:
         return f"{self.commit} {self.reason}"
@@ -256,54 +266,115 @@ class Verifier:
         first_accepted = parents[0]
         sequence = first_accepted.sequence + 1 if first_accepted is not None else -1
         ledger = self.source.ledger_tree(info)
-        parent_ledgers = [self.source.ledger_tree(self.source.commit(p)) for p in info.parents]
+        changed = ledger != self.source.ledger_tree(first)
         failure: Failure | None = None
         signer: Signer | None = None
-        if ledger != parent_ledgers[0]:
-            is_merge = len(info.parents) > 1
-            if is_merge and info.signature is None:
-                failure = Failure(info.id, "merge that adds content: unsigned, and its ledger matches no parent's")
-            else:
-                failure, accepted = self._signed(info, first, sequence)
-                signer = accepted.signer if accepted else None
-            if failure is not None and is_merge and ledger in parent_ledgers:
-                failure = None  # it adds nothing that a verified parent does not already hold
+        brought: list[CommitInfo] = []
+        containing: set[CommitHash] = set()
+        if changed:
+            failure, accepted = self._signed(info, first, sequence)
+            signer = accepted.signer if accepted else None
+            if len(info.parents) > 1:
+                brought = self._brought_in(first.id, list(info.parents[1:]), done)
+                containing = _containing(first.id, brought)
+            if signer is None and len(info.parents) > 1:
+                failure = self._unsigned_merge(info, ledger, first, containing, failure)
         if failure is not None or any(p is None for p in parents):
             return failure, None
         generation = 1 + max(self._generation(p, done) for p in info.parents)
         self._generations[info.id] = generation
         approvers: tuple[str, ...] = ()
         needed = 1
-        if ledger != parent_ledgers[0]:
-            approvers = self._approvers(ledger, first, list(info.parents[1:]), signer, done)
+        if changed:
+            approvers = self._approvers(ledger, first, brought, containing, signer)
             needed = self.review.needed(first, info)[0]
         step = Accepted(info.id, sequence, signer, approvers, generation, needed)
         reviewed = step.meets_review and first_accepted is not None and first_accepted.reviewed
         return None, replace(step, reviewed=reviewed)
 
+    def _unsigned_merge(
+        self, info: CommitInfo, ledger: str | None, first: CommitInfo, containing: set[CommitHash],
+        failure: Failure | None,
+    ) -> Failure | None:  # fmt: skip
+        """Why a merge without a valid signature that changes its first parent's ledger is refused, if it is.
+
+        It passes when its ledger is another parent's and that parent contains the first: an
+        up-to-date branch, merged as it was signed. A branch that forked earlier would undo, unsigned,
+        whatever landed on the first parent since (or bring back an old ledger).
+        """
+        others = [p for p in info.parents[1:] if self.source.ledger_tree(self.source.commit(p)) == ledger]
+        if any(p in containing for p in others):
+            return None
+        if others:
+            return Failure(info.id, f"merge of a branch that does not contain {first.id[:12]} (its first parent): "
+                           "unsigned, its ledger is the branch's, so it would undo, with no signature, what landed "
+                           "since the branch forked; update the branch (`git merge -S` or `git rebase -S` onto the "
+                           "base), have it approved again, then merge it")  # fmt: skip
+        if info.signature is None:
+            return Failure(info.id, "merge that adds content: unsigned, and its ledger matches no parent's: sign it "
+                           "(`git commit --amend -S`) or merge an up-to-date branch")  # fmt: skip
+        return failure
+
     def approvals(self, base: CommitHash, head: CommitHash) -> tuple[str, ...]:
         """Who has approved `head` so far, as a merge of it into `base` would count them (both verified)."""
         tip, first = self.source.commit(head), self.source.commit(base)
-        return self._approvers(self.source.ledger_tree(tip), first, [head], None, {})
+        brought = self._brought_in(base, [head], {})
+        return self._approvers(self.source.ledger_tree(tip), first, brought, _containing(base, brought), None)
 
     def _approvers(
         self,
         ledger: str | None,
         first: CommitInfo,
-        others: list[CommitHash],
+        brought: list[CommitInfo],
+        containing: set[CommitHash],
         signer: Signer | None,
-        done: dict[CommitHash, Accepted | None],
     ) -> tuple[str, ...]:
-        """The distinct staff whose valid signatures, as of `first`, are on commits with this ledger tree
-        that `others` bring in (reachable from them, not from `first`); `signer` is already counted."""
-        persons = {signer.person} if signer is not None else set()
-        for other in self._brought_in(first.id, others, done):
-            if other.signature is None or self.source.ledger_tree(other) != ledger:
+        """The distinct people whose valid signatures, as of `first`, are on commits a merge brings in that
+        contain `first` and have this ledger tree, none backdated; `signer` (the step's own) counts too."""
+        signers = [signer] if signer is not None else []
+        for other in brought:
+            if other.signature is None or other.id not in containing or self.source.ledger_tree(other) != ledger:
+                continue
+            if self._backdated(other, first) is not None:
                 continue
             verified = _check_signature(self._task(other, other.signature, first))
             if isinstance(verified, Signer):
-                persons.add(verified.person)
-        return tuple(sorted(persons))
+                signers.append(verified)
+        return distinct_people(signers)
+
+    def _backdated(self, info: CommitInfo, base: CommitInfo) -> str | None:
+        """Why the commit's time cannot be true, if it cannot: older than its first parent or than `base`."""
+        for earlier in {base.id: base, info.parents[0]: self.source.commit(info.parents[0])}.values():
+            if info.committed < earlier.committed - SKEW:
+                when = dt.datetime.fromtimestamp(info.committed, dt.UTC)
+                return (f"backdated: committed at {when:%Y-%m-%dT%H:%M:%SZ}, before {earlier.id[:12]} on which it "
+                        "builds; a signature counts at the time it was made: commit again (`git commit --amend "
+                        "-S --reset-author` sets the time to now)")  # fmt: skip
+        return None
+
+    def on_chain(self, revision: CommitHash, ancestor: CommitHash) -> bool:
+        """Whether `ancestor` is `revision` or on its first-parent chain: what follows it builds on it.
+
+        Verdicts in the cache carry sequences (first-parent positions), so once the walk meets one it
+        takes exactly as many steps as the two sequences differ.
+        """
+        target = self.cache.get(ancestor)
+        steps: int | None = None
+        commit = revision
+        while True:
+            if commit == ancestor:
+                return True
+            if steps is None and target is not None:
+                here = self.cache.get(commit)
+                steps = here.sequence - target.sequence if here is not None else None
+            if steps is not None:
+                if steps <= 0:
+                    return False
+                steps -= 1
+            parents = self.source.commit(commit).parents
+            if not parents or commit == self.trust_root:
+                return False
+            commit = parents[0]
 
     def _brought_in(
         self, first: CommitHash, others: list[CommitHash], done: dict[CommitHash, Accepted | None]
@@ -388,6 +459,9 @@ class Verifier:
             return Failure(info.id, f"signer not valid at that time: {verified}"), None
         if isinstance(verified, SignatureInvalid):
             return Failure(info.id, f"bad signature: {verified}"), None
+        backdated = self._backdated(info, signers_from) if info.id != self.trust_root else None
+        if backdated is not None:
+            return Failure(info.id, backdated), None
         return None, Accepted(info.id, sequence, verified)
 
     def _adds_its_own_signer(self, info: CommitInfo) -> bool:
@@ -410,6 +484,35 @@ def _too_few(needed: int, approvers: tuple[str, ...], why: str) -> str:
     return (f"needs {needed} signers, has {len(approvers)} ({', '.join(approvers) or 'no valid signature'}){because}: "
             "policy.yaml's review asks each change to be signed by that many staff; another signer approves the "
             "branch with `opos approve` and it lands with a merge commit (ledger/README.md)")  # fmt: skip
+
+
+def _containing(base: CommitHash, brought: list[CommitInfo]) -> set[CommitHash]:
+    """Those of the commits a merge brings in (as `_brought_in` finds them) that contain `base`.
+
+    `brought` comes newest generation first, so reversed it has parents before children; a parent
+    that is not brought in is reachable from `base`, so it contains `base` only by being it.
+    """
+    found: set[CommitHash] = set()
+    for info in reversed(brought):
+        if any(parent == base or parent in found for parent in info.parents):
+            found.add(info.id)
+    return found
+
+
+def distinct_people(signers: Iterable[Signer]) -> tuple[str, ...]:
+    """How many people signed, one name each: signatures that share a key or a principal are one person.
+
+    Keys and principals are joined transitively, so neither one key under two principals (a hand-over
+    from alice@old to alice@new) nor two keys of one principal ever counts twice.
+    """
+    groups: list[tuple[set[str], set[str], set[str]]] = []  # (fingerprints, principals, names)
+    for signer in signers:
+        keys, principals, names = {str(signer.fingerprint)}, set(signer.principal.split(",")), {signer.person}
+        for group in [g for g in groups if g[0] & keys or g[1] & principals]:
+            groups.remove(group)
+            keys, principals, names = keys | group[0], principals | group[1], names | group[2]
+        groups.append((keys, principals, names))
+    return tuple(sorted(min(names) for _, _, names in groups))
 
 
 def _check_signature(task: _SignatureTask) -> Signer | SignatureInvalid:

@@ -1,17 +1,69 @@
-"""Which commits are trusted, for a repository on disk: the verifier, its cache and the parsed-file memo."""
+"""Whether a commit of a ledger on disk may be followed: the one decision every entry point asks.
+
+`Verification.verdict(revision, since)` is the only place that says a commit may be followed from
+the commit accepted before it (`since`: a site's published head, the service's, an auditor's last
+cosigned commit, `opos verify --since`). It takes, in order:
+
+1. the signed history (`history.Verifier`): every change signed as of its first parent, merges
+   that land only signed work on top of what they land on, no backdating, and every step of the
+   revision's first-parent chain signed by as many people as policy.yaml's review asks;
+2. the first-parent rule: `since` is on the revision's first-parent chain, so what probes follow
+   only grows and its sequence never goes back (anything else is history rewritten);
+3. the key documents (`keyhistory`): at every step a committed version stays, and a new one follows;
+4. the instruction rules: every file of the ledger at the revision is a valid instruction.
+
+`opos verify`, `opos render`, `opos audit`, the service's sync and the auditor all call it (through
+`require`, which raises), and nothing else decides.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from opos.errors import HistoryRejected, RepositoryError
+from opos.errors import HistoryRejected, LedgerInvalid, Problem, RepositoryError
 from opos.instructions import rules
 from opos.model import CommitHash
-from opos.trust import checkedfile
+from opos.trust import checkedfile, keyhistory
 from opos.trust.approval import Approvals, LedgerReview
 from opos.trust.gitrepo import FileCache, GitLedger
-from opos.trust.history import Accepted, Failure, Report, Verifier, descends_from
+from opos.trust.history import Accepted, Failure, Verifier, descends_from
 from opos.trust.statedir import scope_of
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether `revision` may be followed; when it may, its verified step and its valid instructions."""
+
+    revision: CommitHash
+    failures: list[Failure]  # history: signatures, review, first-parent rule, key documents
+    accepted: Accepted | None  # the revision's verdict when it may be followed
+    problems: list[Problem] = field(default_factory=list)  # instruction files that are not valid at the revision
+    checked: rules.CheckResult | None = None  # the revision's valid instructions, when there are no problems
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.problems and self.accepted is not None
+
+    @property
+    def rewritten(self) -> bool:
+        """Whether it fails because the commit accepted before is not on its first-parent chain."""
+        return any(f.rewritten for f in self.failures)
+
+    def lines(self) -> list[str]:
+        """One line per refusal: `<commit> <reason>`, then `path:line: field: message` per invalid file."""
+        return [str(f) for f in self.failures] + [f"{self.revision} {p}" for p in self.problems]
+
+
+@dataclass(frozen=True)
+class Followable:
+    """A commit that may be followed: its verified step and its instructions, all valid."""
+
+    accepted: Accepted
+    checked: rules.CheckResult
+
+    @property
+    def sequence(self) -> int:
+        return self.accepted.sequence
 
 
 @dataclass
@@ -24,6 +76,7 @@ class Verification:
     scope: str  # names the trust root and ledger directory in the state directory's file names
     checked: rules.CheckMemo = field(default_factory=rules.new_check_memo)
     saved: checkedfile.SavedVerdicts | None = None  # the journal `checked` was loaded from, if any
+    _verdicts: dict[tuple[CommitHash, CommitHash | None, bool], Verdict] = field(default_factory=dict)
 
     @classmethod
     def open(
@@ -54,22 +107,71 @@ class Verification:
             self.saved = checkedfile.SavedVerdicts(self.ledger.state)
         self.saved.save(self.checked)
 
+    def verdict(self, revision: CommitHash, since: CommitHash | None = None, proposal: bool = False) -> Verdict:
+        """Whether `revision` may be followed from `since`, the commit accepted before it (None: from the trust
+        root alone). With `proposal` (a pull request's branch), steps short of their review count do not
+        count against it: the merge that lands it must have them."""
+        key = (revision, since, proposal)
+        if key not in self._verdicts:
+            self._verdicts[key] = self._decide(revision, since, proposal)
+        return self._verdicts[key]
+
+    def _decide(self, revision: CommitHash, since: CommitHash | None, proposal: bool) -> Verdict:
+        report = self.verifier.verify(revision)
+        failures = [f for f in report.failures if not (proposal and f.review)]
+        accepted = report.accepted
+        if proposal and not failures:
+            accepted = self.verifier.cache.get(revision)
+        if since is not None and not self._builds_on(revision, since):
+            failures.append(Failure(revision, _rewritten(since), rewritten=True))
+        if failures or accepted is None:
+            return Verdict(revision, failures, None)
+        broken = keyhistory.failures(self.ledger, self.trust_root, self.scope, revision)
+        if broken:
+            return Verdict(revision, [Failure(CommitHash(c), r) for c, r in broken], None)
+        checked = rules.check_ledger(self.ledger.ledger_files(self.ledger.commit(revision)), self.checked)
+        if checked.problems:
+            return Verdict(revision, [], None, list(checked.problems))
+        return Verdict(revision, [], accepted, [], checked)
+
+    def _builds_on(self, revision: CommitHash, since: CommitHash) -> bool:
+        try:
+            self.ledger.commit(since)
+        except RepositoryError:
+            return False  # the commit accepted before is gone from this repository: rewritten
+        return self.verifier.on_chain(revision, since)
+
+    def require(self, revision: CommitHash, since: CommitHash | None = None) -> Followable:
+        """`revision`, which must be followable from `since`. Raises HistoryRejected, or LedgerInvalid when
+        only its instruction files are not valid."""
+        verdict = self.verdict(revision, since)
+        if verdict.problems:
+            raise LedgerInvalid(verdict.problems)
+        if verdict.accepted is None or verdict.checked is None:
+            raise HistoryRejected([(f.commit, f.reason) for f in verdict.failures])
+        return Followable(verdict.accepted, verdict.checked)
+
+    def last_accepted(self, revision: CommitHash, since: CommitHash | None = None) -> CommitHash | None:
+        """The newest commit of `revision`'s first-parent chain that may be followed (from `since`): where to
+        reset a branch to. Never a refused commit; `since` itself when nothing newer may be."""
+        floor = self.verifier.cache.get(since) if since is not None else None
+        commit: CommitHash | None = revision
+        while commit is not None:
+            if commit == since:
+                return since
+            entry = self.verifier.cache.get(commit)
+            if floor is not None and entry is not None and entry.sequence <= floor.sequence:
+                return since  # past where the commit accepted before stands: the branch left it
+            if entry is not None and entry.reviewed and self.verdict(commit, since).ok:
+                return commit
+            parents = self.ledger.commit(commit).parents
+            commit = parents[0] if parents and commit != self.trust_root else None
+        return since
+
     def accepted(self, commit: CommitHash) -> bool:
-        """Whether the commit may be followed: good signatures, and every step of its chain has its signers."""
+        """Whether the commit's signatures and every step of its chain are good (its verdict is cached)."""
         entry = self.verifier.cache.get(commit)
         return entry is not None and entry.reviewed
-
-    def check(self, revision: CommitHash, since: str | None = None) -> Report:
-        """Verify history up to `revision`; with `since`, also that it descends from that commit."""
-        report = self.verifier.verify(revision)
-        if since is not None:
-            previous = self.ledger.resolve(since)
-            if not descends_from(self.ledger, revision, previous):
-                reason = (f"history rewritten: it does not descend from the previously accepted commit {previous}; "
-                          f"reset the branch to {previous} (`git reset --hard {previous[:12]}`, then force-push it: "
-                          "the one force-push that is safe) and re-apply the change with signed commits")  # fmt: skip
-                report = Report(revision, [*report.failures, Failure(revision, reason)], None)
-        return report
 
     def approvals(self, base: CommitHash, head: CommitHash) -> Approvals:
         """Who has signed what landing `head` on `base` with a merge commit would bring, and who must yet.
@@ -88,27 +190,16 @@ class Verification:
             return Approvals(needed, why, (), f"They cannot be counted until the history verifies: {reason}")
         problem = ""
         if not descends_from(self.ledger, head, base):
-            problem = (f"The branch does not contain {base[:12]}: a merge of it would hold a ledger nobody signed; "
-                       "merge or rebase it onto the base first, then approve it again.")  # fmt: skip
+            problem = (f"The branch does not contain {base[:12]}: a merge of it would hold a ledger nobody signed "
+                       "and is refused; merge or rebase it onto the base first, then approve it again.")  # fmt: skip
         return Approvals(needed, why, self.verifier.approvals(base, head), problem)
 
     def accepted_signatures(self, commit: CommitHash) -> bool:
         """Whether the commit's signatures and its ancestors' are good (a branch's commits need no more)."""
         return self.verifier.cache.get(commit) is not None
 
-    def last_accepted(self, revision: CommitHash) -> CommitHash | None:
-        """The newest accepted commit on `revision`'s first-parent chain: where to reset a branch to."""
-        commit: CommitHash | None = revision
-        while commit is not None:
-            if self.accepted(commit):
-                return commit
-            parents = self.ledger.commit(commit).parents
-            commit = parents[0] if parents else None
-        return None
 
-    def require(self, revision: CommitHash, since: str | None = None) -> Accepted:
-        """The verdict on `revision`, which must be accepted. Raises HistoryRejected."""
-        report = self.check(revision, since)
-        if not report.ok or report.accepted is None:
-            raise HistoryRejected([(f.commit, f.reason) for f in report.failures])
-        return report.accepted
+def _rewritten(since: CommitHash) -> str:
+    return (f"history rewritten: the previously accepted commit {since} is not on its first-parent chain (what "
+            f"probes follow only grows); reset the branch to {since[:12]} (`git reset --hard {since[:12]}`, then "
+            "force-push it: the one force-push that is safe) and re-apply the change with signed commits")  # fmt: skip

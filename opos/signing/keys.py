@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from opos.atomic import write_atomically
 from opos.errors import KeyInvalid
 from opos.model import KeyFingerprint
-from opos.trust.sshsig import fingerprint as blob_fingerprint
-from opos.trust.sshsig import ssh_string
+from opos.signing.sshsig import fingerprint as blob_fingerprint
+from opos.signing.sshsig import ssh_string
 
 
 def public_key_blob(public: ed25519.Ed25519PublicKey) -> bytes:

@@ -13,20 +13,22 @@ can rotate. Each key counts once however many signatures it has.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from jsonschema.exceptions import best_match
 
-from opos.errors import EnvelopeInvalid, KeyInvalid, UntrustedDataError
-from opos.feed import dsse, keys
+from opos.errors import EnvelopeInvalid, KeyInvalid, Problem, UntrustedDataError
 from opos.instructions import resources, rules
 from opos.model import format_time, parse_time
+from opos.signing import dsse, keys
 
 PAYLOAD_TYPE = "application/vnd.opos.keys.v1+json"
 MAX_BYTES = rules.MAX_KEY_FILE_BYTES  # one document
 MAX_WALK = 32  # versions a probe walks in one poll
+_NAME = re.compile(r"^([1-9][0-9]{0,8})\.json$")  # <ledger>/keys/<N>.json
 
 
 class ChainBroken(UntrustedDataError):
@@ -187,3 +189,34 @@ def add_signature(data: bytes, private_key: ed25519.Ed25519PrivateKey) -> bytes:
     signatures = dict(envelope.signatures)
     signatures[keyid] = private_key.sign(dsse.pae(PAYLOAD_TYPE, envelope.payload))
     return dsse.Envelope(PAYLOAD_TYPE, envelope.payload, tuple(sorted(signatures.items()))).to_bytes()
+
+
+def folder_documents(files: Mapping[str, bytes | None], shown: str) -> tuple[list[bytes], list[Problem]]:
+    """The documents in version order, and what is wrong with the folder's names."""
+    problems: list[Problem] = []
+    versions: dict[int, bytes] = {}
+    for name, data in sorted(files.items()):
+        match = _NAME.fullmatch(name)
+        if not match or data is None:
+            problems.append(Problem(f"{shown}keys/{name}", None, "", "the keys folder holds only <version>.json files "
+                                    "made by `opos keys` (1.json, 2.json, …)"))  # fmt: skip
+            continue
+        versions[int(match.group(1))] = data
+    ordered = [versions[n] for n in sorted(versions)]
+    if sorted(versions) != list(range(1, len(versions) + 1)):
+        missing = sorted(set(range(1, max(versions, default=0) + 1)) - set(versions))
+        problems.append(Problem(f"{shown}keys/", None, "", f"versions {', '.join(map(str, missing))} are missing: "
+                                "the chain is 1.json, 2.json, … without a gap"))  # fmt: skip
+    return ordered, problems
+
+
+def folder_chain(files: Mapping[str, bytes | None], shown: str) -> tuple[list[bytes], list[Problem]]:
+    """The documents in version order when they form a chain; else the problems (no keys/: none)."""
+    ordered, problems = folder_documents(files, shown)
+    if problems or not ordered:
+        return [], problems
+    try:
+        chain(ordered)
+    except UntrustedDataError as err:
+        return [], [Problem(f"{shown}keys/", None, "", f"the key documents do not form a chain: {err}")]
+    return ordered, []
