@@ -44,12 +44,12 @@ import ledgers
 import report
 from measure import BenchFailed, Figure, repeat, run_child, timed
 
-from opos.client.fetch import Mirror
-from opos.client.poll import ClientConfig, poll
 from opos.eventlog.logindex import LogIndex, LogQuery, select
-from opos.feed.documents import forget_verified
-from opos.feed.site import published_commit
+from opos.probe.poll import ClientConfig, poll
+from opos.publish.site import published_commit
 from opos.signing import keys
+from opos.signing.documents import forget_verified
+from opos.transport import Mirror
 from opos.trust.gitrepo import GitLedger
 from opos.trust.verification import Verification
 from servers import GitDaemon, free_port, terminate, wait_for_port

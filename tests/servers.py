@@ -269,7 +269,7 @@ class Mirror:
 
 
 class AuditorProcess:
-    """A real gunicorn running an OPOS auditor (webhook/auditor.py) on 127.0.0.1; restartable on the same port."""
+    """A real gunicorn running an OPOS auditor (webhook/auditor/app.py) on 127.0.0.1; restartable on the same port."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.port = free_port()

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from test_client import FAST, WINDOW, MemoryFetcher, Sites, check_plan, config, serve, servers, sites  # noqa: F401 (fixtures)
 
 from conftest import SshKey, instruction, opos
-from opos.client import Mirror, poll
-from opos.client.fetch import Exchange
+from opos.probe import Mirror, poll
+from opos.transport import Exchange
 from servers import Mirror as MirrorServer
 
 NESTED = b"[" * 65_000

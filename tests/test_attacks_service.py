@@ -26,10 +26,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import LedgerRepo, SshKey, instruction, opos
 from opos.model import format_time
+from opos.publish.follow import Follower
 from opos.trust.gitrepo import GitObjects
 from webhook import create_app, start_service, stop_service
-from webhook.config import ConfigError, load_config
-from webhook.sync import Follower
+from webhook.feed_service.config import ConfigError, load_config
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 WINDOW_NOW = f"\n  start: {format_time(NOW - dt.timedelta(days=1))}\n  end: {format_time(NOW + dt.timedelta(days=9))}"

@@ -22,12 +22,12 @@ from securesystemslib.dsse import Envelope as SslibEnvelope
 from securesystemslib.signer import SSlibKey
 
 from conftest import LedgerRepo, SshKey, add_signed, instruction, opos, push
-from opos.client import ClientConfig, Mirror, poll
-from opos.feed import cosignature, render
-from opos.feed.auditing import AuditLog
-from opos.feed.plan import Plan
+from opos.audit.auditing import AuditLog
+from opos.probe import ClientConfig, Mirror, poll
+from opos.probe.plan import Plan
+from opos.publish import render
+from opos.signing import cosignature, sshsig
 from opos.signing import keys as feed_keys
-from opos.signing import sshsig
 from opos.trust.gitrepo import GitLedger, write_commit
 from servers import AuditorProcess, Service, free_port, http
 from servers import Mirror as StaticMirror

@@ -24,8 +24,8 @@ import pytest
 from flask import Flask
 
 from conftest import LedgerRepo, SshKey, instruction
-from opos.feed.documents import verify_envelope
 from opos.model import format_time
+from opos.signing.documents import verify_envelope
 from opos.signing.keys import load_public
 from opos.trust.gitrepo import GitObjects
 from servers import free_port, http

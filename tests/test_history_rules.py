@@ -18,8 +18,8 @@ from opos.signing import keys, sshsig
 from opos.trust.history import CommitInfo, MemoryCache, Verifier
 
 WHEN = int(dt.datetime(2026, 11, 1, tzinfo=dt.UTC).timestamp())
-ALICE = ed25519.Ed25519PrivateKey.generate()
-BOB = ed25519.Ed25519PrivateKey.generate()
+ALICE = ed25519.Ed25519PrivateKey.from_private_bytes(bytes([1]) * 32)  # fixed, so that hypothesis replays
+BOB = ed25519.Ed25519PrivateKey.from_private_bytes(bytes([2]) * 32)
 
 
 def signer_line(principal: str, key: ed25519.Ed25519PrivateKey) -> str:

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from conftest import LedgerRepo, SshKey, instruction, opos
-from opos.client import ClientConfig, Mirror, poll
-from opos.feed import render
-from opos.feed.plan import Plan
+from opos.probe import ClientConfig, Mirror, poll
+from opos.probe.plan import Plan
+from opos.publish import render
 from opos.signing import keydoc
 from opos.signing import keys as feed_keys
 from servers import Mirror as StaticMirror

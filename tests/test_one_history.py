@@ -28,17 +28,17 @@ from hypothesis import strategies as st
 from test_history_rules import ALICE, BOB, MemoryLedger, TwoSigners, signer_line
 
 from conftest import LedgerRepo, SshKey, instruction, opos
-from opos.feed import render
-from opos.feed.documents import FeedEntry
 from opos.instructions import rules
 from opos.model import KeyFingerprint, Signer
+from opos.publish import render
 from opos.signing import keys as feed_keys
+from opos.signing.documents import FeedEntry
 from opos.trust.gitrepo import GitLedger
 from opos.trust.history import CommitInfo, Verifier, distinct_people
 from servers import AuditorProcess, GitDaemon, Service
 
 SECRET = "s3cret"
-MALLORY = ed25519.Ed25519PrivateKey.generate()  # not in allowed_signers
+MALLORY = ed25519.Ed25519PrivateKey.from_private_bytes(bytes([3]) * 32)  # not in allowed_signers
 REVIEW = "min_every: 15m\nreview:\n  signers: 2\n"
 
 
@@ -460,6 +460,26 @@ def test_a_branch_merged_up_to_date_with_the_merge_button_lands_and_a_stale_one_
     stale = commit_tree(reviewed, "stale^{tree}", landed, "stale")  # what a merge 'taking theirs' would make
     result = opos("verify", "--repo", reviewed.path, "--rev", stale, "--since", landed)
     assert result.code == 1 and "does not contain" in result.out
+
+
+def test_a_stale_branch_cannot_be_made_to_contain_its_base_with_an_unsigned_no_op_merge(
+    ledger_repo: LedgerRepo, keys: dict[str, SshKey]
+) -> None:
+    """H3 again, without a review and through one more commit (found by the property test): an unsigned merge of P
+    into the stale branch that keeps the branch's ledger "contains" P, so the merge button's rule alone would land
+    the stale ledger; no signed commit that contains P holds it, so it is refused."""
+    base = ledger_repo.head()
+    ledger_repo.git("checkout", "-q", "-b", "stale")
+    ledger_repo.write("ledger/instructions/stale.yaml", instruction("stale"))
+    stale = ledger_repo.commit("Add stale", keys["alice"])
+    ledger_repo.git("checkout", "-q", "main")
+    ledger_repo.remove("ledger/instructions/first-one.yaml")
+    landed = ledger_repo.commit("Remove first-one", keys["alice"])
+    lands(ledger_repo, base)
+    contains = commit_tree(ledger_repo, f"{stale}^{{tree}}", stale, landed)  # no-op for the branch
+    attack = commit_tree(ledger_repo, f"{stale}^{{tree}}", landed, contains)  # first-one back, unsigned
+    result = opos("verify", "--repo", ledger_repo.path, "--rev", attack, "--since", landed)
+    assert result.code == 1 and "none of whose signed commits contains" in result.out
 
 
 # Who is a person: keys and principals.

@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import TODAY, UPCOMING, instruction
-from opos.feed import plan, targeting
-from opos.feed.documents import Feed, FeedEntry
-from opos.instructions import rules
+from opos.instructions import rules, targeting
 from opos.model import CommitHash
+from opos.probe import plan
+from opos.signing.documents import Feed, FeedEntry
 
 NOW = dt.datetime(2026, 12, 5, 12, 0, tzinfo=dt.UTC)
 PROBE = plan.Probe("probe-0000000000000001", "IR", "AS197207", "android")

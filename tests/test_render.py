@@ -13,8 +13,8 @@ from securesystemslib.dsse import Envelope as SslibEnvelope
 from securesystemslib.signer import SSlibKey
 
 from conftest import LedgerRepo, SshKey, instruction, opos
-from opos.feed.site import publish
 from opos.instructions import resources
+from opos.publish.site import publish
 from opos.signing import keys as feed_keys
 from opos.trust.gitrepo import GitLedger
 from opos.trust.verification import Verification

@@ -17,11 +17,11 @@ from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
 from conftest import LedgerRepo, SshKey, instruction
-from opos.feed import site as site_module
-from opos.feed.targeting import sample_point
+from opos.instructions.targeting import sample_point
+from opos.publish import site as site_module
+from opos.publish.follow import Follower
 from webhook import create_app
-from webhook.config import ConfigError, load_config
-from webhook.sync import Follower
+from webhook.feed_service.config import ConfigError, load_config
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 START, END = NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=9)

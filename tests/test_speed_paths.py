@@ -177,7 +177,7 @@ def test_signatures_checked_on_two_threads_give_the_verdicts_of_one(
 def test_claim_counts_are_backfilled_for_existing_claims_and_follow_revocations(tmp_path: Path) -> None:
     import sqlite3
 
-    from webhook.claims_store import MIGRATIONS, SqliteStore
+    from webhook.feed_service.claims_store import MIGRATIONS, SqliteStore
 
     path = tmp_path / "claims.sqlite3"
     with sqlite3.connect(path) as old:  # a store made before the counts existed, holding two claims

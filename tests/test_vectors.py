@@ -13,12 +13,12 @@ from securesystemslib.dsse import Envelope as SslibEnvelope
 from securesystemslib.exceptions import VerificationError
 from securesystemslib.signer import SSlibKey
 
-from opos.client.verify import Pin, Rejected, check_feed, check_head
 from opos.errors import UntrustedDataError
-from opos.feed import cosignature, plan, targeting
-from opos.instructions import resources
+from opos.instructions import resources, targeting
 from opos.model import parse_time
-from opos.signing import keydoc
+from opos.probe import plan
+from opos.probe.verify import Pin, Rejected, check_feed, check_head
+from opos.signing import cosignature, keydoc
 from opos.signing.keys import key_id, load_public
 
 HERE = Path(__file__).parent / "vectors"

@@ -7,6 +7,8 @@ number of workers share one log. Override anything with GUNICORN_CMD_ARGS.
 
 import os
 
+from webhook.auditor.gunicorn_hooks import on_starting, post_worker_init
+
 bind = os.environ.get("OPOS_AUDITOR_BIND", "127.0.0.1:8090")
 workers = int(os.environ.get("OPOS_AUDITOR_WORKERS", "2"))
 worker_class = "webhook.gworker.BoundedGeventWorker"
@@ -16,21 +18,4 @@ graceful_timeout = 10
 keepalive = 5
 accesslog = os.environ.get("OPOS_ACCESS_LOG") or None
 errorlog = "-"
-
-
-def on_starting(server):  # type: ignore[no-untyped-def]
-    # A configuration that cannot work stops here, with its reason, before any worker starts.
-    from opos.errors import OposError
-    from webhook.auditor import Auditor, AuditorConfig
-
-    try:
-        Auditor(AuditorConfig.from_environment())
-    except OposError as err:
-        server.log.error("the auditor cannot start: %s", err.diagnostics())
-        raise SystemExit(1) from err
-
-
-def post_worker_init(worker):  # type: ignore[no-untyped-def]
-    from webhook.gunicorn_log import share_gunicorn_log
-
-    share_gunicorn_log()
+__all__ = ["on_starting", "post_worker_init"]  # gunicorn calls them by these names

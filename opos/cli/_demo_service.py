@@ -21,9 +21,9 @@ from typing import Any, TextIO
 import webhook
 from opos.cli.demo import land_reviewed
 from opos.cli.probe import describe
-from opos.client import ClientConfig, Mirror, poll
-from opos.feed.plan import Plan
 from opos.model import format_time
+from opos.probe import ClientConfig, Mirror, poll
+from opos.probe.plan import Plan
 from opos.signing import keydoc, keys
 from opos.trust.gitrepo import GitLedger
 

@@ -6,7 +6,7 @@ opos auditor cosign FEED_FILE_OR_URL --key AUDITOR_KEY --feed-key FEED_KEY.pub -
     exit 3: it conflicts with what DIR has cosigned (names the latest (sequence, commit))
     exit 2: usage errors and unreadable inputs
 opos auditor serve --key … --remote URL --feed-key … --state DIR [--bind 127.0.0.1:8090]
-    the same checks behind POST /v1/cosign, under gunicorn (webhook/auditor.py)
+    the same checks behind POST /v1/cosign, under gunicorn (webhook/auditor/app.py)
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from opos.audit.auditing import AuditConflict, AuditLog, AuditRefused, audit, receive
 from opos.cli._common import Commands, add_group, add_repo, add_trust, open_ledger
 from opos.cli.transparency import feed_bytes
 from opos.errors import OposError, UsageError
-from opos.feed.auditing import AuditConflict, AuditLog, AuditRefused, audit, receive
 from opos.signing import keys
 from opos.trust.verification import Verification
 
@@ -47,7 +47,7 @@ def register(commands: Commands) -> None:
     cosign.add_argument("--branch", default="HEAD", help="the public branch in the clone (default: HEAD)")
 
     serve = sub.add_parser("serve", help="run the auditor service under gunicorn",
-                           description="Run the auditor service (webhook/auditor.py) under gunicorn: POST "
+                           description="Run the auditor service (webhook/auditor/app.py) under gunicorn: POST "
                            "/v1/cosign, GET /v1/cosigned.json, /v1/cosigned/<commit>.json, /v1/public_key, /healthz. "
                            "It fetches the ledger from --remote, never from the requester.")  # fmt: skip
     serve.set_defaults(handler=serve_command)

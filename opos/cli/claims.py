@@ -13,7 +13,7 @@ from opos.errors import UsageError
 from opos.text import for_terminal
 
 if TYPE_CHECKING:
-    from webhook.claims_store import ClaimsStore
+    from webhook.feed_service.claims_store import ClaimsStore
 
 
 def register(commands: Commands) -> None:
@@ -49,7 +49,7 @@ def _no_action(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _store(args: argparse.Namespace) -> ClaimsStore:
-    from webhook.claims_store import open_store  # psycopg loads only for the commands that use it
+    from webhook.feed_service.claims_store import open_store  # psycopg loads only for the commands that use it
 
     if args.database:
         return open_store(args.database)

@@ -20,10 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from opos.cli._common import Commands, add_command
 from opos.eventlog.events import join_and
-from opos.feed.documents import Feed, Head, verify_envelope
-from opos.feed.site import publish
 from opos.model import CommitHash, format_time
+from opos.publish.site import publish
 from opos.signing import keydoc, keys, sshsig
+from opos.signing.documents import Feed, Head, verify_envelope
 from opos.trust.gitrepo import GitLedger, init_repository, write_commit
 from opos.trust.verification import Verification
 

@@ -13,11 +13,10 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from opos.cli._common import Commands, add_command, auditors_required
-from opos.client import ClientConfig, Limits, Mirror, poll
 from opos.errors import UsageError
-from opos.feed import plan
 from opos.instructions.yamlfile import YamlProblem, load
 from opos.model import format_duration, format_time, parse_country, parse_duration, parse_network, parse_platform
+from opos.probe import ClientConfig, Limits, Mirror, plan, poll
 from opos.signing import keydoc, keys
 from opos.text import for_terminal
 

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import TextIO
 
 from opos.cli._common import Commands, add_command, add_repo, add_trust, auditors_required, open_ledger
-from opos.client.auditors import asking
 from opos.errors import UsageError
-from opos.feed.documents import Head, verify_envelope
-from opos.feed.site import Auditors, publish
 from opos.model import parse_duration
+from opos.publish.cosigning import asking
+from opos.publish.site import Auditors, publish
 from opos.signing import keys
+from opos.signing.documents import Head, verify_envelope
 from opos.trust.verification import Verification
 
 CLOCK_SKEW = dt.timedelta(minutes=5)  # the allowance probes give a head's expiry (opos probe --clock-skew)

@@ -27,9 +27,9 @@ def register(commands: Commands) -> None:
 def serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from werkzeug.serving import make_server
 
-    from webhook import create_app, start_service, stop_service
-    from webhook.config import load_config
-    from webhook.service import check_before_serving
+    from webhook.feed_service.app import create_app, start_service, stop_service
+    from webhook.feed_service.config import load_config
+    from webhook.feed_service.service import check_before_serving
 
     config = load_config(args.config)
     check_before_serving(config)

@@ -287,6 +287,11 @@ class Verifier:
         needed = 1
         if changed:
             approvers = self._approvers(ledger, first, brought, containing, signer)
+            if not approvers:  # an unsigned merge: the branch's own signatures must cover what it lands, on P
+                return Failure(info.id, f"merge of a branch none of whose signed commits contains {first.id[:12]} (its "
+                               "first parent) with this ledger: what it lands was signed on an older base, if at all; "
+                               "update the branch (`git merge -S` or `git rebase -S` onto the base), have it "
+                               "approved again, then merge it"), None  # fmt: skip
             needed = self.review.needed(first, info)[0]
         step = Accepted(info.id, sequence, signer, approvers, generation, needed)
         reviewed = step.meets_review and first_accepted is not None and first_accepted.reviewed

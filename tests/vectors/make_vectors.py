@@ -16,9 +16,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from opos.feed import cosignature
 from opos.model import FEED_PAYLOAD_TYPE, HEAD_PAYLOAD_TYPE, parse_time
-from opos.signing import dsse, keydoc, keys
+from opos.signing import cosignature, dsse, keydoc, keys
 
 HERE = Path(__file__).resolve().parent
 SEED = bytes(range(32))  # the test key's seed

@@ -7,7 +7,7 @@ import re
 
 from flask import Blueprint, Response, abort, request
 
-from webhook.service import current
+from webhook.feed_service.service import current
 
 blueprint = Blueprint("feed", __name__)
 _COMMIT = re.compile(r"[0-9a-f]{40}")

@@ -24,10 +24,10 @@ from opos.atomic import write_atomically
 from opos.errors import EnvelopeInvalid, UntrustedDataError
 from opos.eventlog.events import approvers_besides
 from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
-from opos.feed import cosignature, keychain, render
-from opos.feed.documents import FeedEntry, Head, read_own_head
 from opos.model import CommitHash
-from opos.signing import keydoc
+from opos.publish import keychain, render
+from opos.signing import cosignature, keydoc
+from opos.signing.documents import FeedEntry, Head, read_own_head
 from opos.trust import keyhistory, revisions
 from opos.trust.verification import Verification
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from opos.errors import UntrustedDataError
-from opos.feed.documents import Feed, Head, verify_envelope
 from opos.model import format_time
+from opos.signing.documents import Feed, Head, verify_envelope
 
 
 class Rejected(UntrustedDataError):

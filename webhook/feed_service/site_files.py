@@ -7,8 +7,8 @@ import threading
 from pathlib import Path
 
 from opos.errors import EnvelopeInvalid
-from opos.feed.documents import Feed, Head, read_own_feed, read_own_head
 from opos.lru import LRU
+from opos.signing.documents import Feed, Head, read_own_feed, read_own_head
 
 Version = tuple[int, int, int]  # inode, size, mtime: every publication renames a new file into place
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from opos.atomic import write_atomically
-from opos.client.verify import Pin
 from opos.model import format_time
+from opos.probe.verify import Pin
 
 
 class ProbeState:

@@ -30,10 +30,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from opos.errors import OposError, UntrustedDataError
-from opos.feed import cosignature
-from opos.feed.documents import Feed, verify_envelope
-from opos.feed.site import feed_at
 from opos.model import CommitHash, format_time
+from opos.publish.site import feed_at
+from opos.signing import cosignature
+from opos.signing.documents import Feed, verify_envelope
 from opos.trust.verification import Verification
 
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from opos.client.fetch import HttpFetcher, Limits, Mirror
 from opos.errors import OposError, UntrustedDataError
-from opos.feed import cosignature
-from opos.feed.site import Cosigner
+from opos.publish.site import Cosigner
+from opos.signing import cosignature
+from opos.transport import HttpFetcher, Limits, Mirror
 
 ASK_LIMITS = Limits(connect_seconds=5.0, total_seconds=30.0, gap_seconds=10.0, answer_bytes=cosignature.MAX_BYTES)
 

@@ -9,11 +9,11 @@ from flask import Blueprint, Response, abort, jsonify, request
 from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from opos.feed.site import keys_expiry_warning
 from opos.instructions import resources
 from opos.model import parse_time
-from webhook import metrics
-from webhook.service import current
+from opos.publish.site import keys_expiry_warning
+from webhook.feed_service import metrics
+from webhook.feed_service.service import current
 
 blueprint = Blueprint("health", __name__)
 

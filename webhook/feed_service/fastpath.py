@@ -3,7 +3,7 @@
 A poll is nearly always a conditional GET of /v1/head.json answered 304. Through Flask that costs
 some 60 µs of request context and response building; a plain WSGI callable in front answers it
 from headers computed once per published file, with the same status, body and headers as the
-Flask routes in webhook/feed.py (which still answer everything else: other methods, query
+Flask routes in webhook/feed_service/feed.py (which still answer everything else: other methods, query
 strings, and the 503 before the first sync).
 """
 
@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from webhook import metrics
-from webhook.feed import SHORT_CACHE
-from webhook.site_files import SiteFiles, Version
+from webhook.feed_service import metrics
+from webhook.feed_service.feed import SHORT_CACHE
+from webhook.feed_service.site_files import SiteFiles, Version
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

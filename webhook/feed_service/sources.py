@@ -15,7 +15,7 @@ from typing import Any
 import limits
 import maxminddb
 
-from webhook.config import Config, ConfigError
+from webhook.feed_service.config import Config, ConfigError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

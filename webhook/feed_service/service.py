@@ -17,18 +17,18 @@ from flask import Response, current_app
 from opos.atomic import write_atomically
 from opos.errors import KeyInvalid, OposError, RepositoryError
 from opos.eventlog.logindex import LogIndex
-from opos.feed.site import published_commit, published_keys_expiry
 from opos.lru import LRU
+from opos.publish.follow import Follower, Syncer, SyncResult
+from opos.publish.site import published_commit, published_keys_expiry
 from opos.signing import keys
 from opos.trust.gitrepo import GitLedger, fetch_branch, redact
 from opos.trust.history import descends_from
-from webhook import metrics
-from webhook.claims_store import ClaimsStore, ClaimsUnavailable, open_store
-from webhook.config import Config, ConfigError
-from webhook.deliveries import Deliveries
-from webhook.site_files import SiteFiles
-from webhook.sources import AsnDatabase, Sources, parse_rate
-from webhook.sync import Follower, Syncer, SyncResult
+from webhook.feed_service import metrics
+from webhook.feed_service.claims_store import ClaimsStore, ClaimsUnavailable, open_store
+from webhook.feed_service.config import Config, ConfigError
+from webhook.feed_service.deliveries import Deliveries
+from webhook.feed_service.site_files import SiteFiles
+from webhook.feed_service.sources import AsnDatabase, Sources, parse_rate
 
 logger = logging.getLogger("opos.service")
 
@@ -39,7 +39,7 @@ class Service:
         _check_feed_key(config)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.site = SiteFiles(config.site_dir)
-        self.syncer = Syncer(config, on_result=self._count)
+        self.syncer = Syncer(config.following(), on_result=self._count)
         self.follower = Follower(
             self.syncer, config.data_dir, config.poll_seconds, min_interval=config.min_sync_interval_seconds
         )

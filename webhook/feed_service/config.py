@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from opos.errors import OposError
+from opos.publish.follow import FollowSettings
 
 
 class ConfigError(OposError):
@@ -62,6 +63,14 @@ class Config:
     @property
     def site_dir(self) -> Path:
         return self.data_dir / "site"
+
+    def following(self) -> FollowSettings:
+        """What following the ledger needs (opos.publish.follow)."""
+        return FollowSettings(
+            self.remote, self.branch, self.ledger_dir, self.trust_root, self.feed_key, self.data_dir, self.site_dir,
+            self.head_ttl_seconds, self.feed_retention, tuple(self.auditor_urls), tuple(self.auditor_key_files),
+            self.auditors_required,
+        )  # fmt: skip
 
     @property
     def claims_database_url(self) -> str:

@@ -8,9 +8,9 @@ from collections.abc import Iterable
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from opos.feed.documents import PAYLOAD_TYPES, Feed, FeedEntry, Head, Kind
 from opos.model import CommitHash
 from opos.signing import dsse, keys
+from opos.signing.documents import PAYLOAD_TYPES, Feed, FeedEntry, Head, Kind
 
 DEFAULT_HEAD_TTL = dt.timedelta(hours=24)
 

@@ -13,13 +13,12 @@ from flask.typing import ResponseReturnValue
 from jsonschema.exceptions import best_match
 from werkzeug.http import HTTP_STATUS_CODES
 
-from opos.feed import targeting
-from opos.instructions import resources
+from opos.instructions import resources, targeting
 from opos.model import format_time, normalise_network
-from webhook import metrics
 from webhook.body import json_body, read_body
-from webhook.claims_store import ClaimsUnavailable
-from webhook.service import current
+from webhook.feed_service import metrics
+from webhook.feed_service.claims_store import ClaimsUnavailable
+from webhook.feed_service.service import current
 
 blueprint = Blueprint("claims", __name__)
 logger = logging.getLogger("opos.claims")

@@ -1,6 +1,7 @@
 """Following the ledger: fetch → verify → render → publish, one sync at a time across all workers.
 
-Every gunicorn worker runs a follower thread. A webhook (or the timer) records a sync request in
+The service (webhook/) builds the settings from its configuration and runs this. Every gunicorn
+worker runs a follower thread. A webhook (or the timer) records a sync request in
 the data directory and wakes the thread; whichever worker holds the sync lock does the work, and
 requests that arrive meanwhile are coalesced into one follow-up sync. Publication is atomic
 (feed files first, head last, each renamed into place), so every worker serves the new head as
@@ -25,9 +26,11 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from opos.atomic import write_atomically
-from opos.client.auditors import CosignaturesMissing, asking
 from opos.errors import HistoryRejected, LedgerInvalid, OposError, RepositoryDamaged
-from opos.feed.site import (
+from opos.instructions import rules
+from opos.model import CommitHash, format_time
+from opos.publish.cosigning import CosignaturesMissing, asking
+from opos.publish.site import (
     Auditors,
     cosignature_path,
     keys_expiry_warning,
@@ -36,12 +39,9 @@ from opos.feed.site import (
     published_head,
     renew_head,
 )
-from opos.instructions import rules
-from opos.model import CommitHash, format_time
 from opos.signing import keys
 from opos.trust.gitrepo import GitLedger, fetch_branch, redact
 from opos.trust.verification import Verification
-from webhook.config import Config
 
 logger = logging.getLogger("opos.sync")
 
@@ -84,10 +84,28 @@ def _short(detail: str) -> str:
     return first if len(first) <= 200 else first[:199] + "…"
 
 
+@dataclass(frozen=True)
+class FollowSettings:
+    """What following needs of the service's configuration (webhook.feed_service.config.Config.following())."""
+
+    remote: str
+    branch: str
+    ledger_dir: str
+    trust_root: str | None
+    feed_key: Path
+    data_dir: Path
+    site_dir: Path
+    head_ttl_seconds: float
+    feed_retention: int
+    auditor_urls: tuple[str, ...] = ()
+    auditor_key_files: tuple[Path, ...] = ()
+    auditors_required: int = 0
+
+
 class Syncer:
     """One sync: the work itself, with no locking (the Follower serialises it)."""
 
-    def __init__(self, config: Config, on_result: Callable[[SyncResult, float], None] | None = None) -> None:
+    def __init__(self, config: FollowSettings, on_result: Callable[[SyncResult, float], None] | None = None) -> None:
         self.config = config
         self.head_ttl = dt.timedelta(seconds=config.head_ttl_seconds)
         self.on_result = on_result
@@ -95,7 +113,7 @@ class Syncer:
         self.site = config.site_dir
         self.state_path = config.data_dir / "state.json"
         self._checked = rules.new_check_memo()  # parsed instruction files, kept between syncs
-        self.auditors = config.auditor_urls if config.auditors_required else []
+        self.auditors = list(config.auditor_urls) if config.auditors_required else []
         self._warned: dt.datetime | None = None  # when the key document's expiry was last logged
 
     def _auditors(self) -> Auditors | None:

@@ -13,16 +13,15 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from opos.client import keyring
-from opos.client.fetch import Fetcher, FetchFailed, HttpFetcher, Limits, Mirror
-from opos.client.state import ProbeState
-from opos.client.verify import Pin, Rejected, SplitView, check_feed, check_head, verify_head
 from opos.errors import UntrustedDataError
-from opos.feed import cosignature, plan
-from opos.feed.documents import Feed, FeedEntry, Head
 from opos.instructions import resources
 from opos.model import parse_time
-from opos.signing import keydoc
+from opos.probe import keyring, plan
+from opos.probe.state import ProbeState
+from opos.probe.verify import Pin, Rejected, SplitView, check_feed, check_head, verify_head
+from opos.signing import cosignature, keydoc
+from opos.signing.documents import Feed, FeedEntry, Head
+from opos.transport import Fetcher, FetchFailed, HttpFetcher, Limits, Mirror
 
 
 @dataclass(frozen=True)

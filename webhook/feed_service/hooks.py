@@ -9,7 +9,7 @@ from flask import Blueprint, abort, request
 from flask.typing import ResponseReturnValue
 
 from webhook.body import json_body, read_body
-from webhook.service import current
+from webhook.feed_service.service import current
 
 blueprint = Blueprint("hooks", __name__)
 

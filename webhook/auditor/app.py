@@ -1,4 +1,4 @@
-"""The auditor service: cosigns a feed only when it is exactly the public ledger (opos/feed/auditing.py).
+"""The auditor service: cosigns a feed only when it is exactly the public ledger (opos/audit/auditing.py).
 
     gunicorn -c webhook/auditor.conf.py 'webhook.auditor:create_app()'    (or `opos auditor serve`)
 
@@ -31,8 +31,8 @@ from pathlib import Path
 from flask import Flask, Response, abort, jsonify
 from werkzeug.exceptions import HTTPException
 
+from opos.audit.auditing import AuditConflict, AuditLog, AuditRefused, LogEntry, audit, receive
 from opos.errors import OposError
-from opos.feed.auditing import AuditConflict, AuditLog, AuditRefused, LogEntry, audit, receive
 from opos.instructions import rules
 from opos.model import CommitHash
 from opos.signing import keys

@@ -14,12 +14,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from opos.client.fetch import Fetcher, FetchFailed, Mirror
-from opos.client.state import ProbeState
-from opos.client.verify import Rejected
 from opos.errors import UntrustedDataError
-from opos.feed import plan
+from opos.probe import plan
+from opos.probe.state import ProbeState
+from opos.probe.verify import Rejected
 from opos.signing import keydoc
+from opos.transport import Fetcher, FetchFailed, Mirror
 
 
 def trusted(state: ProbeState, roots: Sequence[keydoc.Key]) -> tuple[bytes, keydoc.KeyDocument] | None:

@@ -1,7 +1,7 @@
 """Prometheus metrics (prometheus-client), across gunicorn workers in multiprocess mode: the collectors only.
 
 gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR before any worker imports this module; without it
-(`opos serve`, tests) the process's own registry is used. The /metrics route is in webhook/health.py.
+(`opos serve`, tests) the process's own registry is used. The /metrics route is in webhook/feed_service/health.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from webhook.sync import OUTCOMES
+from opos.publish.follow import OUTCOMES
 
 REQUESTS = Counter("opos_http_requests_total", "HTTP requests answered, by route and status", ["route", "status"])
 SYNCS = Counter("opos_syncs_total", "Syncs with the ledger repository, by outcome", ["outcome"])

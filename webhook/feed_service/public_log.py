@@ -22,7 +22,7 @@ from opos.eventlog.logindex import LogQuery, Period, decode_cursor, log_document
 from opos.instructions import resources
 from opos.model import format_time, parse_country, parse_network, parse_time, parse_timestamp
 from opos.text import for_terminal, for_xml
-from webhook.service import current
+from webhook.feed_service.service import current
 
 blueprint = Blueprint("log", __name__)
 MAX_LIMIT = 1000

@@ -18,9 +18,9 @@ from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from opos.feed import targeting
-from opos.feed.documents import Feed, FeedEntry
+from opos.instructions import targeting
 from opos.model import CommitHash, format_time
+from opos.signing.documents import Feed, FeedEntry
 
 HOUR = 3600
 # What ooniprobe runs unattended today, about every hour (cmd/ooniprobe/internal/autorun); performance
