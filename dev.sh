@@ -102,6 +102,8 @@ case "${1:-}" in
     .venv/bin/mypy
     echo "== import-linter (the layers)"
     .venv/bin/lint-imports --no-cache
+    echo "== sizes (modules of at most 400 lines, functions of at most 50)"
+    .venv/bin/python .ci/sizes.py
     echo "== bandit (each finding fixed, or justified where it is silenced)"
     .venv/bin/bandit -q -r opos webhook
     echo "== pip-audit (known vulnerabilities in what is installed)"

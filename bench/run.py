@@ -46,6 +46,7 @@ from measure import BenchFailed, Figure, repeat, run_child, timed
 
 from opos.eventlog.logindex import LogIndex, LogQuery, select
 from opos.probe.poll import ClientConfig, poll
+from opos.probe.trusted import TrustAnchors
 from opos.publish.site import published_commit
 from opos.signing import keys
 from opos.signing.documents import forget_verified
@@ -473,7 +474,7 @@ def client_rows(service: Running, work: Path, sizes: Sizes, times: int, feed_key
     public = keys.load_public(Path(f"{feed_key}.pub"))
 
     def config(state: Path) -> ClientConfig:
-        return ClientConfig([Mirror(service.url)], [public], "IR", "AS1500", state)
+        return ClientConfig([Mirror(service.url)], TrustAnchors(keys=(public,)), "IR", "AS1500", state)
 
     def fresh() -> float:  # a probe's first poll: nothing cached, nothing remembered
         state = work / "client-state"

@@ -23,7 +23,7 @@ from securesystemslib.signer import SSlibKey
 
 from conftest import LedgerRepo, SshKey, add_signed, instruction, opos, push
 from opos.audit.auditing import AuditLog
-from opos.probe import ClientConfig, Mirror, poll
+from opos.probe import ClientConfig, Mirror, TrustAnchors, poll
 from opos.probe.plan import Plan
 from opos.publish import render
 from opos.signing import cosignature, sshsig
@@ -73,8 +73,9 @@ def pins(*auditors: Auditor) -> str:
 
 def probe(mirror: str, feed_key_file: Path, state: Path, auditors: list[Auditor], required: int) -> Plan:
     config = ClientConfig(
-        mirrors=[Mirror(mirror)], keys=[feed_keys.load_public(Path(f"{feed_key_file}.pub"))], country="IR",
-        network="AS197207", state_dir=state, auditors=tuple(a.public for a in auditors), auditors_required=required,
+        mirrors=[Mirror(mirror)], country="IR", network="AS197207", state_dir=state,
+        trust=TrustAnchors(keys=(feed_keys.load_public(Path(f"{feed_key_file}.pub")),),
+                           auditors=tuple(a.public for a in auditors), auditors_required=required),
     )  # fmt: skip
     return poll(config)
 

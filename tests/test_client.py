@@ -17,7 +17,7 @@ import pytest
 from conftest import LedgerRepo, SshKey, instruction, opos
 from opos.instructions import resources
 from opos.model import format_time
-from opos.probe import ClientConfig, Limits, Mirror, poll
+from opos.probe import ClientConfig, Limits, Mirror, TrustAnchors, poll
 from opos.publish.site import publish
 from opos.signing import dsse
 from opos.signing.keys import load_private, load_public
@@ -89,7 +89,12 @@ def config(sites: Sites, tmp_path: Path, *mirrors: str, **settings: Any) -> Clie
         "probe_id": "probe-test-0000000001",
         "defaults": {"web_connectivity": 3600, "telegram": 3600},
     }
-    return ClientConfig(mirrors=[Mirror.parse(m) for m in mirrors], **{**defaults, **settings})
+    merged = {**defaults, **settings}
+    pinned = {
+        name: merged.pop(name) for name in ("keys", "root_keys", "auditors", "auditors_required") if name in merged
+    }
+    pinned["keys"] = tuple(pinned.get("keys", ()))
+    return ClientConfig(mirrors=[Mirror.parse(m) for m in mirrors], trust=TrustAnchors(**pinned), **merged)
 
 
 def poll_json(config: ClientConfig, **options: Any) -> dict[str, Any]:

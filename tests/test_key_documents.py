@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from conftest import LedgerRepo, SshKey, instruction, opos
-from opos.probe import ClientConfig, Mirror, poll
+from opos.probe import ClientConfig, Mirror, TrustAnchors, poll
 from opos.probe.plan import Plan
 from opos.publish import render
 from opos.signing import keydoc
@@ -50,8 +50,8 @@ def init_with_root_a(ledger: Path, key_files: dict[str, Path]) -> None:
 
 def probe(mirror: str, roots: list[Path], state: Path) -> Plan:
     config = ClientConfig(
-        mirrors=[Mirror(mirror)], keys=[], country="IR", network="AS197207", state_dir=state,
-        root_keys=tuple(keydoc.Key.of(feed_keys.load_public(Path(f"{r}.pub"))) for r in roots),
+        mirrors=[Mirror(mirror)], country="IR", network="AS197207", state_dir=state,
+        trust=TrustAnchors(root_keys=tuple(keydoc.Key.of(feed_keys.load_public(Path(f"{r}.pub"))) for r in roots)),
     )  # fmt: skip
     return poll(config)
 

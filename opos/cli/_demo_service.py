@@ -22,7 +22,7 @@ import webhook
 from opos.cli.demo import land_reviewed
 from opos.cli.probe import describe
 from opos.model import format_time
-from opos.probe import ClientConfig, Mirror, poll
+from opos.probe import ClientConfig, Mirror, TrustAnchors, poll
 from opos.probe.plan import Plan
 from opos.signing import keydoc, keys
 from opos.trust.gitrepo import GitLedger
@@ -154,8 +154,9 @@ def _start_auditor(folder: Path, repo: Path, feed_key: Path) -> tuple[str, subpr
 def _probe(base: str, feed_key: Path, state: Path, auditor_key: Path) -> Plan:
     root = keydoc.Key.of(keys.load_public(feed_key.parent / "root-key.pub"))
     config = ClientConfig(
-        mirrors=[Mirror(base)], keys=[], root_keys=(root,), country="IR", network="AS197207", state_dir=state,
-        claims=(Mirror(base),), auditors=(keys.load_public(auditor_key),), auditors_required=1,
+        mirrors=[Mirror(base)], trust=TrustAnchors(root_keys=(root,), auditors=(keys.load_public(auditor_key),),
+                                                   auditors_required=1),
+        country="IR", network="AS197207", state_dir=state, claims=(Mirror(base),),
     )  # fmt: skip
     return poll(config)
 

@@ -16,7 +16,7 @@ from opos.cli._common import Commands, add_command, auditors_required
 from opos.errors import UsageError
 from opos.instructions.yamlfile import YamlProblem, load
 from opos.model import format_duration, format_time, parse_country, parse_duration, parse_network, parse_platform
-from opos.probe import ClientConfig, Limits, Mirror, plan, poll
+from opos.probe import ClientConfig, Limits, Mirror, TrustAnchors, plan, poll
 from opos.signing import keydoc, keys
 from opos.text import for_terminal
 
@@ -112,10 +112,12 @@ def config_from(args: argparse.Namespace, err: TextIO) -> ClientConfig:
     required = auditors_required(args)
     return ClientConfig(
         mirrors=mirrors,
-        keys=[keys.load_public(path) for path in args.keys],
-        root_keys=tuple(keydoc.Key.of(keys.load_public(path)) for path in args.root_keys),
-        auditors=tuple(keys.load_public(path) for path in args.auditors),
-        auditors_required=required,
+        trust=TrustAnchors(
+            keys=tuple(keys.load_public(path) for path in args.keys),
+            root_keys=tuple(keydoc.Key.of(keys.load_public(path)) for path in args.root_keys),
+            auditors=tuple(keys.load_public(path) for path in args.auditors),
+            auditors_required=required,
+        ),
         country=country,
         network=network,
         platform=platform,

@@ -46,27 +46,25 @@ def update(
     rejected: list[plan.RejectedSource],
     now: dt.datetime,
     clock_skew: dt.timedelta,
-) -> tuple[keydoc.KeyDocument | None, bool]:
-    """The trusted key document (None when there is none yet) and whether it is current (not expired):
-    heads are verified only with a current one; the cache is checked with the last trusted one."""
+) -> keydoc.KeyDocument | None:
+    """The trusted key document, None when there is none yet. Heads are verified only with a current one (not
+    expired, as TrustedState.update_keys says); the cache is checked with the last trusted one."""
     known = trusted(state, roots)
     etags = state.etags()
     for mirror in mirrors:
         try:
-            data, document = _from_mirror(mirror, known, roots, state, fetcher, etags.get(f"{mirror.url} keys"))
+            data, document = _from_mirror(mirror, known, roots, state, fetcher, etags.get(f"{mirror.url} keys"), now)
             if document.expired(now, clock_skew):
                 raise Rejected(f"the newest key document it has (version {document.version}) expired at "
                                f"{document.expires:%Y-%m-%dT%H:%M:%SZ}")  # fmt: skip
             state.save_key_document(data)
-            return document, True
+            return document
         except (FetchFailed, UntrustedDataError) as err:
             rejected.append(plan.RejectedSource(mirror.url, f"keys: {err}"))
         except Exception as err:  # whatever a mirror sends, the probe goes on
             rejected.append(plan.RejectedSource(mirror.url, f"keys: could not be handled ({type(err).__name__})"))
         known = trusted(state, roots) or known  # versions walked before the failure stay trusted
-    if known is None:
-        return None, False
-    return known[1], not known[1].expired(now, clock_skew)
+    return known[1] if known is not None else None
 
 
 def _from_mirror(
@@ -76,6 +74,7 @@ def _from_mirror(
     state: ProbeState,
     fetcher: Fetcher,
     etag: str | None,
+    now: dt.datetime,
 ) -> tuple[bytes, keydoc.KeyDocument]:
     answer = fetcher.get(mirror, "v1/keys.json", keydoc.MAX_BYTES, etag if known else None)
     newest_bytes = known[0] if answer.status == 304 and known else answer.body
@@ -97,6 +96,6 @@ def _from_mirror(
             state.save_key_document(data)  # trusted on the way: a later failure keeps it (the newest, once current)
     if document.version == newest.version and keydoc.read(data)[1] != newest:
         raise Rejected(f"a fork: its key document version {newest.version} is not the one trusted")
-    if answer.status == 200 and document.version == newest.version and not document.expired(dt.datetime.now(dt.UTC)):
+    if answer.status == 200 and document.version == newest.version and not document.expired(now):
         state.save_etag(f"{mirror.url} keys", answer.etag)
     return data, document

@@ -233,3 +233,40 @@ def jitter(entry: FeedEntry, now: dt.datetime, max_delay: int, rng: random.Rando
     """A random delay in seconds, within max_delay and within what is left of the window."""
     left = int((entry.instruction.window.end - now).total_seconds())
     return rng.randint(0, max(0, min(max_delay, left - 1)))
+
+
+def needing_claims(
+    feed: Feed | None, probe: Probe, now: dt.datetime, ran: Mapping[str, str], tests: Container[str]
+) -> list[FeedEntry]:
+    """The run instructions this plan would start that are capped: each needs a granted claim first."""
+    entries = followable(applicable(feed, probe, now), tests)[0] if feed is not None else []
+    return [e for e in pending_runs(entries, ran) if e.instruction.target.max_probes is not None]
+
+
+@dataclass(frozen=True)
+class Choices:
+    """What the probe's operator chose that planning takes: the tests it has, default intervals, the delays."""
+
+    tests: Container[str]
+    defaults: Mapping[str, int]
+    max_delay: int
+
+
+def plan(
+    feed: Feed | None, probe: Probe, now: dt.datetime, ran: Mapping[str, str], granted: Mapping[str, Claim],
+    choices: Choices, rng: random.Random, source: str, rejected: Iterable[RejectedSource] = (),
+) -> Plan:  # fmt: skip
+    """What this probe does now with this feed (None: nothing trusted), given the runs already reported at
+    their revision (`ran`) and the claims made for capped ones (`granted`). Pure but for `rng`'s delays."""
+    entries, skipped = followable(applicable(feed, probe, now), choices.tests) if feed is not None else ([], ())
+    sequence = feed.sequence if feed is not None else 0
+    delays = [(e, jitter(e, now, choices.max_delay, rng)) for e in pending_runs(entries, ran)]
+    runs = tuple(Run(e.id, e.revision, e.instruction.test, e.instruction.inputs, delay, granted.get(e.id), sequence)
+                 for e, delay in delays)  # fmt: skip
+    return Plan(
+        time=now, probe_id=probe.probe_id, commit=feed.commit if feed else None,
+        sequence=feed.sequence if feed else None, source=source, runs=runs,
+        schedule=schedule(entries, choices.defaults), rejected=tuple(rejected),
+        upcoming=upcoming(feed, probe, now) if feed else (), skipped=skipped,
+        reported=tuple(e.id for e in entries if e.instruction.kind == "run" and ran.get(e.id) == e.revision),
+    )  # fmt: skip
