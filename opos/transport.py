@@ -17,10 +17,10 @@ import ssl
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from opos.errors import OposError
 
@@ -176,14 +176,7 @@ class HttpFetcher(Fetcher):
     ) -> Iterator[Exchange]:
         parts = urlsplit(mirror.url)
         limits = self.limits
-        connect = max(0.001, min(limits.connect_seconds, deadline.left()))
-        connection: http.client.HTTPConnection
-        if parts.scheme == "https":
-            connection = http.client.HTTPSConnection(
-                parts.hostname or "", parts.port, timeout=connect, context=ssl.create_default_context()
-            )
-        else:
-            connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=connect)
+        connection = _connection(parts, max(0.001, min(limits.connect_seconds, deadline.left())))
         expired = threading.Event()
 
         def cut_off() -> None:
@@ -199,17 +192,6 @@ class HttpFetcher(Fetcher):
         def read_timeout() -> float:
             return max(0.001, min(limits.gap_seconds, deadline.left()))
 
-        def pieces(response: http.client.HTTPResponse) -> Iterator[bytes]:
-            while True:
-                if connection.sock is not None:
-                    connection.sock.settimeout(read_timeout())
-                chunk = response.read1(65536)
-                if not chunk:
-                    if expired.is_set():
-                        raise FetchFailed(f"{path} took longer than {deadline.seconds:g} s")
-                    return
-                yield chunk
-
         try:
             watchdog.start()
             connection.connect()
@@ -218,7 +200,7 @@ class HttpFetcher(Fetcher):
             connection.request(method, parts.path.rstrip("/") + "/" + path, body=body, headers=headers)
             response = connection.getresponse()
             names = {name.lower(): value for name, value in response.getheaders()}
-            yield Exchange(response.status, names, pieces(response))
+            yield Exchange(response.status, names, _pieces(connection, response, read_timeout, expired, path, deadline))
         except FetchFailed:
             raise
         except (OSError, http.client.HTTPException, ValueError, UnicodeError) as err:
@@ -241,3 +223,27 @@ def _describe(err: Exception, host: str | None, port: int | None, path: str) -> 
     if isinstance(err, ConnectionRefusedError):
         return f"connection refused by {host}:{port or ''}"
     return f"{path}: {type(err).__name__}: {err}"
+
+
+def _connection(parts: SplitResult, connect_seconds: float) -> http.client.HTTPConnection:
+    if parts.scheme == "https":
+        return http.client.HTTPSConnection(
+            parts.hostname or "", parts.port, timeout=connect_seconds, context=ssl.create_default_context()
+        )
+    return http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=connect_seconds)
+
+
+def _pieces(
+    connection: http.client.HTTPConnection, response: http.client.HTTPResponse, read_timeout: Callable[[], float],
+    expired: threading.Event, path: str, deadline: Deadline,
+) -> Iterator[bytes]:  # fmt: skip
+    """The body as it arrives, each read bounded by the gap and what is left of the deadline."""
+    while True:
+        if connection.sock is not None:
+            connection.sock.settimeout(read_timeout())
+        chunk = response.read1(65536)
+        if not chunk:
+            if expired.is_set():
+                raise FetchFailed(f"{path} took longer than {deadline.seconds:g} s")
+            return
+        yield chunk

@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from opos.model import CommitHash
 from opos.signing import keys, sshsig
-from opos.trust.history import CommitInfo, MemoryCache, Verifier
+from opos.trust.history import Verifier
+from opos.trust.verdicts import CommitInfo, MemoryCache
 
 WHEN = int(dt.datetime(2026, 11, 1, tzinfo=dt.UTC).timestamp())
 ALICE = ed25519.Ed25519PrivateKey.from_private_bytes(bytes([1]) * 32)  # fixed, so that hypothesis replays

@@ -34,7 +34,8 @@ from opos.publish import render
 from opos.signing import keys as feed_keys
 from opos.signing.documents import FeedEntry
 from opos.trust.gitrepo import GitLedger
-from opos.trust.history import CommitInfo, Verifier, distinct_people
+from opos.trust.history import Verifier, distinct_people
+from opos.trust.verdicts import CommitInfo
 from servers import AuditorProcess, GitDaemon, Service
 
 SECRET = "s3cret"

@@ -18,11 +18,23 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from opos import __version__
-from opos.cli import auditor, claims, demo, keydocs, probe, publishing, review, service, staff, transparency
+from opos.cli import (
+    auditor,
+    claims,
+    demo,
+    keydocs,
+    ledgerinit,
+    probe,
+    publishing,
+    review,
+    service,
+    staff,
+    transparency,
+)
 from opos.cli._common import Parser
 from opos.errors import OposError, UsageError
 
-GROUPS = (staff, review, publishing, keydocs, transparency, auditor, service, claims, probe, demo)
+GROUPS = (ledgerinit, staff, review, publishing, keydocs, transparency, auditor, service, claims, probe, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

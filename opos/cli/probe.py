@@ -39,24 +39,7 @@ def register(commands: Commands) -> None:
         "--mirror", action="append", required=True, dest="mirrors", metavar="URL",
         help="a mirror's base URL (repeat); URL#host=NAME sends Host: NAME (a fronted domain)",
     )  # fmt: skip
-    probe.add_argument(
-        "--key", action="append", default=[], dest="keys", type=Path, metavar="PUBFILE",
-        help="a pinned feed public key (repeat, for rotation); or, better, --root-key",
-    )  # fmt: skip
-    probe.add_argument(
-        "--root-key", action="append", default=[], dest="root_keys", type=Path, metavar="PUBFILE",
-        help="a pinned root public key (repeat): the feed keys and auditors then come from the ledger's key "
-        "documents (v1/keys.json), whose first version's root keys must be exactly these",
-    )  # fmt: skip
-    probe.add_argument(
-        "--auditor", action="append", default=[], dest="auditors", type=Path, metavar="PUBFILE",
-        help="an auditor's public key (repeat): with --auditors-required, a head counts only when that many of them "
-        "cosigned its commit (v1/cosignatures/<commit>.json)",
-    )  # fmt: skip
-    probe.add_argument(
-        "--auditors-required", type=int, default=None, metavar="K",
-        help="how many distinct --auditor keys must cosign (default: all of them when any is given)",
-    )  # fmt: skip
+    _trust_flags(probe)
     probe.add_argument("--country", required=True, help="this probe's country code, like IR")
     probe.add_argument("--network", required=True, help="this probe's network, like AS197207")
     probe.add_argument("--platform", help="android, ios, linux, macos or windows")
@@ -94,6 +77,28 @@ def _urls(flag: str, texts: list[str], err: TextIO) -> list[Mirror]:
             print(f"opos probe: warning: {flag} {mirror.url} is plain http: anyone on the path sees what this "
                   "probe asks (signatures still protect what it accepts); use https", file=err)  # fmt: skip
     return parsed
+
+
+def _trust_flags(probe: argparse.ArgumentParser) -> None:
+    """What the probe pins: feed keys, or root keys; auditors and how many must cosign."""
+    probe.add_argument(
+        "--key", action="append", default=[], dest="keys", type=Path, metavar="PUBFILE",
+        help="a pinned feed public key (repeat, for rotation); or, better, --root-key",
+    )  # fmt: skip
+    probe.add_argument(
+        "--root-key", action="append", default=[], dest="root_keys", type=Path, metavar="PUBFILE",
+        help="a pinned root public key (repeat): the feed keys and auditors then come from the ledger's key "
+        "documents (v1/keys.json), whose first version's root keys must be exactly these",
+    )  # fmt: skip
+    probe.add_argument(
+        "--auditor", action="append", default=[], dest="auditors", type=Path, metavar="PUBFILE",
+        help="an auditor's public key (repeat): with --auditors-required, a head counts only when that many of them "
+        "cosigned its commit (v1/cosignatures/<commit>.json)",
+    )  # fmt: skip
+    probe.add_argument(
+        "--auditors-required", type=int, default=None, metavar="K",
+        help="how many distinct --auditor keys must cosign (default: all of them when any is given)",
+    )  # fmt: skip
 
 
 def config_from(args: argparse.Namespace, err: TextIO) -> ClientConfig:

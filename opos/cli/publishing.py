@@ -21,6 +21,13 @@ CLOCK_SKEW = dt.timedelta(minutes=5)  # the allowance probes give a head's expir
 
 
 def register(commands: Commands) -> None:
+    _register_verify(commands)
+    _register_render(commands)
+    _register_verify_feed(commands)
+    _register_keygen(commands)
+
+
+def _register_verify(commands: Commands) -> None:
     verify_parser = add_command(
         commands, "verify", verify,
         help="verify the signatures of the ledger's history",
@@ -40,6 +47,8 @@ def register(commands: Commands) -> None:
         "merge that lands it (`opos diff` says where the approvals stand)",
     )  # fmt: skip
 
+
+def _register_render(commands: Commands) -> None:
     render_parser = add_command(
         commands, "render", render,
         help="render the verified ledger at a commit into a signed static site",
@@ -68,6 +77,8 @@ def register(commands: Commands) -> None:
     )  # fmt: skip
     add_trust(render_parser)
 
+
+def _register_verify_feed(commands: Commands) -> None:
     verify_feed_parser = add_command(
         commands, "verify-feed", verify_feed,
         help="check a feed or head envelope and print its payload",
@@ -80,6 +91,8 @@ def register(commands: Commands) -> None:
         "--key", type=Path, action="append", required=True, help="a trusted public key (.pub); repeat for several"
     )
 
+
+def _register_keygen(commands: Commands) -> None:
     keygen_parser = add_command(
         commands, "keygen", keygen,
         help="make an Ed25519 key: a feed key, a root key or an auditor's key",

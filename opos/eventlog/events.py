@@ -9,19 +9,18 @@ Windows that ended are `expired` events at their end time, derived when the log 
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import functools
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
+from opos.errors import UntrustedDataError
 from opos.instructions import review, rules
 from opos.model import CommitHash, format_time
-from opos.signing import sshsig
-from opos.trust.history import CommitInfo
+from opos.signing import keydoc, sshsig
 from opos.trust.revisions import last_revisions
+from opos.trust.verdicts import CommitInfo
 
 
 class LedgerSource(Protocol):
@@ -54,16 +53,9 @@ class LedgerSource(Protocol):
 
 
 Action = Literal[
-    "added",
-    "changed",
-    "removed",
-    "expired",
-    "invalid",
-    "signer-added",
-    "signer-removed",
-    "policy-changed",
+    "added", "changed", "removed", "expired", "invalid", "signer-added", "signer-removed", "policy-changed",
     "keys-rotated",
-]
+]  # fmt: skip
 SIGNERS, POLICY, KEYS = "allowed_signers", "policy", "keys"  # the `instruction` of the events about those files
 
 
@@ -239,17 +231,15 @@ def _key_versions(files: Mapping[str, bytes | None]) -> dict[int, dict[str, Any]
         if not name.removesuffix(".json").isdigit() or data is None:
             continue
         try:
-            payload = json.loads(base64.b64decode(json.loads(data)["payload"]))
-            versions[int(payload["version"])] = {
-                "version": int(payload["version"]), "expires": str(payload["expires"]),
-                "root_keys": sorted(str(k["keyid"]) for k in payload["root_keys"]),
-                "root_threshold": int(payload["root_threshold"]),
-                "feed_keys": sorted(str(k["keyid"]) for k in payload["feed_keys"]),
-                "auditors": sorted(str(k["keyid"]) for k in payload["auditors"]),
-                "auditors_required": int(payload["auditors_required"]),
-            }  # fmt: skip
-        except (ValueError, KeyError, TypeError, RecursionError):
+            document = keydoc.read(data)[1]
+        except UntrustedDataError:
             continue  # not a key document: opos check and publishing say so
+        versions[document.version] = {
+            "version": document.version, "expires": format_time(document.expires),
+            "root_keys": sorted(k.keyid for k in document.root_keys), "root_threshold": document.root_threshold,
+            "feed_keys": sorted(k.keyid for k in document.feed_keys),
+            "auditors": sorted(k.keyid for k in document.auditors), "auditors_required": document.auditors_required,
+        }  # fmt: skip
     return versions
 
 
@@ -382,12 +372,6 @@ def expirations(events: Iterable[Event]) -> list[tuple[Event, Event]]:
             continue
         result.append((event, replace(event, action="expired", time=end, after=None, before=event.after)))
     return result
-
-
-def expired_events(events: Iterable[Event], now: dt.datetime) -> list[Event]:
-    """The `expired` events that have happened by `now`."""
-    moment = format_time(now)
-    return [expired for _, expired in expirations(events) if expired.time <= moment]
 
 
 def field_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> list[tuple[str, Any, Any]]:

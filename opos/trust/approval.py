@@ -14,7 +14,7 @@ from typing import Any
 
 from opos.instructions import review, rules
 from opos.trust.gitrepo import GitLedger
-from opos.trust.history import CommitInfo
+from opos.trust.verdicts import CommitInfo
 
 _FILE_MODES = ("100644", "100755")
 

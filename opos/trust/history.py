@@ -29,115 +29,28 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
-import heapq
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import replace
 
 from opos.errors import SignatureInvalid
 from opos.model import CommitHash, Signer
 from opos.signing import sshsig
+from opos.trust.ancestry import brought_in, containing
+from opos.trust.verdicts import (
+    Accepted,
+    CommitInfo,
+    CommitSource,
+    Failure,
+    MemoryCache,
+    OneSigner,
+    Report,
+    ReviewRule,
+    VerifiedCache,
+)
 
 PARALLEL_FROM = 256  # new commits from which their signatures are checked on two threads
 SKEW = 600  # seconds a signed commit may seem older than its parent: clocks differ, backdating does not pass
 _SignatureTask = tuple[CommitHash, bytes, bytes, list[sshsig.AllowedSigner], dt.datetime]
-
-
-@dataclass(frozen=True)
-class CommitInfo:
-    id: CommitHash
-    parents: tuple[CommitHash, ...]
-    tree: str
-    committed: int  # committer time, seconds since the epoch
-    signature: bytes | None  # the armoured signature of the gpgsig header
-    payload: bytes  # the commit as git hands it to ssh-keygen: without its signature headers
-    message: str
-
-
-class CommitSource(Protocol):
-    def commit(self, commit_id: CommitHash) -> CommitInfo: ...
-
-    def ledger_tree(self, commit: CommitInfo) -> str | None:
-        """The id of the ledger directory's tree in this commit, or None when it has none."""
-
-    def allowed_signers(self, commit: CommitInfo) -> bytes | None:
-        """`<ledger>/allowed_signers` in this commit's tree, or None."""
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """A commit whose signatures, and all its ancestors' down to the trust root, are good.
-
-    Whether it may be followed also takes `reviewed`: a commit of a branch that is merged later
-    need not have every signer itself (its merge does), a commit that a branch points to does.
-    """
-
-    commit: CommitHash
-    sequence: int  # first-parent steps from the trust root
-    signer: Signer | None  # None when no signature was needed (the ledger did not change)
-    approvers: tuple[str, ...] = ()  # the distinct staff whose signatures cover the step, sorted (signer included)
-    generation: int | None = None  # 1 + its parents' largest (the trust root: 0); None when not recorded
-    needed: int = 1  # the signers the review in force asks of the step from its first parent
-    reviewed: bool = True  # every step of its first-parent chain, from the trust root, has the signers it needs
-
-    @property
-    def meets_review(self) -> bool:
-        """Whether this step alone has the signers it needs."""
-        return len(self.approvers) >= self.needed or self.needed <= 1
-
-
-@dataclass(frozen=True)
-class Failure:
-    commit: CommitHash
-    reason: str
-    review: bool = False  # too few signers for a step of the followed chain (its signatures are good)
-    rewritten: bool = False  # the commit accepted before is not on its first-parent chain
-
-    def __str__(self) -> str:
-        return f"{self.commit} {self.reason}"
-
-
-class ReviewRule(Protocol):
-    def needed(self, parent: CommitInfo, commit: CommitInfo) -> tuple[int, str]:
-        """How many distinct staff must sign the step from `parent` (the first parent) to `commit`, and why."""
-
-
-class OneSigner:
-    """The rule without a review section: one valid signature admits a change."""
-
-    def needed(self, parent: CommitInfo, commit: CommitInfo) -> tuple[int, str]:
-        return 1, ""
-
-
-class VerifiedCache(Protocol):
-    """Commits already accepted, kept between runs so a long history is verified once."""
-
-    def get(self, commit: CommitHash) -> Accepted | None: ...
-
-    def add(self, accepted: Iterable[Accepted]) -> None: ...
-
-
-class MemoryCache:
-    def __init__(self) -> None:
-        self.entries: dict[CommitHash, Accepted] = {}
-
-    def get(self, commit: CommitHash) -> Accepted | None:
-        return self.entries.get(commit)
-
-    def add(self, accepted: Iterable[Accepted]) -> None:
-        for entry in accepted:
-            self.entries[entry.commit] = entry
-
-
-@dataclass(frozen=True)
-class Report:
-    revision: CommitHash
-    failures: list[Failure]
-    accepted: Accepted | None  # the revision, when it and its whole history passed
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures and self.accepted is not None
 
 
 class Verifier:
@@ -249,53 +162,64 @@ class Verifier:
         self, info: CommitInfo, done: dict[CommitHash, Accepted | None]
     ) -> tuple[Failure | None, Accepted | None]:
         if info.id == self.trust_root:
-            if info.parents:
-                changed = self.source.ledger_tree(info) != self.source.ledger_tree(self.source.commit(info.parents[0]))
-            else:
-                changed = self.source.ledger_tree(info) is not None
-            if not changed:
-                return None, Accepted(info.id, 0, None, generation=0)
-            refused, pinned = self._signed(info, info, 0)
-            if pinned is None or pinned.signer is None:
-                return refused, pinned
-            return None, Accepted(info.id, 0, pinned.signer, (pinned.signer.person,), 0)  # pinned: not reviewed
+            return self._judge_root(info)
         if not info.parents:
             return None, None  # reported when it was found
         parents = [self._lookup(p, done) for p in info.parents]
-        first = self.source.commit(info.parents[0])
-        first_accepted = parents[0]
+        first, first_accepted = self.source.commit(info.parents[0]), parents[0]
         sequence = first_accepted.sequence + 1 if first_accepted is not None else -1
         ledger = self.source.ledger_tree(info)
         changed = ledger != self.source.ledger_tree(first)
-        failure: Failure | None = None
-        signer: Signer | None = None
-        brought: list[CommitInfo] = []
-        containing: set[CommitHash] = set()
-        if changed:
-            failure, accepted = self._signed(info, first, sequence)
-            signer = accepted.signer if accepted else None
-            if len(info.parents) > 1:
-                brought = self._brought_in(first.id, list(info.parents[1:]), done)
-                containing = _containing(first.id, brought)
-            if signer is None and len(info.parents) > 1:
-                failure = self._unsigned_merge(info, ledger, first, containing, failure)
+        failure, signer, approvers = (
+            self._signatures(info, first, ledger, sequence, done) if changed else (None, None, ())
+        )
         if failure is not None or any(p is None for p in parents):
             return failure, None
         generation = 1 + max(self._generation(p, done) for p in info.parents)
         self._generations[info.id] = generation
-        approvers: tuple[str, ...] = ()
-        needed = 1
-        if changed:
-            approvers = self._approvers(ledger, first, brought, containing, signer)
-            if not approvers:  # an unsigned merge: the branch's own signatures must cover what it lands, on P
-                return Failure(info.id, f"merge of a branch none of whose signed commits contains {first.id[:12]} (its "
-                               "first parent) with this ledger: what it lands was signed on an older base, if at all; "
-                               "update the branch (`git merge -S` or `git rebase -S` onto the base), have it "
-                               "approved again, then merge it"), None  # fmt: skip
-            needed = self.review.needed(first, info)[0]
+        needed = self.review.needed(first, info)[0] if changed else 1
         step = Accepted(info.id, sequence, signer, approvers, generation, needed)
         reviewed = step.meets_review and first_accepted is not None and first_accepted.reviewed
         return None, replace(step, reviewed=reviewed)
+
+    def _judge_root(self, info: CommitInfo) -> tuple[Failure | None, Accepted | None]:
+        """The pinned trust root: its own signers admit it; it needs no review."""
+        if info.parents:
+            changed = self.source.ledger_tree(info) != self.source.ledger_tree(self.source.commit(info.parents[0]))
+        else:
+            changed = self.source.ledger_tree(info) is not None
+        if not changed:
+            return None, Accepted(info.id, 0, None, generation=0)
+        refused, pinned = self._signed(info, info, 0)
+        if pinned is None or pinned.signer is None:
+            return refused, pinned
+        return None, Accepted(info.id, 0, pinned.signer, (pinned.signer.person,), 0)  # pinned: not reviewed
+
+    def _signatures(
+        self, info: CommitInfo, first: CommitInfo, ledger: str | None, sequence: int,
+        done: dict[CommitHash, Accepted | None],
+    ) -> tuple[Failure | None, Signer | None, tuple[str, ...]]:  # fmt: skip
+        """Who signed a step that changes the ledger: its own signer, and the people whose signatures on commits
+        it brings in (that contain `first` and hold its ledger) approve it; or why it is refused."""
+        failure, accepted = self._signed(info, first, sequence)
+        signer = accepted.signer if accepted else None
+        brought: list[CommitInfo] = []
+        holders: set[CommitHash] = set()  # commits brought in that contain `first`
+        if len(info.parents) > 1:
+            generation = lambda commit: self._generation(commit, done)  # noqa: E731
+            brought = brought_in(self.source, self.trust_root, first.id, list(info.parents[1:]), generation)
+            holders = containing(first.id, brought)
+            if signer is None:
+                failure = self._unsigned_merge(info, ledger, first, holders, failure)
+        if failure is not None:
+            return failure, None, ()
+        approvers = self._approvers(ledger, first, brought, holders, signer)
+        if not approvers:  # an unsigned merge: the branch's own signatures must cover what it lands, on `first`
+            return Failure(info.id, f"merge of a branch none of whose signed commits contains {first.id[:12]} (its "
+                           "first parent) with this ledger: what it lands was signed on an older base, if at all; "
+                           "update the branch (`git merge -S` or `git rebase -S` onto the base), have it approved "
+                           "again, then merge it"), None, ()  # fmt: skip
+        return None, signer, approvers
 
     def _unsigned_merge(
         self, info: CommitInfo, ledger: str | None, first: CommitInfo, containing: set[CommitHash],
@@ -323,8 +247,8 @@ class Verifier:
     def approvals(self, base: CommitHash, head: CommitHash) -> tuple[str, ...]:
         """Who has approved `head` so far, as a merge of it into `base` would count them (both verified)."""
         tip, first = self.source.commit(head), self.source.commit(base)
-        brought = self._brought_in(base, [head], {})
-        return self._approvers(self.source.ledger_tree(tip), first, brought, _containing(base, brought), None)
+        brought = brought_in(self.source, self.trust_root, base, [head], lambda c: self._generation(c, {}))
+        return self._approvers(self.source.ledger_tree(tip), first, brought, containing(base, brought), None)
 
     def _approvers(
         self,
@@ -380,48 +304,6 @@ class Verifier:
             if not parents or commit == self.trust_root:
                 return False
             commit = parents[0]
-
-    def _brought_in(
-        self, first: CommitHash, others: list[CommitHash], done: dict[CommitHash, Accepted | None]
-    ) -> list[CommitInfo]:
-        """The commits a merge brings in: reachable from its other parents, not from its first.
-
-        Painted down in order of generation (so a commit's marks are final when it is taken) until
-        only commits the first parent reaches are left: the walk covers the merged branch and the
-        first parent's commits since it forked, never the whole history.
-        """
-        first_side, other_side = 1, 2
-        marks: dict[CommitHash, int] = {}
-        queue: list[tuple[int, CommitHash]] = []
-        open_other: set[CommitHash] = set()  # queued commits that only the other side reaches so far
-
-        def mark(commit: CommitHash, side: int) -> None:
-            was = marks.get(commit, 0)
-            if was | side == was:
-                return
-            marks[commit] = was | side
-            if was == 0:
-                heapq.heappush(queue, (-self._generation(commit, done), commit))
-            if marks[commit] == other_side:
-                open_other.add(commit)
-            else:
-                open_other.discard(commit)
-
-        mark(first, first_side)
-        for parent in others:
-            mark(parent, other_side)
-        found: list[CommitInfo] = []
-        while open_other:
-            _, commit = heapq.heappop(queue)
-            side = marks[commit]
-            open_other.discard(commit)
-            current = self.source.commit(commit)
-            if side == other_side:
-                found.append(current)
-            if commit != self.trust_root:
-                for parent in current.parents:
-                    mark(parent, side)
-        return found
 
     def _generation(self, commit: CommitHash, done: dict[CommitHash, Accepted | None]) -> int:
         """The commit's generation: recorded with its verdict, else worked out once (a cache from before)."""
@@ -491,19 +373,6 @@ def _too_few(needed: int, approvers: tuple[str, ...], why: str) -> str:
             "branch with `opos approve` and it lands with a merge commit (ledger/README.md)")  # fmt: skip
 
 
-def _containing(base: CommitHash, brought: list[CommitInfo]) -> set[CommitHash]:
-    """Those of the commits a merge brings in (as `_brought_in` finds them) that contain `base`.
-
-    `brought` comes newest generation first, so reversed it has parents before children; a parent
-    that is not brought in is reachable from `base`, so it contains `base` only by being it.
-    """
-    found: set[CommitHash] = set()
-    for info in reversed(brought):
-        if any(parent == base or parent in found for parent in info.parents):
-            found.add(info.id)
-    return found
-
-
 def distinct_people(signers: Iterable[Signer]) -> tuple[str, ...]:
     """How many people signed, one name each: signatures that share a key or a principal are one person.
 
@@ -527,18 +396,3 @@ def _check_signature(task: _SignatureTask) -> Signer | SignatureInvalid:
         return sshsig.verify(signature, payload, signers, moment)
     except SignatureInvalid as err:
         return err
-
-
-def descends_from(source: CommitSource, revision: CommitHash, ancestor: CommitHash) -> bool:
-    """Whether `ancestor` is `revision` or one of its ancestors."""
-    seen: set[CommitHash] = set()
-    stack = [revision]
-    while stack:
-        commit = stack.pop()
-        if commit == ancestor:
-            return True
-        if commit in seen:
-            continue
-        seen.add(commit)
-        stack.extend(source.commit(commit).parents)
-    return False

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from opos.model import CommitHash
-from opos.trust.history import CommitInfo
+from opos.trust.verdicts import CommitInfo
 
 
 class InstructionSource(Protocol):
@@ -60,33 +60,42 @@ def last_revisions(
         if not info.parents:
             result.update(dict.fromkeys(waiting, commit_id))
             continue
-        parents = [source.commit(p) for p in info.parents]
-        mine_tree = source.instructions_tree(info)
-        routes: dict[CommitHash, set[str]] = {}
-        same_tree = [p for p in parents if source.instructions_tree(p) == mine_tree]
-        if same_tree:
-            routes[same_tree[0].id] = waiting  # TREESAME for every file: follow the first such parent
-        elif len(parents) == 1:  # most steps: what changed is a set difference, whatever the ledger's size
-            changed = waiting & source.changed_instructions(info, parents[0])
-            result.update(dict.fromkeys(changed, commit_id))
-            if waiting - changed:
-                routes[parents[0].id] = waiting - changed
-        else:
-            mine = source.instruction_entries(info)
-            theirs = [source.instruction_entries(p) for p in parents]
-            for name in waiting:
-                for parent, entries in zip(parents, theirs, strict=True):
-                    if entries.get(name) == mine.get(name):
-                        routes.setdefault(parent.id, set()).add(name)
-                        break
-                else:
-                    result[name] = commit_id
+        routes = _routes(source, info, waiting, result)
         for parent_id, routed in routes.items():
             if parent_id not in pending:
                 pending[parent_id] = set()
                 heapq.heappush(queue, (-source.commit(parent_id).committed, parent_id))
             pending[parent_id] |= routed
     return result
+
+
+def _routes(
+    source: InstructionSource, info: CommitInfo, waiting: set[str], result: dict[str, CommitHash]
+) -> dict[CommitHash, set[str]]:
+    """Which parent to follow for each file still waiting; a file that none of them holds as it is here was
+    changed by this commit (recorded in `result`)."""
+    parents = [source.commit(p) for p in info.parents]
+    mine_tree = source.instructions_tree(info)
+    routes: dict[CommitHash, set[str]] = {}
+    same_tree = [p for p in parents if source.instructions_tree(p) == mine_tree]
+    if same_tree:
+        routes[same_tree[0].id] = waiting  # TREESAME for every file: follow the first such parent
+    elif len(parents) == 1:  # most steps: what changed is a set difference, whatever the ledger's size
+        changed = waiting & source.changed_instructions(info, parents[0])
+        result.update(dict.fromkeys(changed, info.id))
+        if waiting - changed:
+            routes[parents[0].id] = waiting - changed
+    else:
+        mine = source.instruction_entries(info)
+        theirs = [source.instruction_entries(p) for p in parents]
+        for name in waiting:
+            for parent, entries in zip(parents, theirs, strict=True):
+                if entries.get(name) == mine.get(name):
+                    routes.setdefault(parent.id, set()).add(name)
+                    break
+            else:
+                result[name] = info.id
+    return routes
 
 
 def landing_steps(

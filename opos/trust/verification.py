@@ -24,10 +24,12 @@ from opos.errors import HistoryRejected, LedgerInvalid, Problem, RepositoryError
 from opos.instructions import rules
 from opos.model import CommitHash
 from opos.trust import checkedfile, keyhistory
+from opos.trust.ancestry import descends_from
 from opos.trust.approval import Approvals, LedgerReview
 from opos.trust.gitrepo import FileCache, GitLedger
-from opos.trust.history import Accepted, Failure, Verifier, descends_from
+from opos.trust.history import Verifier
 from opos.trust.statedir import scope_of
+from opos.trust.verdicts import Accepted, Failure
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,8 @@ from opos.errors import OposError
 from opos.instructions import rules
 from opos.model import CommitHash
 from opos.signing import keys
+from opos.trust.ancestry import descends_from
 from opos.trust.gitrepo import GitLedger, fetch_branch
-from opos.trust.history import descends_from
 from opos.trust.verification import Verification
 from webhook.body import read_body
 
@@ -124,6 +124,25 @@ def _holds(ledger: GitLedger, tip: CommitHash, wanted: CommitHash) -> bool:
     return descends_from(ledger, tip, wanted)
 
 
+def _cosign(auditor: Auditor) -> Response | tuple[Response, int]:
+    """POST /v1/cosign: the cosignature, or 409 (split view, with this auditor's latest), 422 (refused) or 503."""
+    try:
+        envelope, _ = auditor.cosign(read_body())
+    except AuditConflict as conflict:
+        logger.warning("SPLIT VIEW ALARM: %s", conflict)
+        latest = {"sequence": conflict.latest.sequence, "commit": conflict.latest.commit}
+        return jsonify(error="Conflict", detail=str(conflict), latest=latest), 409
+    except AuditRefused as refused:
+        logger.warning("refused: %s", str(refused).splitlines()[0])
+        return jsonify(error="Unprocessable Content", detail=str(refused)), 422
+    except OposError as err:  # the ledger could not be fetched or read: try again later
+        logger.error("cannot audit now: %s", err.diagnostics())
+        response = jsonify(error="Service Unavailable", detail=f"the auditor cannot check now: {err}")
+        response.headers["Retry-After"] = "5"
+        return response, 503
+    return Response(envelope, mimetype="application/json")
+
+
 def create_app(config: AuditorConfig | None = None) -> Flask:
     auditor = Auditor(config or AuditorConfig.from_environment())
     app = Flask(__name__)
@@ -131,24 +150,7 @@ def create_app(config: AuditorConfig | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["opos-auditor"] = auditor
 
-    @app.post("/v1/cosign")
-    def cosign() -> Response | tuple[Response, int]:
-        body = read_body()
-        try:
-            envelope, _ = auditor.cosign(body)
-        except AuditConflict as conflict:
-            logger.warning("SPLIT VIEW ALARM: %s", conflict)
-            latest = {"sequence": conflict.latest.sequence, "commit": conflict.latest.commit}
-            return jsonify(error="Conflict", detail=str(conflict), latest=latest), 409
-        except AuditRefused as refused:
-            logger.warning("refused: %s", str(refused).splitlines()[0])
-            return jsonify(error="Unprocessable Content", detail=str(refused)), 422
-        except OposError as err:  # the ledger could not be fetched or read: try again later
-            logger.error("cannot audit now: %s", err.diagnostics())
-            response = jsonify(error="Service Unavailable", detail=f"the auditor cannot check now: {err}")
-            response.headers["Retry-After"] = "5"
-            return response, 503
-        return Response(envelope, mimetype="application/json")
+    app.add_url_rule("/v1/cosign", "cosign", lambda: _cosign(auditor), methods=["POST"])
 
     @app.get("/v1/cosigned.json")
     def cosigned() -> Response:

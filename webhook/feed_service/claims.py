@@ -15,10 +15,11 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from opos.instructions import resources, targeting
 from opos.model import format_time, normalise_network
+from opos.signing.documents import FeedEntry
 from webhook.body import json_body, read_body
 from webhook.feed_service import metrics
 from webhook.feed_service.claims_store import ClaimsUnavailable
-from webhook.feed_service.service import current
+from webhook.feed_service.service import Service, current
 
 blueprint = Blueprint("claims", __name__)
 logger = logging.getLogger("opos.claims")
@@ -51,41 +52,10 @@ def claim() -> ResponseReturnValue:
     service = current()
     client = service.sources.client(request.remote_addr, request.headers.get("X-Forwarded-For"))
     address = service.sources.key(client)
-    if service.claims_rate is not None:
-        amount, seconds = service.claims_rate
-        try:
-            wait = service.claims().hit(f"claims:{address}", amount, seconds)
-        except ClaimsUnavailable as err:
-            _unavailable(err)
-        if wait:
-            detail = f"more than {amount} claim requests in {seconds} s from {address}: wait {wait} s"
-            _refuse(429, "rate", detail, {"Retry-After": str(wait)})
-    body = json_body(read_body(), "a claim")
-    if not isinstance(body, dict):
-        _refuse(400, "invalid", "send a JSON object: {instruction, probe_id, country, network, platform}")
-    error = best_match(_request_validator().iter_errors(body))
-    if error is not None:
-        where = ".".join(str(p) for p in error.absolute_path)
-        _refuse(400, "invalid", f"{where + ': ' if where else ''}{error.message}")
-    feed = service.site.feed()
-    if feed is None:
-        _refuse(503, "unavailable", "no feed is published yet: try again after the first sync")
-    entry = feed.entry(body["instruction"])
-    if entry is None:
-        _refuse(422, "unknown", f"{body['instruction']!r} is not an instruction of the served feed ({feed.commit})")
-    instruction = entry.instruction
-    limit = instruction.target.max_probes
-    if limit is None:
-        _refuse(422, "uncapped", f"{instruction.id} has no max_probes: run it without a claim")
-    if not targeting.in_window(instruction, dt.datetime.now(dt.UTC)):
-        window = instruction.window
-        start, end = format_time(window.start), format_time(window.end)
-        _refuse(422, "window", f"{instruction.id} is outside its window ({start} to {end})")
-    mismatch = targeting.matches(instruction, body["country"], body["network"], body.get("platform"))
-    if mismatch:
-        _refuse(422, "target", mismatch)
-    if not targeting.in_sample(instruction, body["probe_id"]):
-        _refuse(422, "sample", f"this probe is not in the {instruction.target.sample} sample of {instruction.id}")
+    _limit_rate(service, address)
+    body = _claim_request()
+    entry = _capped_entry(service, body)
+    instruction, limit = entry.instruction, entry.instruction.target.max_probes or 0
     if service.asn_db is not None:
         source = service.asn_db.network_of(client)
         if source != normalise_network(body["network"]):
@@ -112,3 +82,51 @@ def claim() -> ResponseReturnValue:
     elif result.refusal == "cap":
         answer["reason"] = f"all {limit} slots are taken"
     return answer
+
+
+def _limit_rate(service: Service, address: str) -> None:
+    """429 past the claim requests one address (block) may make."""
+    if service.claims_rate is None:
+        return
+    amount, seconds = service.claims_rate
+    try:
+        wait = service.claims().hit(f"claims:{address}", amount, seconds)
+    except ClaimsUnavailable as err:
+        _unavailable(err)
+    if wait:
+        detail = f"more than {amount} claim requests in {seconds} s from {address}: wait {wait} s"
+        _refuse(429, "rate", detail, {"Retry-After": str(wait)})
+
+
+def _claim_request() -> dict[str, Any]:
+    """The request's body, a claim by the schema; else 400 saying where."""
+    body = json_body(read_body(), "a claim")
+    if not isinstance(body, dict):
+        _refuse(400, "invalid", "send a JSON object: {instruction, probe_id, country, network, platform}")
+    error = best_match(_request_validator().iter_errors(body))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path)
+        _refuse(400, "invalid", f"{where + ': ' if where else ''}{error.message}")
+    return body
+
+
+def _capped_entry(service: Service, body: dict[str, Any]) -> FeedEntry:
+    """The served feed's capped instruction the claim names, if it takes this probe now; else 422 saying why."""
+    feed = service.site.feed()
+    if feed is None:
+        _refuse(503, "unavailable", "no feed is published yet: try again after the first sync")
+    entry = feed.entry(body["instruction"])
+    if entry is None:
+        _refuse(422, "unknown", f"{body['instruction']!r} is not an instruction of the served feed ({feed.commit})")
+    instruction = entry.instruction
+    if instruction.target.max_probes is None:
+        _refuse(422, "uncapped", f"{instruction.id} has no max_probes: run it without a claim")
+    if not targeting.in_window(instruction, dt.datetime.now(dt.UTC)):
+        start, end = format_time(instruction.window.start), format_time(instruction.window.end)
+        _refuse(422, "window", f"{instruction.id} is outside its window ({start} to {end})")
+    mismatch = targeting.matches(instruction, body["country"], body["network"], body.get("platform"))
+    if mismatch:
+        _refuse(422, "target", mismatch)
+    if not targeting.in_sample(instruction, body["probe_id"]):
+        _refuse(422, "sample", f"this probe is not in the {instruction.target.sample} sample of {instruction.id}")
+    return entry

@@ -21,8 +21,8 @@ from opos.lru import LRU
 from opos.publish.follow import Follower, Syncer, SyncResult
 from opos.publish.site import published_commit, published_keys_expiry
 from opos.signing import keys
+from opos.trust.ancestry import descends_from
 from opos.trust.gitrepo import GitLedger, fetch_branch, redact
-from opos.trust.history import descends_from
 from webhook.feed_service import metrics
 from webhook.feed_service.claims_store import ClaimsStore, ClaimsUnavailable, open_store
 from webhook.feed_service.config import Config, ConfigError

@@ -1,0 +1,26 @@
+"""The only package that imports dulwich: the git adapter. Everything else of OPOS reads a repository through
+the names below.
+
+    objects   commits parsed from their raw bytes (the payload handed to the signature check is byte for
+              byte what git signed: git's `parse_buffer_signed_by_header` rules), trees, size-checked blobs
+    ledger    a ledger repository as the rules see it (GitLedger: a `CommitSource`)
+    write     a new repository, its config, a commit of edits, and fetching one branch
+"""
+
+from opos.trust.gitrepo.ledger import GitLedger
+from opos.trust.gitrepo.objects import GitObjects, normalise_ledger_dir, parse_raw_commit
+from opos.trust.gitrepo.write import fetch_branch, init_repository, redact, set_config, write_commit
+from opos.trust.verdictfile import FileCache
+
+__all__ = [
+    "FileCache",
+    "GitLedger",
+    "GitObjects",
+    "fetch_branch",
+    "init_repository",
+    "normalise_ledger_dir",
+    "parse_raw_commit",
+    "redact",
+    "set_config",
+    "write_commit",
+]
