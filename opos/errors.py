@@ -90,3 +90,27 @@ class RepositoryDamaged(RepositoryError):
 
 class UsageError(OposError):
     """The command was asked for something it cannot do as given."""
+
+
+class YamlProblem(UntrustedDataError):
+    """Raised inside the loader; carries the Problem to report."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+class SignerUnknown(SignatureInvalid):
+    """The signature's key is on no line of the allowed-signers file."""
+
+
+class SignerNotValid(SignatureInvalid):
+    """The key is allowed, but not at that time or not for that namespace."""
+
+
+class ChainBroken(UntrustedDataError):
+    """A key document that does not follow from the one trusted before it."""
+
+
+class FetchFailed(OposError):
+    """A mirror did not give a usable answer (unreachable, slow, too large, an HTTP error)."""

@@ -22,11 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from opos.errors import OposError
-
-
-class FetchFailed(OposError):
-    """A mirror did not give a usable answer (unreachable, slow, too large, an HTTP error)."""
+from opos.errors import FetchFailed
 
 
 @dataclass(frozen=True)
@@ -105,30 +101,9 @@ class Fetcher(ABC):
     def get(self, mirror: Mirror, path: str, max_bytes: int, etag: str | None = None) -> Answer:
         """GET mirror.url/path: 200 with the body, or 304 in answer to `etag`. Raises FetchFailed."""
         headers = {"If-None-Match": etag} if etag else {}
-        return self._request("GET", mirror, path, None, headers, max_bytes, etag)
-
-    def post(self, mirror: Mirror, path: str, document: Any) -> Answer:
-        """POST a JSON document to mirror.url/path; a 200 answer of at most answer_bytes, or FetchFailed."""
-        body = json.dumps(document).encode()
-        headers = {"Content-Type": "application/json"}
-        return self._request("POST", mirror, path, body, headers, self.limits.answer_bytes, None)
-
-    def _request(
-        self,
-        method: str,
-        mirror: Mirror,
-        path: str,
-        body: bytes | None,
-        extra: dict[str, str],
-        max_bytes: int,
-        etag: str | None,
-    ) -> Answer:
         deadline = Deadline(self.limits.total_seconds)
-        headers = {"Accept": "application/json", "User-Agent": "opos-probe/1", "Accept-Encoding": "identity", **extra}
-        if mirror.host:
-            headers["Host"] = mirror.host
-        with self._open(method, mirror, path, body, headers, deadline) as exchange:
-            if exchange.status == 304 and method == "GET" and etag:
+        with self._open("GET", mirror, path, None, _headers(mirror, headers), deadline) as exchange:
+            if exchange.status == 304 and etag:
                 return Answer(304, b"", etag)
             if exchange.status == 304:
                 raise FetchFailed(f"HTTP 304 for {path}, but nothing was asked for with If-None-Match")
@@ -136,14 +111,27 @@ class Fetcher(ABC):
                 raise FetchFailed(f"HTTP {exchange.status} for {path}")
             return Answer(200, _read(exchange, path, max_bytes, deadline), exchange.headers.get("etag"))
 
+    def post(self, mirror: Mirror, path: str, document: Any) -> Answer:
+        """POST a JSON document to mirror.url/path; a 200 answer of at most answer_bytes, or FetchFailed."""
+        status, body = self.send(mirror, path, json.dumps(document).encode())
+        if status != 200:
+            raise FetchFailed(f"HTTP {status} for {path}")
+        return Answer(200, body, None)
+
     def send(self, mirror: Mirror, path: str, body: bytes) -> tuple[int, bytes]:
         """POST `body` (JSON) to mirror.url/path: the status and at most answer_bytes of the answer, whatever
         the status (a refusal's body says why). Raises FetchFailed."""
         deadline = Deadline(self.limits.total_seconds)
-        headers = {"Accept": "application/json", "User-Agent": "opos-probe/1", "Accept-Encoding": "identity",
-                   "Content-Type": "application/json"}  # fmt: skip
+        headers = _headers(mirror, {"Content-Type": "application/json"})
         with self._open("POST", mirror, path, body, headers, deadline) as exchange:
             return exchange.status, _read(exchange, path, self.limits.answer_bytes, deadline)
+
+
+def _headers(mirror: Mirror, extra: dict[str, str]) -> dict[str, str]:
+    headers = {"Accept": "application/json", "User-Agent": "opos-probe/1", "Accept-Encoding": "identity", **extra}
+    if mirror.host:  # a fronted domain: the connection goes to mirror.url, the request names the host behind it
+        headers["Host"] = mirror.host
+    return headers
 
 
 def _read(exchange: Exchange, path: str, max_bytes: int, deadline: Deadline) -> bytes:

@@ -29,7 +29,8 @@ from opos.model import format_time
 from opos.publish.follow import Follower
 from opos.trust.gitrepo import GitObjects
 from webhook import create_app, start_service, stop_service
-from webhook.feed_service.config import ConfigError, load_config
+from webhook.feed_service.config import load_config
+from webhook.feed_service.errors import ConfigError
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 WINDOW_NOW = f"\n  start: {format_time(NOW - dt.timedelta(days=1))}\n  end: {format_time(NOW + dt.timedelta(days=9))}"

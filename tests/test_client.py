@@ -15,13 +15,14 @@ import jsonschema
 import pytest
 
 from conftest import LedgerRepo, SshKey, instruction, opos
+from opos.errors import FetchFailed
 from opos.instructions import resources
 from opos.model import format_time
 from opos.probe import ClientConfig, Limits, Mirror, TrustAnchors, poll
 from opos.publish.site import publish
 from opos.signing import dsse
 from opos.signing.keys import load_private, load_public
-from opos.transport import Deadline, Exchange, Fetcher, FetchFailed
+from opos.transport import Deadline, Exchange, Fetcher
 from opos.trust.gitrepo import GitLedger
 from opos.trust.verification import Verification
 from servers import Mirror as Server

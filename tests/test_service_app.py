@@ -21,7 +21,8 @@ from opos.instructions.targeting import sample_point
 from opos.publish import site as site_module
 from opos.publish.follow import Follower
 from webhook import create_app
-from webhook.feed_service.config import ConfigError, load_config
+from webhook.feed_service.config import load_config
+from webhook.feed_service.errors import ConfigError
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 START, END = NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=9)

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from conftest import SshKey
-from opos.errors import SignatureInvalid
+from opos.errors import SignatureInvalid, SignerNotValid, SignerUnknown
 from opos.signing import keys as feed_keys
 from opos.signing import sshsig
 
@@ -57,13 +57,13 @@ def test_other_namespace_fails(keys: dict[str, SshKey], tmp_path: Path) -> None:
 
 def test_unknown_and_not_valid(keys: dict[str, SshKey], tmp_path: Path) -> None:
     signature = ssh_sign(keys["alice"], b"m", tmp_path)
-    with pytest.raises(sshsig.SignerUnknown):
+    with pytest.raises(SignerUnknown):
         sshsig.verify(signature, b"m", signers_of(f"b {keys['bob'].public_text}"), NOW)
     expired = signers_of(f'a valid-before="20261101" {keys["alice"].public_text}')
-    with pytest.raises(sshsig.SignerNotValid):
+    with pytest.raises(SignerNotValid):
         sshsig.verify(signature, b"m", expired, NOW)
     restricted = signers_of(f'a namespaces="file,!git" {keys["alice"].public_text}')
-    with pytest.raises(sshsig.SignerNotValid):
+    with pytest.raises(SignerNotValid):
         sshsig.verify(signature, b"m", restricted, NOW)
     later = signers_of(
         f'a valid-before="20261101" {keys["alice"].public_text}',

@@ -17,7 +17,8 @@ from opos.errors import UntrustedDataError
 from opos.instructions import resources, targeting
 from opos.model import parse_time
 from opos.probe import plan
-from opos.probe.verify import Pin, Rejected, check_feed, check_head
+from opos.probe.errors import Rejected
+from opos.probe.verify import Pin, check_feed, check_head
 from opos.signing import cosignature, keydoc
 from opos.signing.keys import key_id, load_public
 

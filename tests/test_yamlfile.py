@@ -12,7 +12,8 @@ from yaml.emitter import Emitter
 from yaml.representer import SafeRepresenter
 from yaml.serializer import Serializer
 
-from opos.instructions.yamlfile import CoreResolver, YamlProblem, load
+from opos.errors import YamlProblem
+from opos.instructions.yamlfile import CoreResolver, load
 
 
 def value(text: str) -> object:

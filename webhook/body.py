@@ -7,11 +7,11 @@ from typing import Any
 
 from flask import abort, request
 
-BODY_SECONDS = 10.0  # the longest a client may take to send a request body
+from webhook.limits import LIMITS
 
 
 def read_body() -> bytes:
-    """The request's body (capped by MAX_CONTENT_LENGTH: 413 past it), read within BODY_SECONDS.
+    """The request's body (capped by MAX_CONTENT_LENGTH: 413 past it), read within LIMITS.body_seconds.
 
     Under gevent workers a slow body holds only a greenlet, which the timeout then frees (408);
     sync workers have gunicorn's worker timeout behind them.
@@ -20,10 +20,10 @@ def read_body() -> bytes:
         import gevent
 
         try:
-            with gevent.Timeout(BODY_SECONDS):
+            with gevent.Timeout(LIMITS.body_seconds):
                 return request.get_data(cache=False)
         except gevent.Timeout:
-            abort(408, f"the request body took longer than {BODY_SECONDS:g} s")
+            abort(408, f"the request body took longer than {LIMITS.body_seconds:g} s")
     return request.get_data(cache=False)
 
 

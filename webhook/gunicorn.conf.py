@@ -6,7 +6,7 @@ the service (gunicorn's design notes say sync workers need a proxy in front). An
 worker holds each slow connection in a greenlet: tested with 1,000 slow connections open, the
 head is still answered, and every connection must deliver its request headers within `keepalive`
 seconds (webhook/gworker.py: gevent's own WSGI server, which answers polls nearly twice as fast as
-gunicorn's `gevent` worker, with that deadline added) and its body within webhook.body.BODY_SECONDS.
+gunicorn's `gevent` worker, with that deadline added) and its body within webhook.limits.ServiceLimits.body_seconds.
 Every setting can be overridden on the command line or with GUNICORN_CMD_ARGS.
 """
 

@@ -29,24 +29,13 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from opos.audit.errors import AuditConflict, AuditRefused
 from opos.errors import OposError, UntrustedDataError
 from opos.model import CommitHash, format_time
 from opos.publish.site import feed_at
 from opos.signing import cosignature
 from opos.signing.documents import Feed, verify_envelope
 from opos.trust.verification import Verification
-
-
-class AuditRefused(OposError):
-    """The feed is not the public ledger (or its history does not verify): 422, exit 1."""
-
-
-class AuditConflict(OposError):
-    """The feed contradicts what this auditor cosigned before: the split-view alarm. 409, exit 3."""
-
-    def __init__(self, message: str, latest: LogEntry) -> None:
-        super().__init__(message)
-        self.latest = latest
 
 
 @dataclass(frozen=True)

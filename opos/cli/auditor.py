@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from opos.audit.auditing import AuditConflict, AuditLog, AuditRefused, audit, receive
+from opos.audit.auditing import AuditLog, audit, receive
+from opos.audit.errors import AuditConflict, AuditRefused
 from opos.cli._common import Commands, add_group, add_repo, add_trust, open_ledger
 from opos.cli.transparency import feed_bytes
 from opos.errors import OposError, UsageError

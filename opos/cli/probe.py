@@ -13,8 +13,8 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from opos.cli._common import Commands, add_command, auditors_required
-from opos.errors import UsageError
-from opos.instructions.yamlfile import YamlProblem, load
+from opos.errors import UsageError, YamlProblem
+from opos.instructions.yamlfile import load
 from opos.model import format_duration, format_time, parse_country, parse_duration, parse_network, parse_platform
 from opos.probe import ClientConfig, Limits, Mirror, TrustAnchors, plan, poll
 from opos.signing import keydoc, keys

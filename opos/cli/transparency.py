@@ -10,14 +10,14 @@ from typing import TextIO
 
 from opos.audit.auditing import difference
 from opos.cli._common import Commands, add_command, add_repo, add_trust, moment, open_ledger
-from opos.errors import RepositoryError, UntrustedDataError, UsageError
+from opos.errors import FetchFailed, RepositoryError, UntrustedDataError, UsageError
 from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
 from opos.model import parse_country, parse_network
 from opos.publish.site import feed_at
 from opos.signing import keys
 from opos.signing.documents import Feed, verify_envelope
 from opos.text import for_terminal
-from opos.transport import FetchFailed, HttpFetcher, Limits, Mirror
+from opos.transport import HttpFetcher, Limits, Mirror
 from opos.trust.verification import Verification
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import fastjsonschema
 import jsonschema
 import jsonschema.validators
+from jsonschema.exceptions import best_match
 
 _PACKAGE = Path(__file__).resolve().parent.parent  # the opos package
 
@@ -157,6 +158,18 @@ def _fast_reader_check(name: str) -> Callable[[Any], object]:
 def is_readable(name: str, value: Any) -> bool:
     """Whether a signed document passes `reader_schema(name)`, quickly; `reader_validator` says why not."""
     return _passes(_fast_reader_check(name), value)
+
+
+def unreadable(name: str, value: Any) -> str | None:
+    """None when a signed document passes `reader_schema(name)`; else where and why not, for the message.
+    Raises RecursionError for a value nested past what can be checked."""
+    if is_readable(name, value):
+        return None
+    error = best_match(reader_validator(name).iter_errors(value))
+    if error is None:
+        return "it breaks its schema"
+    where = "/".join(str(p) for p in error.absolute_path) or "(top)"
+    return f"it breaks its schema at {where}: {error.message}"
 
 
 @functools.cache

@@ -19,9 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from opos.errors import Problem
+from opos.errors import Problem, YamlProblem
 from opos.instructions import resources
-from opos.instructions.yamlfile import LoadedYaml, YamlProblem, load
+from opos.instructions.yamlfile import LoadedYaml, load
 from opos.model import Target
 
 MAX_SIGNERS = 20  # the schema's bound: no staff is that large, and it keeps a typo from locking the ledger

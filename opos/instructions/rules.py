@@ -14,10 +14,11 @@ from typing import Any
 
 import jsonschema
 
-from opos.errors import BlobTooLarge, Problem
+from opos.errors import BlobTooLarge, Problem, YamlProblem
 from opos.instructions import resources, review
 from opos.instructions.inputs import input_error
-from opos.instructions.yamlfile import LoadedYaml, YamlProblem, dotted, load
+from opos.instructions.yamlfile import LoadedYaml, dotted, load
+from opos.limits import CHECK_MEMO_SIZE, MAX_INSTRUCTION_BYTES, MAX_POLICY_BYTES
 from opos.lru import LRU
 from opos.model import (
     Instruction,
@@ -30,11 +31,6 @@ from opos.model import (
     parse_timestamp,
 )
 from opos.text import unsafe_characters
-
-MAX_INSTRUCTION_BYTES = 64 * 1024
-MAX_KEY_FILE_BYTES = 64 * 1024  # one key document (keys/<N>.json)
-MAX_KEY_FILES = 1000  # key documents read at one commit: a version a week for twenty years
-MAX_POLICY_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -316,7 +312,6 @@ class _Meaning:
 
 Verdict = tuple[Instruction | None, list[Problem]]
 CheckMemo = LRU[tuple[Policy, str, bytes | str], Verdict]  # (policy, path, contents or git blob id)
-CHECK_MEMO_SIZE = 20_000
 
 
 def new_check_memo() -> CheckMemo:

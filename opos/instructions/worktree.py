@@ -6,7 +6,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from opos.instructions.rules import MAX_KEY_FILE_BYTES, MAX_KEY_FILES, LedgerFiles
+from opos.instructions.rules import LedgerFiles
+from opos.limits import MAX_KEY_FILE_BYTES, MAX_KEY_FILES
 
 MAX_READ_BYTES = 1024 * 1024  # a ledger file larger than this is refused by the rules long before
 

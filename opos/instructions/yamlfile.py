@@ -24,7 +24,7 @@ from yaml.cyaml import CParser  # type: ignore[attr-defined]
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import BaseResolver
 
-from opos.errors import Problem
+from opos.errors import Problem, YamlProblem
 
 MAX_DEPTH = 32
 
@@ -79,14 +79,6 @@ def _construct_int(loader: _Loader, node: ScalarNode) -> int:
 
 
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)  # type: ignore[type-var]
-
-
-class YamlProblem(Exception):
-    """Raised inside the loader; carries the Problem to report."""
-
-    def __init__(self, problem: Problem) -> None:
-        super().__init__(str(problem))
-        self.problem = problem
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,12 @@ step; planning (plan.py) is pure and claiming (claims.py) is its own step. The t
 docs/client.md specifies every step precisely enough to port it.
 """
 
+from opos.errors import FetchFailed
+from opos.probe.errors import Rejected, SplitView
 from opos.probe.poll import ClientConfig, poll
 from opos.probe.trusted import TrustAnchors, TrustedState
-from opos.probe.verify import Pin, Rejected, SplitView
-from opos.transport import Fetcher, FetchFailed, HttpFetcher, Limits, Mirror
+from opos.probe.verify import Pin
+from opos.transport import Fetcher, HttpFetcher, Limits, Mirror
 
 __all__ = [
     "ClientConfig",

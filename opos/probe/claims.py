@@ -11,11 +11,12 @@ import json
 import random
 from collections.abc import Sequence
 
+from opos.errors import FetchFailed
 from opos.model import parse_time
 from opos.probe import plan
 from opos.probe.state import ProbeState
 from opos.signing.documents import FeedEntry
-from opos.transport import Fetcher, FetchFailed, Mirror
+from opos.transport import Fetcher, Mirror
 
 
 def claim_each(

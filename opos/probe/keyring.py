@@ -14,12 +14,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from opos.errors import UntrustedDataError
+from opos.errors import FetchFailed, UntrustedDataError
 from opos.probe import plan
+from opos.probe.errors import Rejected
 from opos.probe.state import ProbeState
-from opos.probe.verify import Rejected
 from opos.signing import keydoc
-from opos.transport import Fetcher, FetchFailed, Mirror
+from opos.transport import Fetcher, Mirror
 
 
 def trusted(state: ProbeState, roots: Sequence[keydoc.Key]) -> tuple[bytes, keydoc.KeyDocument] | None:

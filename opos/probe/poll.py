@@ -12,15 +12,16 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from opos.errors import UntrustedDataError
+from opos.errors import FetchFailed, UntrustedDataError
 from opos.instructions import resources
 from opos.probe import claims, keyring, plan
+from opos.probe.errors import Rejected, SplitView
 from opos.probe.state import ProbeState
 from opos.probe.trusted import TrustAnchors, TrustedState, Verified
-from opos.probe.verify import Pin, Rejected, SplitView
+from opos.probe.verify import Pin
 from opos.signing import cosignature
 from opos.signing.documents import Feed
-from opos.transport import Fetcher, FetchFailed, HttpFetcher, Limits, Mirror
+from opos.transport import Fetcher, HttpFetcher, Limits, Mirror
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from opos.errors import UntrustedDataError
-from opos.probe.verify import Pin, Rejected, check_feed, check_head, verify_head
+from opos.probe.errors import Rejected
+from opos.probe.verify import Pin, check_feed, check_head, verify_head
 from opos.signing import cosignature, keydoc
 from opos.signing.documents import Feed, Head
 

@@ -9,17 +9,9 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from opos.errors import UntrustedDataError
 from opos.model import format_time
+from opos.probe.errors import Rejected, SplitView
 from opos.signing.documents import Feed, Head, verify_envelope
-
-
-class Rejected(UntrustedDataError):
-    """A head or feed that must not be used; the message says why."""
-
-
-class SplitView(Rejected):
-    """Two validly signed heads with the same sequence and different commits."""
 
 
 @dataclass(frozen=True)

@@ -17,19 +17,12 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from opos.errors import OposError, UntrustedDataError
+from opos.publish.errors import CosignaturesMissing
 from opos.publish.site import Cosigner
 from opos.signing import cosignature
 from opos.transport import HttpFetcher, Limits, Mirror
 
 ASK_LIMITS = Limits(connect_seconds=5.0, total_seconds=30.0, gap_seconds=10.0, answer_bytes=cosignature.MAX_BYTES)
-
-
-class CosignaturesMissing(OposError):
-    """Too few auditors cosigned: the new head waits, the previous one stays served."""
-
-    def __init__(self, message: str, alarms: Sequence[str]) -> None:
-        super().__init__(message)
-        self.alarms = list(alarms)
 
 
 @dataclass

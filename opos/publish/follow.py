@@ -29,7 +29,8 @@ from opos.atomic import write_atomically
 from opos.errors import HistoryRejected, LedgerInvalid, OposError, RepositoryDamaged
 from opos.instructions import rules
 from opos.model import CommitHash, format_time
-from opos.publish.cosigning import CosignaturesMissing, asking
+from opos.publish.cosigning import asking
+from opos.publish.errors import CosignaturesMissing
 from opos.publish.site import (
     Auditors,
     cosignature_path,

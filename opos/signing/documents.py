@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from jsonschema.exceptions import best_match
 
 from opos.errors import EnvelopeInvalid
 from opos.instructions import resources
@@ -160,17 +159,12 @@ def _verify_envelope(data: bytes, trusted: Sequence[ed25519.Ed25519PublicKey]) -
         raise EnvelopeInvalid(f"payload type {envelope.payload_type!r} is not an OPOS document ({expected})")
     keyid = dsse.verify(envelope, [(keys.key_id(k), k) for k in trusted], envelope.payload_type)
     payload = dsse.load_json(envelope.payload, "the signed payload")
-    try:
-        # quick; jsonschema only to say what is wrong. Fields a later version adds are ignored.
-        valid = resources.is_readable(kind, payload)
-        error = None if valid else best_match(resources.reader_validator(kind).iter_errors(payload))
+    try:  # quick; jsonschema only to say what is wrong. Fields a later version adds are ignored.
+        problem = resources.unreadable(kind, payload)
     except RecursionError:
         raise EnvelopeInvalid(f"the {kind} payload is nested too deeply") from None
-    if not valid and error is None:
-        raise EnvelopeInvalid(f"the {kind} payload breaks its schema")
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(top)"
-        raise EnvelopeInvalid(f"the {kind} payload breaks its schema at {where}: {error.message}")
+    if problem is not None:
+        raise EnvelopeInvalid(f"the {kind} payload: {problem}")
     document: Head | Feed = Head.from_json(payload) if kind == "head" else Feed.from_json(payload)
     return VerifiedDocument(kind, keyid, document, envelope.payload)
 

@@ -18,21 +18,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from jsonschema.exceptions import best_match
 
-from opos.errors import EnvelopeInvalid, KeyInvalid, Problem, UntrustedDataError
-from opos.instructions import resources, rules
+from opos.errors import ChainBroken, EnvelopeInvalid, KeyInvalid, Problem, UntrustedDataError
+from opos.instructions import resources
+from opos.limits import MAX_KEY_FILE_BYTES
 from opos.model import format_time, parse_time
 from opos.signing import dsse, keys
 
 PAYLOAD_TYPE = "application/vnd.opos.keys.v1+json"
-MAX_BYTES = rules.MAX_KEY_FILE_BYTES  # one document
+MAX_BYTES = MAX_KEY_FILE_BYTES  # one document
 MAX_WALK = 32  # versions a probe walks in one poll
 _NAME = re.compile(r"^([1-9][0-9]{0,8})\.json$")  # <ledger>/keys/<N>.json
-
-
-class ChainBroken(UntrustedDataError):
-    """A key document that does not follow from the one trusted before it."""
 
 
 @dataclass(frozen=True)
@@ -107,15 +103,11 @@ def read(data: bytes) -> tuple[dsse.Envelope, KeyDocument]:
         raise EnvelopeInvalid(f"payload type {envelope.payload_type!r}, expected {PAYLOAD_TYPE!r}")
     value = dsse.load_json(envelope.payload, "the key document")
     try:
-        valid = resources.is_readable("keys", value)
-        error = None if valid else best_match(resources.reader_validator("keys").iter_errors(value))
+        problem = resources.unreadable("keys", value)
     except RecursionError:
         raise EnvelopeInvalid("the key document is nested too deeply") from None
-    if not valid:
-        where = "/".join(str(p) for p in error.absolute_path) if error else ""
-        raise EnvelopeInvalid(
-            f"the key document breaks its schema at {where or '(top)'}: {error.message if error else ''}"
-        )
+    if problem is not None:
+        raise EnvelopeInvalid(f"the key document: {problem}")
     document = KeyDocument(
         value["version"], parse_time(value["expires"]), _keys(value["root_keys"], "root_keys"), value["root_threshold"],
         _keys(value["feed_keys"], "feed_keys"), _keys(value["auditors"], "auditors"), value["auditors_required"],

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from opos.errors import Problem, SignatureInvalid
+from opos.errors import Problem, SignatureInvalid, SignerNotValid, SignerUnknown
 from opos.model import KeyFingerprint, Signer, format_time
 
 MAGIC = b"SSHSIG"
@@ -278,14 +278,6 @@ def _parse_line(line: str, number: int) -> AllowedSigner:
         valid_before=_parse_time(options["valid-before"] or "") if "valid-before" in options else None,
         cert_authority="cert-authority" in options,
     )
-
-
-class SignerUnknown(SignatureInvalid):
-    """The signature's key is on no line of the allowed-signers file."""
-
-
-class SignerNotValid(SignatureInvalid):
-    """The key is allowed, but not at that time or not for that namespace."""
 
 
 def verify(

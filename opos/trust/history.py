@@ -32,7 +32,7 @@ import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
-from opos.errors import SignatureInvalid
+from opos.errors import SignatureInvalid, SignerNotValid, SignerUnknown
 from opos.model import CommitHash, Signer
 from opos.signing import sshsig
 from opos.trust.ancestry import brought_in, containing
@@ -337,12 +337,12 @@ class Verifier:
             )
             return Failure(info.id, message), None
         verified = self._checked.get(info.id) or _check_signature(self._task(info, info.signature, signers_from))
-        if isinstance(verified, sshsig.SignerUnknown):
+        if isinstance(verified, SignerUnknown):
             if self._adds_its_own_signer(info):
                 return Failure(info.id, f"unknown key: {verified} as of {signers_from.id[:12]}: a new signer must be "
                                         "added in a commit signed by an existing one"), None  # fmt: skip
             return Failure(info.id, f"unknown key: {verified}"), None
-        if isinstance(verified, sshsig.SignerNotValid):
+        if isinstance(verified, SignerNotValid):
             return Failure(info.id, f"signer not valid at that time: {verified}"), None
         if isinstance(verified, SignatureInvalid):
             return Failure(info.id, f"bad signature: {verified}"), None

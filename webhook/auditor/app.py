@@ -31,7 +31,8 @@ from pathlib import Path
 from flask import Flask, Response, abort, jsonify
 from werkzeug.exceptions import HTTPException
 
-from opos.audit.auditing import AuditConflict, AuditLog, AuditRefused, LogEntry, audit, receive
+from opos.audit.auditing import AuditLog, LogEntry, audit, receive
+from opos.audit.errors import AuditConflict, AuditRefused
 from opos.errors import OposError
 from opos.instructions import rules
 from opos.model import CommitHash
@@ -39,10 +40,11 @@ from opos.signing import keys
 from opos.trust.ancestry import descends_from
 from opos.trust.gitrepo import GitLedger, fetch_branch
 from opos.trust.verification import Verification
+from webhook.answers import json_error
 from webhook.body import read_body
+from webhook.limits import LIMITS
 
 logger = logging.getLogger("opos.auditor")
-MAX_FEED_BYTES = 4 * 1024 * 1024
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -146,7 +148,7 @@ def _cosign(auditor: Auditor) -> Response | tuple[Response, int]:
 def create_app(config: AuditorConfig | None = None) -> Flask:
     auditor = Auditor(config or AuditorConfig.from_environment())
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_FEED_BYTES
+    app.config["MAX_CONTENT_LENGTH"] = LIMITS.auditor_feed_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["opos-auditor"] = auditor
 
@@ -175,10 +177,6 @@ def create_app(config: AuditorConfig | None = None) -> Flask:
         latest = vars(entries[-1]) if entries else None
         return jsonify(status="ok", keyid=keys.key_id(auditor.key.public_key()), latest=latest)
 
-    @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException) -> Response:
-        response = jsonify(error=error.name, detail=error.description)
-        response.status_code = error.code or 500
-        return response
+    app.register_error_handler(HTTPException, json_error)
 
     return app

@@ -15,6 +15,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from webhook.answers import json_error
 from webhook.feed_service import claims, feed, health, hooks, metrics, public_log
 from webhook.feed_service.config import Config, load_config
 from webhook.feed_service.fastpath import FastPath
@@ -49,14 +50,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         app.register_blueprint(module.blueprint)
     app.wsgi_app = FastPath(app.wsgi_app, service.site, SECURITY_HEADERS)  # type: ignore[method-assign]
 
-    @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException) -> Response:
-        response = jsonify(error=error.name, detail=error.description)
-        response.status_code = error.code or 500
-        for name, value in error.get_headers():  # Allow on 405, Retry-After on 429 and 503, …
-            if name.lower() != "content-type":
-                response.headers[name] = value
-        return response
+    app.register_error_handler(HTTPException, json_error)
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> tuple[Response, int]:

@@ -18,7 +18,7 @@ from opos.model import format_time, normalise_network
 from opos.signing.documents import FeedEntry
 from webhook.body import json_body, read_body
 from webhook.feed_service import metrics
-from webhook.feed_service.claims_store import ClaimsUnavailable
+from webhook.feed_service.errors import ClaimsUnavailable
 from webhook.feed_service.service import Service, current
 
 blueprint = Blueprint("claims", __name__)

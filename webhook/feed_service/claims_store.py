@@ -23,12 +23,7 @@ from typing import Any, Literal, Protocol
 
 import psycopg
 
-from opos.errors import OposError
-
-
-class ClaimsUnavailable(OposError):
-    """The claims database cannot be reached or used."""
-
+from webhook.feed_service.errors import ClaimsUnavailable
 
 Refusal = Literal["cap", "address"]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -15,12 +16,8 @@ from typing import Any
 
 import yaml
 
-from opos.errors import OposError
 from opos.publish.follow import FollowSettings
-
-
-class ConfigError(OposError):
-    """The service's configuration is incomplete or wrong."""
+from webhook.feed_service.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -80,6 +77,7 @@ class Config:
 _REQUIRED = ("remote", "data_dir", "feed_key")
 _ZERO_TURNS_OFF = frozenset({"claims_per_address", "auditors_required"})
 _NAMES = [f.name for f in fields(Config)]
+_TYPES = typing.get_type_hints(Config)  # the declared types, resolved (not their spelling)
 ENVIRONMENT = {f"OPOS_{name.upper()}": name for name in _NAMES}
 
 
@@ -103,24 +101,23 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def _convert(name: str, value: Any, where: str) -> Any:
-    kind = {f.name: f.type for f in fields(Config)}[name]
+    """A setting's text (or a file's value) as the type Config declares for it."""
+    kind = _TYPES[name]
+    declared = typing.get_args(kind)
+    optional = type(None) in declared
+    base = next(t for t in declared if t is not type(None)) if optional else kind
     if value is None or value == "":
-        if "None" in str(kind):
+        if optional:
             return None
         raise ConfigError(f"{where}: is empty; give a value, or leave the setting out")
+    if base is bool:
+        return str(value).lower() in ("1", "true", "yes", "on")
+    if base is Path:
+        return Path(str(value)).expanduser()
+    if base not in (int, float):
+        return str(value) if base is str else value
     try:
-        if kind in ("str", "str | None"):
-            return str(value)
-        if kind in ("Path", "Path | None"):
-            return Path(str(value)).expanduser()
-        if kind == "float":
-            number = float(value)
-        elif kind == "int":
-            number = int(value)
-        elif kind == "bool":
-            return str(value).lower() in ("1", "true", "yes", "on")
-        else:
-            return value
+        number = base(value)
     except ValueError:
         raise ConfigError(f"{where}: {value!r} is not a number") from None
     if number < 0 or (number == 0 and name not in _ZERO_TURNS_OFF):

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-MAX_ID_LENGTH = 100
+from webhook.limits import LIMITS
 
 
 class Deliveries:
@@ -39,7 +39,8 @@ class Deliveries:
             connection = self._connect()
             connection.execute("DELETE FROM deliveries WHERE seen < ?", (now - self.keep_seconds,))
             inserted = connection.execute(
-                "INSERT OR IGNORE INTO deliveries (id, seen) VALUES (?, ?)", (delivery[:MAX_ID_LENGTH], now)
+                "INSERT OR IGNORE INTO deliveries (id, seen) VALUES (?, ?)",
+                (delivery[: LIMITS.delivery_id_length], now),
             )
             return inserted.rowcount == 1
 

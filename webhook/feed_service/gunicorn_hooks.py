@@ -18,7 +18,8 @@ Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 def on_starting(server):
     # A configuration that can never publish stops here, with its reason, before any worker starts.
-    from webhook.feed_service.config import ConfigError, load_config
+    from webhook.feed_service.config import load_config
+    from webhook.feed_service.errors import ConfigError
     from webhook.feed_service.service import check_before_serving
 
     try:

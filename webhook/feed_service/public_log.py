@@ -23,9 +23,9 @@ from opos.instructions import resources
 from opos.model import format_time, parse_country, parse_network, parse_time, parse_timestamp
 from opos.text import for_terminal, for_xml
 from webhook.feed_service.service import current
+from webhook.limits import LIMITS
 
 blueprint = Blueprint("log", __name__)
-MAX_LIMIT = 1000
 
 
 def _query(cursor_allowed: bool = True) -> LogQuery:
@@ -47,8 +47,8 @@ def _query(cursor_allowed: bool = True) -> LogQuery:
         limit = int(args.get("limit", "100"))
     except ValueError:
         abort(400, "limit: a whole number")
-    if not 1 <= limit <= MAX_LIMIT:
-        abort(400, f"limit: from 1 to {MAX_LIMIT}")
+    if not 1 <= limit <= LIMITS.log_page:
+        abort(400, f"limit: from 1 to {LIMITS.log_page}")
     cursor = args.get("cursor") or None
     if cursor:
         try:
@@ -257,7 +257,7 @@ def log_page() -> ResponseReturnValue:
 def instruction_page(ident: str) -> ResponseReturnValue:
     events: list[Event] = []
     if re.fullmatch(r"[a-z0-9-]{3,80}", ident):
-        events, _ = _select(LogQuery(instruction=ident, limit=MAX_LIMIT))
+        events, _ = _select(LogQuery(instruction=ident, limit=LIMITS.log_page))
     events = [e for e in events if e.about_instruction]
     if not events:
         return _page_error(NotFound(f"There is no instruction {ident!r} in the log: look for it below."))

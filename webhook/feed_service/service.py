@@ -24,9 +24,10 @@ from opos.signing import keys
 from opos.trust.ancestry import descends_from
 from opos.trust.gitrepo import GitLedger, fetch_branch, redact
 from webhook.feed_service import metrics
-from webhook.feed_service.claims_store import ClaimsStore, ClaimsUnavailable, open_store
-from webhook.feed_service.config import Config, ConfigError
+from webhook.feed_service.claims_store import ClaimsStore, open_store
+from webhook.feed_service.config import Config
 from webhook.feed_service.deliveries import Deliveries
+from webhook.feed_service.errors import ClaimsUnavailable, ConfigError
 from webhook.feed_service.site_files import SiteFiles
 from webhook.feed_service.sources import AsnDatabase, Sources, parse_rate
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from opos.errors import EnvelopeInvalid
 from opos.lru import LRU
 from opos.signing.documents import Feed, Head, read_own_feed, read_own_head
+from webhook.limits import LIMITS
 
 Version = tuple[int, int, int]  # inode, size, mtime: every publication renames a new file into place
 
@@ -16,11 +17,9 @@ Version = tuple[int, int, int]  # inode, size, mtime: every publication renames 
 class SiteFiles:
     """Reads `site/` files, re-reading a file only when its inode, size or mtime changed (atomic renames)."""
 
-    FILES_KEPT = 256
-
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._files: LRU[str, tuple[Version, bytes]] = LRU(self.FILES_KEPT)
+        self._files: LRU[str, tuple[Version, bytes]] = LRU(LIMITS.site_files_kept)
         self._documents: dict[str, tuple[Version, Head | Feed]] = {}
         self._lock = threading.Lock()
 

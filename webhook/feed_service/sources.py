@@ -15,7 +15,8 @@ from typing import Any
 import limits
 import maxminddb
 
-from webhook.feed_service.config import Config, ConfigError
+from webhook.feed_service.config import Config
+from webhook.feed_service.errors import ConfigError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 from opos.atomic import write_atomically
 from opos.errors import BlobTooLarge, RepositoryError
-from opos.instructions.rules import MAX_KEY_FILE_BYTES, MAX_KEY_FILES, LedgerFiles
+from opos.instructions.rules import LedgerFiles
+from opos.limits import MAX_KEY_FILE_BYTES, MAX_KEY_FILES, MAX_LEDGER_FILE_BYTES
 from opos.lru import LRU
 from opos.model import CommitHash
 from opos.trust.gitrepo.objects import (
     FILE_MODES,
     LINK_MODE,
-    MAX_LEDGER_FILE_BYTES,
     TREE_MODE,
     GitObjects,
     _Blobs,

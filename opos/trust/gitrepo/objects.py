@@ -16,6 +16,7 @@ from dulwich.objectspec import parse_commit
 from dulwich.repo import Repo
 
 from opos.errors import BlobTooLarge, RepositoryDamaged, RepositoryError
+from opos.limits import MAX_LEDGER_FILE_BYTES
 from opos.lru import LRU
 from opos.model import CommitHash
 from opos.trust import _objectsize
@@ -85,9 +86,6 @@ def parse_raw_commit(commit_id: CommitHash, raw: bytes) -> CommitInfo:
         payload=b"".join(payload),
         message=message.decode("utf-8", "replace"),
     )
-
-
-MAX_LEDGER_FILE_BYTES = 1024 * 1024  # any file of the ledger; the rules' own limits are far lower
 
 
 class GitObjects:
