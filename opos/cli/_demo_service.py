@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import webhook
-from opos.cli.demo import land_reviewed
+from opos.cli._demo_ledger import land_reviewed
 from opos.cli.probe import describe
 from opos.model import format_time
 from opos.probe import ClientConfig, Mirror, TrustAnchors, poll

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import TextIO
 
 from opos.cli._common import Commands, add_command, add_repo, add_trust, open_ledger
-from opos.errors import LedgerInvalid, OposError, RepositoryError, SignatureInvalid, UsageError
+from opos.errors import OposError, RepositoryError, SignatureInvalid, UsageError
 from opos.eventlog import impact
-from opos.instructions import rules
+from opos.eventlog.preview import changes_between
 from opos.model import CommitHash
 from opos.signing import sshsig
-from opos.trust.approval import Approvals
 from opos.trust.gitrepo import GitLedger
 from opos.trust.verification import Verification
 
@@ -93,29 +92,6 @@ def _base(ledger: GitLedger, named: str | None) -> CommitHash:
         except RepositoryError:
             continue
     raise UsageError(f"no base branch found ({', '.join(DEFAULT_BASES)}): name it with --base")
-
-
-def changes_between(ledger: GitLedger, base: CommitHash, head: CommitHash, strict: bool) -> list[impact.Change]:
-    """The instructions added, changed or removed from `base` to `head`, with their warnings.
-
-    With `strict`, a file at `head` that is not valid raises LedgerInvalid (`opos diff`).
-    """
-    sides = []
-    for commit in (base, head):
-        checked = rules.check_ledger(ledger.ledger_files(ledger.commit(commit)))
-        if strict and checked.problems and commit == head:
-            raise LedgerInvalid(checked.problems)
-        sides.append({ident: i.to_json() for ident, i in checked.instructions.items()})
-    return impact.compare(sides[0], sides[1], dt.datetime.now(dt.UTC))
-
-
-def approvals_of(ledger: GitLedger, base: CommitHash, head: CommitHash, trust_root: str | None) -> Approvals:
-    """Where the change's approvals stand; when the history cannot be verified, why, instead of the count."""
-    try:
-        return Verification.open(ledger, head, trust_root).approvals(base, head)
-    except OposError as error:
-        needed = 0 if ledger.ledger_tree(ledger.commit(base)) == ledger.ledger_tree(ledger.commit(head)) else 1
-        return Approvals(needed, "", (), f"They cannot be counted: {error}")
 
 
 def _commit(repo: Path, message: str) -> None:

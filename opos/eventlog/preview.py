@@ -1,0 +1,37 @@
+"""The impact preview of a change in a repository (`opos diff`, `opos approve`, the pull request's comment): the
+instructions it adds, changes or removes, with their warnings, and where its approvals stand."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from opos.errors import LedgerInvalid, OposError
+from opos.eventlog import impact
+from opos.instructions import rules
+from opos.model import CommitHash
+from opos.trust.approval import Approvals
+from opos.trust.gitrepo import GitLedger
+from opos.trust.verification import Verification
+
+
+def changes_between(ledger: GitLedger, base: CommitHash, head: CommitHash, strict: bool) -> list[impact.Change]:
+    """The instructions added, changed or removed from `base` to `head`, with their warnings.
+
+    With `strict`, a file at `head` that is not valid raises LedgerInvalid (`opos diff`).
+    """
+    sides = []
+    for commit in (base, head):
+        checked = rules.check_ledger(ledger.ledger_files(ledger.commit(commit)))
+        if strict and checked.problems and commit == head:
+            raise LedgerInvalid(checked.problems)
+        sides.append({ident: i.to_json() for ident, i in checked.instructions.items()})
+    return impact.compare(sides[0], sides[1], dt.datetime.now(dt.UTC))
+
+
+def approvals_of(ledger: GitLedger, base: CommitHash, head: CommitHash, trust_root: str | None) -> Approvals:
+    """Where the change's approvals stand; when the history cannot be verified, why, instead of the count."""
+    try:
+        return Verification.open(ledger, head, trust_root).approvals(base, head)
+    except OposError as error:
+        needed = 0 if ledger.ledger_tree(ledger.commit(base)) == ledger.ledger_tree(ledger.commit(head)) else 1
+        return Approvals(needed, "", (), f"They cannot be counted: {error}")
