@@ -235,12 +235,23 @@ def jitter(entry: FeedEntry, now: dt.datetime, max_delay: int, rng: random.Rando
     return rng.randint(0, max(0, min(max_delay, left - 1)))
 
 
-def needing_claims(
-    feed: Feed | None, probe: Probe, now: dt.datetime, ran: Mapping[str, str], tests: Container[str]
-) -> list[FeedEntry]:
+@dataclass(frozen=True)
+class Applicable:
+    """What a feed asks of this probe now: the instructions it can follow, and those it cannot, with why."""
+
+    entries: list[FeedEntry]
+    skipped: tuple[Skipped, ...]
+
+
+def applicable_to(feed: Feed | None, probe: Probe, now: dt.datetime, tests: Container[str]) -> Applicable:
+    if feed is None:
+        return Applicable([], ())
+    return Applicable(*followable(applicable(feed, probe, now), tests))
+
+
+def needing_claims(found: Applicable, ran: Mapping[str, str]) -> list[FeedEntry]:
     """The run instructions this plan would start that are capped: each needs a granted claim first."""
-    entries = followable(applicable(feed, probe, now), tests)[0] if feed is not None else []
-    return [e for e in pending_runs(entries, ran) if e.instruction.target.max_probes is not None]
+    return [e for e in pending_runs(found.entries, ran) if e.instruction.target.max_probes is not None]
 
 
 @dataclass(frozen=True)
@@ -255,10 +266,13 @@ class Choices:
 def plan(
     feed: Feed | None, probe: Probe, now: dt.datetime, ran: Mapping[str, str], granted: Mapping[str, Claim],
     choices: Choices, rng: random.Random, source: str, rejected: Iterable[RejectedSource] = (),
+    found: Applicable | None = None,
 ) -> Plan:  # fmt: skip
     """What this probe does now with this feed (None: nothing trusted), given the runs already reported at
-    their revision (`ran`) and the claims made for capped ones (`granted`). Pure but for `rng`'s delays."""
-    entries, skipped = followable(applicable(feed, probe, now), choices.tests) if feed is not None else ([], ())
+    their revision (`ran`) and the claims made for capped ones (`granted`). Pure but for `rng`'s delays.
+    `found` is `applicable_to(feed, probe, now, choices.tests)` when the caller has it already."""
+    found = found or applicable_to(feed, probe, now, choices.tests)
+    entries, skipped = found.entries, found.skipped
     sequence = feed.sequence if feed is not None else 0
     delays = [(e, jitter(e, now, choices.max_delay, rng)) for e in pending_runs(entries, ran)]
     runs = tuple(Run(e.id, e.revision, e.instruction.test, e.instruction.inputs, delay, granted.get(e.id), sequence)

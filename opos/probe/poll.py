@@ -149,7 +149,7 @@ def _answer(
     elif step.trusted.auditors_required:
         _fetch_cosigned(step, [mirror, *others], head.commit)
     if same and cache is not None:
-        return step.trusted.update_feed(cache.feed_bytes), mirror.url
+        return step.trusted.confirm(cache), mirror.url
     for source in [mirror, *others]:
         try:
             answer = step.fetcher.get(source, f"v1/feed/{head.commit}.json", step.config.limits.feed_bytes)
@@ -185,10 +185,10 @@ def _plan(step: _Poll, feed: Feed | None, source: str, now: dt.datetime, rng: ra
     config, probe = step.config, plan.Probe(step.state.probe_id(step.config.probe_id), step.config.country.upper(),
                                             step.config.network, step.config.platform)  # fmt: skip
     choices = plan.Choices(config.tests or frozenset(resources.nettests()), config.defaults, config.max_delay)
-    ran = step.state.ran()
-    capped = plan.needing_claims(feed, probe, now, ran, choices.tests)
+    ran, found = step.state.ran(), plan.applicable_to(feed, probe, now, choices.tests)
+    capped = plan.needing_claims(found, ran)
     granted = claims.claim_each(capped, config.claims, config.claim_retry, step.fetcher, step.state, probe, now, rng,
                                 step.rejected)  # fmt: skip
-    result = plan.plan(feed, probe, now, ran, granted, choices, rng, source, step.rejected)
+    result = plan.plan(feed, probe, now, ran, granted, choices, rng, source, step.rejected, found)
     step.state.mark_ran({run.instruction: run.revision for run in result.runs if run.claim in (None, "granted")})
     return result

@@ -98,6 +98,17 @@ class TrustedState:
         self.pin, self._head = Pin(head.sequence, head.commit), None
         return Verified(head_bytes, data, head, feed, self._cosigned)
 
+    def confirm(self, cache: Verified) -> Verified:
+        """The head being checked names the cached commit and feed: the cache (verified in `restore`) stands,
+        with no second check of its feed; the pin moves to it."""
+        head_bytes, head = self._pending()
+        if (head.commit, head.feed_sha256) != (cache.head.commit, cache.head.feed_sha256):
+            raise Rejected("the head names another commit or feed than the cache")
+        if self.auditors_required and self._cosigned is None:
+            raise Rejected("the head's cosignatures must be checked before its feed")
+        self.pin, self._head = Pin(head.sequence, head.commit), None
+        return Verified(head_bytes, cache.feed_bytes, head, cache.feed, self._cosigned)
+
     def _pending(self) -> tuple[bytes, Head]:
         if self._head is None:
             raise Rejected("no head is being checked")
