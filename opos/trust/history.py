@@ -285,9 +285,13 @@ class Verifier:
         """Whether `ancestor` is `revision` or on its first-parent chain: what follows it builds on it.
 
         Verdicts in the cache carry sequences (first-parent positions), so once the walk meets one it
-        takes exactly as many steps as the two sequences differ.
+        takes exactly as many steps as the two sequences differ. The ancestor is verified first when it is
+        not yet (every caller needs its verdict anyway): without its sequence the walk would go to the root.
         """
         target = self.cache.get(ancestor)
+        if target is None:
+            self.verify(ancestor)
+            target = self.cache.get(ancestor)
         steps: int | None = None
         commit = revision
         while True:

@@ -170,11 +170,6 @@ class Verification:
             commit = parents[0] if parents and commit != self.trust_root else None
         return since
 
-    def accepted(self, commit: CommitHash) -> bool:
-        """Whether the commit's signatures and every step of its chain are good (its verdict is cached)."""
-        entry = self.verifier.cache.get(commit)
-        return entry is not None and entry.reviewed
-
     def approvals(self, base: CommitHash, head: CommitHash) -> Approvals:
         """Who has signed what landing `head` on `base` with a merge commit would bring, and who must yet.
 
