@@ -285,13 +285,10 @@ class Verifier:
         """Whether `ancestor` is `revision` or on its first-parent chain: what follows it builds on it.
 
         Verdicts in the cache carry sequences (first-parent positions), so once the walk meets one it
-        takes exactly as many steps as the two sequences differ. The ancestor is verified first when it is
-        not yet (every caller needs its verdict anyway): without its sequence the walk would go to the root.
+        takes exactly as many steps as the two sequences differ. An ancestor not yet verified is verified
+        first (its callers need that anyway): without its sequence the walk would go to the root.
         """
-        target = self.cache.get(ancestor)
-        if target is None:
-            self.verify(ancestor)
-            target = self.cache.get(ancestor)
+        target = self.cache.get(ancestor) if self.cache.get(ancestor) or self.verify(ancestor) else None
         steps: int | None = None
         commit = revision
         while True:
