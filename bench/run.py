@@ -306,7 +306,8 @@ class Running:
         return commit
 
     def webhook(self) -> None:
-        body = json.dumps({"ref": "refs/heads/main", "after": "0" * 40}).encode()
+        # a push's body names its commit: the same body again is a replay, which the service ignores
+        body = json.dumps({"ref": "refs/heads/main", "after": os.urandom(20).hex()}).encode()
         signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
         headers = {"X-GitHub-Event": "push", "X-Hub-Signature-256": signature, "Content-Type": "application/json"}
         request = urllib.request.Request(self.url + "/hooks/github", body, headers)
@@ -409,7 +410,10 @@ def latency_rows(service: Running, sizes: Sizes, auditors: int = 0) -> list[Figu
         commit = service.push()
         started = time.perf_counter()
         service.webhook()
+        gives_up = time.monotonic() + 60
         while service.served() != commit:
+            if time.monotonic() > gives_up:
+                raise RuntimeError(f"push → served: {commit} was not served within 60 s")
             time.sleep(0.02)
         latencies.append(time.perf_counter() - started)
         time.sleep(0.6)  # a push every few tenths of a second at most: the service's sync floor never applies

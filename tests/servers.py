@@ -136,7 +136,8 @@ class Service:
     def webhook(
         self, secret: str, branch: str = "main", event: str = "push", signature: str | None = None
     ) -> HttpAnswer:
-        body = json.dumps({"ref": f"refs/heads/{branch}", "after": "0" * 40}).encode()
+        # GitHub's bodies differ push by push (the commit pushed, its time): a body seen before is a replay
+        body = json.dumps({"ref": f"refs/heads/{branch}", "after": os.urandom(20).hex()}).encode()
         digest = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
         headers = {"X-GitHub-Event": event, "X-Hub-Signature-256": signature or digest,
                    "Content-Type": "application/json"}  # fmt: skip

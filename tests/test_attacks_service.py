@@ -6,6 +6,7 @@ sockets are in test_service.py.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -13,22 +14,29 @@ import json
 import logging
 import math
 import os
+import socket
+import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
 import pytest
+from attackers import Forwarder, SlowBodies, get_from, raw_request
 from flask import Flask
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 from prometheus_client.parser import text_string_to_metric_families
 
+import webhook
 from conftest import LedgerRepo, SshKey, instruction, opos
 from opos.model import format_time
 from opos.publish.follow import Follower
 from opos.trust.gitrepo import GitObjects
-from webhook import create_app, start_service, stop_service
+from servers import POSTGRES_URL, Service, free_port
+from webhook import create_app
+from webhook.feed_service import service as service_module
 from webhook.feed_service.config import load_config
 from webhook.feed_service.errors import ConfigError
 
@@ -213,6 +221,23 @@ def test_a_replayed_webhook_delivery_starts_no_second_sync(make_app: Any) -> Non
         again = client.post("/hooks/github", data=body, headers=headers)
         assert again.status_code == 200 and "was received already" in again.json["ignored"]
     assert follower.requested_path.read_text() == requested  # no new request was recorded
+
+
+def test_a_captured_signed_body_replayed_under_new_delivery_ids_syncs_once(make_app: Any) -> None:
+    """X-GitHub-Delivery is not covered by the HMAC: an attacker varies it, or leaves it out."""
+    app = make_app()
+    client = app.test_client()
+    body = b'{"ref": "refs/heads/main", "after": "4c9367dc095872d3162ecc7811e381ab4c9367dc"}'
+    assert client.post("/hooks/github", data=body, headers=signed(body)).status_code == 202
+    follower = app.extensions["opos"].follower
+    requested = follower.requested_path.read_text()
+    for number in range(20):
+        delivery = {"X-GitHub-Delivery": f"replayed-{number}"} if number % 2 else {}
+        again = client.post("/hooks/github", data=body, headers={**signed(body), **delivery})
+        assert again.status_code == 200 and "was received already" in again.json["ignored"]  # 2xx: no retries
+    assert follower.requested_path.read_text() == requested
+    other = b'{"ref": "refs/heads/main", "after": "0000000000000000000000000000000000000001"}'
+    assert client.post("/hooks/github", data=other, headers=signed(other)).status_code == 202  # a new push syncs
 
 
 class CountingSyncer:
@@ -407,16 +432,16 @@ def test_made_up_probe_ids_from_one_address_take_one_slot(
     assert answers[1]["reason"] == "the address 203.0.113.7 holds its share of capped-one already"
     again = claim_from(client, "203.0.113.7", "made-up-probe-00000000").json
     assert again["granted"] and again["used"] == 1  # the probe that holds the slot keeps it
-    v6 = [claim_from(client, f"2001:db8:1:2::{n}", f"v6-probe-{n:010}").json["granted"] for n in range(1, 4)]
-    assert v6 == [True, False, False]  # one IPv6 /64 counts as one address
-    assert claim_from(client, "2001:db8:1:3::1", "v6-probe-other-net").json["granted"]
+    v6 = [claim_from(client, f"2001:db8:1:{n}::1", f"v6-probe-{n:010}").json["granted"] for n in range(1, 4)]
+    assert v6 == [True, False, False]  # one IPv6 /48 counts as one address: its 65,536 /64s are one slot
+    assert claim_from(client, "2001:db8:2::1", "v6-probe-other-net").json["granted"]
     listed = opos("claims", "list", "--database", database or f"sqlite:///{app.extensions['opos'].config.data_dir}"
                   "/claims.sqlite3", "--json")  # fmt: skip
     held = json.loads(listed.out)
     assert listed.code == 0 and {h["address"] for h in held} == {
         "203.0.113.7",
-        "2001:db8:1:2::/64",
-        "2001:db8:1:3::/64",
+        "2001:db8:1::/48",
+        "2001:db8:2::/48",
     }
     location = database or f"sqlite:///{app.extensions['opos'].config.data_dir}/claims.sqlite3"
     revoked = opos(
@@ -479,7 +504,7 @@ def test_a_network_that_is_not_the_source_address_is_refused(
     writer.insert_network(IPSet(["198.51.100.0/24"]), {"autonomous_system_number": 197207})
     writer.to_db_file(str(database))
     app = make_app(claims_rate="0", claims_per_address=0, asn_db=str(database))
-    start_service(app)
+    webhook.start_service(app)
     try:
         assert sync(app).outcome == "published"
         client = app.test_client()
@@ -491,7 +516,7 @@ def test_a_network_that_is_not_the_source_address_is_refused(
         honest = [claim_from(client, "198.51.100.7", f"asn-honest-{n:09}").json["granted"] for n in range(4)]
         assert honest == [True, True, True, False]  # the cap of 3 in AS197207 holds
     finally:
-        stop_service(app)
+        webhook.stop_service(app)
 
 
 def test_a_symlink_anywhere_in_the_ledger_is_a_problem_for_check_and_for_the_service(
@@ -615,3 +640,271 @@ def test_a_form_encoded_webhook_is_told_to_send_json(make_app: Any) -> None:
 def test_metrics_name_one_charset(make_app: Any) -> None:
     answer = make_app().test_client().get("/metrics")
     assert answer.headers["Content-Type"].count("charset") == 1
+
+
+# Round two (issue 21): slow bodies, address blocks, raw bytes, replays, health, the claims database.
+# These run against the real gunicorn with the shipped configuration (webhook/gunicorn.conf.py).
+
+SLOW_CLAIM = (b"POST /v1/claims HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: 100000\r\n\r\n{")  # fmt: skip
+
+
+def _slow_body(port: int, head: bytes, seconds: float) -> tuple[bytes, bool]:
+    """Send `head`, then a body byte a second for up to `seconds`: what was answered, and whether it was closed."""
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(head)
+        connection.settimeout(1)
+        ends = time.monotonic() + seconds
+        while time.monotonic() < ends:
+            try:
+                chunk = connection.recv(65536)
+            except TimeoutError:
+                with contextlib.suppress(OSError):
+                    connection.send(b" ")
+                continue
+            except ConnectionResetError:
+                return answer, True
+            if not chunk:
+                return answer, True
+            answer += chunk
+    return answer, False
+
+
+@pytest.mark.parametrize("path", ["/v1/claims", "/hooks/github"])
+def test_a_slow_body_is_answered_408_and_its_connection_closed(
+    published_ledger: tuple[LedgerRepo, str], start_service: Any, path: str
+) -> None:
+    """It was answered 408 at 10 s and then read on (gevent keeps a connection by reading the rest): open at 40 s."""
+    _, url = published_ledger
+    service = start_service(url, workers=2, body_seconds="2")
+    head = SLOW_CLAIM.replace(b"/v1/claims", path.encode())
+    answer, closed = _slow_body(service.port, head, seconds=2 + 2 + 1)  # OPOS_BODY_SECONDS + 2 s, and a second
+    assert answer.startswith(b"HTTP/1.1 408") and b"Connection: close" in answer and b"OPOS_BODY_SECONDS" in answer
+    assert closed  # the door is closed, not held open reading the other 99,999 bytes
+
+
+def test_a_413_closes_the_connection_without_reading_the_body(
+    published_ledger: tuple[LedgerRepo, str], start_service: Any
+) -> None:
+    _, url = published_ledger
+    service = start_service(url, workers=2)
+    head = SLOW_CLAIM.replace(b"Content-Length: 100000", b"Content-Length: 2097152")
+    answer, closed = _slow_body(service.port, head, seconds=4)
+    assert answer.startswith(b"HTTP/1.1 413") and b"Connection: close" in answer and closed
+
+
+def test_one_address_holds_at_most_its_share_of_the_connections(
+    published_ledger: tuple[LedgerRepo, str], start_service: Any
+) -> None:
+    """4 workers of 1,000 connections each used to be anyone's: one address opening 4,400 starved every other."""
+    _, url = published_ledger
+    service = start_service(url, workers=3, connections_per_address="20")
+    service.wait_for(service.served_commit)
+    opened = [socket.create_connection(("127.0.0.1", service.port), timeout=5) for _ in range(60)]
+    try:
+        time.sleep(1)
+        closed = 0
+        for connection in opened:
+            connection.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                closed += connection.recv(1) == b""
+        assert closed == 40  # across the three workers, 20 held: the others closed as they were accepted
+        assert get_from("127.0.0.2", service.port, "/v1/head.json", timeout=1).status == 200  # others get in
+    finally:
+        for connection in opened:
+            connection.close()
+
+
+def test_a_trusted_proxy_is_not_limited_by_connections_per_address(
+    published_ledger: tuple[LedgerRepo, str], start_service: Any
+) -> None:
+    _, url = published_ledger
+    service = start_service(url, workers=2, connections_per_address="5", trusted_proxies="127.0.0.1/32")
+    opened = [socket.create_connection(("127.0.0.1", service.port), timeout=5) for _ in range(30)]
+    try:
+        answers = [raw_request(service.port, b"GET /v1/head.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                               timeout=5).status for _ in range(5)]  # fmt: skip
+        assert set(answers) <= {200, 503} and 0 not in answers  # answered, not dropped (503: the first sync)
+    finally:
+        for connection in opened:
+            connection.close()
+
+
+@pytest.mark.slow
+def test_4400_slow_bodies_from_one_address_leave_every_head_poll_answered(
+    published_ledger: tuple[LedgerRepo, str], start_service: Any
+) -> None:
+    """The bar: with the shipped configuration (4 gevent workers), 4,400 slow bodies from 127.0.0.1, a byte a
+    second and reopened when closed, for 30 s; a probe at 127.0.0.2 polls the head every 0.5 s and every poll
+    is answered within 1 s. (It used to get 7 answers in 47 s.)"""
+    _, url = published_ledger
+    service = start_service(url, workers=4, body_seconds="10")
+    service.wait_for(service.served_commit)
+    polls: list[int] = []
+    with SlowBodies(service.port, 4400, SLOW_CLAIM[:-1]) as attack:
+        ends = time.monotonic() + 30
+        while time.monotonic() < ends:
+            try:
+                polls.append(get_from("127.0.0.2", service.port, "/v1/head.json", timeout=1).status)
+            except OSError:
+                polls.append(0)  # not answered within 1 s
+            time.sleep(0.5)
+        reopened = attack.reopened
+    assert reopened > 4000  # the attack ran: the connections past the limit were closed, and opened again
+    assert len(polls) >= 40 and set(polls) == {200}, polls
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    ["GET {path}?\xff=1 HTTP/1.1", "GET {path}?test=\xff&country=\xff HTTP/1.1", "{method} {path}?q=%41\xfe HTTP/1.1"],
+)
+def test_raw_bytes_that_are_not_utf8_are_a_400_on_every_route(
+    published_ledger: tuple[LedgerRepo, str], start_service: Any, make_app: Any, request_line: str
+) -> None:
+    """A raw 0xFF on the request line was a 500 and a traceback (request.full_path) on the log's routes."""
+    _, url = published_ledger
+    service = start_service(url, workers=2)
+    commit = service.wait_for(service.served_commit)
+    seen = []
+    for rule in make_app().url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = rule.rule.replace("<ident>", "ir-one").replace("<commit>", commit).replace("<path:filename>", "x")
+        method = "POST" if "POST" in (rule.methods or ()) else "GET"
+        line = request_line.format(path=path, method=method)
+        for extra in ("", "X-Forwarded-For: \xff\r\n", 'If-None-Match: "\xff"\r\n'):
+            request = f"{line}\r\nHost: x\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+            answer = raw_request(service.port, request.encode("latin-1"))
+            seen.append((method, path, extra, answer.status))
+            assert answer.status == 400, (method, path, extra, answer.head)
+            html = rule.endpoint in ("log.log_page", "log.instruction_page")
+            assert (b"text/html" if html else b"application/json") in answer.head, (path, answer.head)
+            assert b"not UTF-8" in answer.body
+    assert len(seen) >= 30
+    assert "Traceback" not in service.log.read_text()
+
+
+def test_a_claim_from_another_country_than_its_address_is_refused(
+    make_app: Any, ledger_repo: LedgerRepo, keys: dict[str, SshKey], tmp_path: Path
+) -> None:
+    """The claim's country was whatever the probe said: a target without networks was open to the world."""
+    capped_ledger(ledger_repo, keys, "\n  countries: [IR]\n  max_probes: 10")
+    database = tmp_path / "country.mmdb"
+    writer = MMDBWriter(ip_version=6, database_type="GeoLite2-Country", ipv4_compatible=True)
+    writer.insert_network(IPSet(["198.51.100.0/24"]), {"country": {"iso_code": "DE"}})
+    writer.insert_network(IPSet(["192.0.2.0/24"]), {"country": {"iso_code": "IR"}})
+    writer.to_db_file(str(database))
+    app = make_app(claims_rate="0", country_db=str(database))
+    webhook.start_service(app)
+    try:
+        assert sync(app).outcome == "published"
+        client = app.test_client()
+        lying = claim_from(client, "198.51.100.7", "country-liar-0001")
+        assert lying.status_code == 403 and lying.json["reason"] == "country"
+        assert "the claim names IR, but the address it comes from is in DE" in lying.json["detail"]
+        assert claim_from(client, "192.0.2.7", "country-honest-01").json["granted"]
+        assert claim_from(client, "203.0.113.9", "country-unknown-1").json["granted"]  # unknown: allowed
+        metrics = client.get("/metrics").get_data(as_text=True)
+        assert 'opos_claims_total{reason="country",result="refused"} 1.0' in metrics
+    finally:
+        webhook.stop_service(app)
+
+
+def test_healthz_names_a_broken_claims_database_from_the_start_and_forgets_it_once_fixed(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch, postgres_url: str
+) -> None:
+    """It said ok until the first claim, then 503 for ever: the problem file outlived restarts."""
+    monkeypatch.setattr(service_module, "CLAIMS_RECHECK_SECONDS", 0.2)
+    database = f"postgresql://postgres@127.0.0.1:{free_port()}/none"  # nothing listens there
+    broken = make_app(claims_database=database)
+    webhook.start_service(broken)
+    try:
+        assert sync(broken).outcome == "published"
+        answer = broken.test_client().get("/healthz")
+        assert answer.status_code == 503 and "claims database is unavailable" in answer.json["problem"]
+    finally:
+        webhook.stop_service(broken)
+    fixed = make_app()  # the operator fixes the URL (here: the default SQLite) and restarts
+    webhook.start_service(fixed)
+    try:
+        answer = fixed.test_client().get("/healthz")
+        assert answer.status_code == 200 and answer.json["problem"] is None, answer.json
+    finally:
+        webhook.stop_service(fixed)
+    # while degraded, /healthz asks again by itself: the database comes back, no claim needed
+    port = free_port()
+    name = postgres_url.rsplit("/", 1)[1]
+    later = make_app("later", claims_database=f"postgresql://postgres@127.0.0.1:{port}/{name}")
+    webhook.start_service(later)
+    relay: Forwarder | None = None
+    try:
+        assert sync(later).outcome == "published"
+        client = later.test_client()
+        assert client.get("/healthz").status_code == 503
+        relay = Forwarder(_postgres_address(), port=port)
+        time.sleep(0.3)
+        answer = client.get("/healthz")
+        assert answer.status_code == 200 and answer.json["problem"] is None, answer.json
+    finally:
+        webhook.stop_service(later)
+        if relay is not None:
+            relay.close()
+
+
+def _postgres_address() -> tuple[str, int]:
+    parsed = urllib.parse.urlsplit(POSTGRES_URL)
+    return parsed.hostname or "127.0.0.1", parsed.port or 5432
+
+
+def test_a_claims_database_that_never_answers_costs_a_claim_two_seconds_not_a_worker(
+    make_app: Any, ledger_repo: LedgerRepo, keys: dict[str, SshKey], postgres_url: str
+) -> None:
+    """A PostgreSQL that accepts and then never answers: each claim is 503 after OPOS_CLAIMS_TIMEOUT_SECONDS,
+    the head is still served, /healthz says why, and claims work again when it answers again."""
+    capped_ledger(ledger_repo, keys)
+    relay = Forwarder(_postgres_address())
+    database = urllib.parse.urlsplit(postgres_url)._replace(netloc=f"postgres@127.0.0.1:{relay.port}").geturl()
+    app = make_app(claims_database=database, claims_rate="0", claims_timeout_seconds="1")
+    webhook.start_service(app)
+    try:
+        assert sync(app).outcome == "published"
+        client = app.test_client()
+        assert claim_from(client, "192.0.2.1", "pg-probe-before-01").json["granted"]
+        relay.frozen.set()
+        began = time.monotonic()
+        refused = claim_from(client, "192.0.2.2", "pg-probe-frozen-01")
+        assert refused.status_code == 503 and refused.json["reason"] == "unavailable"
+        assert time.monotonic() - began < 10  # bounded by the statement timeout, not by the database
+        assert client.get("/v1/head.json").status_code == 200
+        assert "claims database" in client.get("/healthz").json["problem"]
+        relay.frozen.clear()
+        assert claim_from(client, "192.0.2.3", "pg-probe-after-001").json["granted"]  # a new connection
+    finally:
+        webhook.stop_service(app)
+        relay.close()
+
+
+def test_each_service_has_its_own_control_socket_and_no_stale_claims_problem(
+    published_ledger: tuple[LedgerRepo, str], feed_key_file: Path
+) -> None:
+    """Every gunicorn on a host used ~/.gunicorn/gunicorn.ctl; and data/claims.problem outlived restarts."""
+    _, url = published_ledger
+    services = []
+    try:
+        for _ in range(2):
+            data = Path(tempfile.mkdtemp(prefix="opos-ctl-", dir="/tmp"))  # short: a socket path has 108 bytes
+            env = {"OPOS_REMOTE": url, "OPOS_DATA_DIR": str(data / "data"), "OPOS_FEED_KEY": str(feed_key_file),
+                   "OPOS_POLL_SECONDS": "3600"}  # fmt: skip
+            (data / "data").mkdir()
+            (data / "data" / "claims.problem").write_text("the claims database is unavailable: from the last run")
+            services.append(Service(env, workers=1))
+        for service in services:
+            service.wait_for(service.served_commit)
+            said = f"Control socket listening at {service.env['OPOS_DATA_DIR']}/gunicorn.ctl"
+            service.wait_for(lambda s=service, said=said: said in s.log.read_text(), what="the control socket")
+            health = service.get("/healthz")
+            assert health.status == 200 and health.json()["problem"] is None, health.body
+    finally:
+        for service in services:
+            service.stop()

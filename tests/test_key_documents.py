@@ -176,12 +176,15 @@ def test_attacks_on_the_key_chain_keep_the_trusted_document_and_the_cache(
                         "/v1/keys/3.json": next_version([a], expires=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))},
             "a fork of the trusted version": {"/v1/keys.json": keydoc.sign(replace(current, expires=later), [a])},
             "nested": {"/v1/keys.json": b"[" * 60_000},
-            "huge": {"/v1/keys.json": b" " * 100_000},
+            "huge": {"/v1/keys.json": b" " * 10 * 1024 * 1024},
+            "a huge version in the chain": {"/v1/keys.json": next_version([a], version=4),
+                                            "/v1/keys/3.json": b" " * 10 * 1024 * 1024},
         }  # fmt: skip
         reasons = {
             "rollback": "rollback", "signed by a key that is not a root": "signed by 0 of version 2's root keys",
             "a skipped version": "expected key document version 3, got 4", "expired": "expired",
             "a fork of the trusted version": "a fork", "nested": "nested too deeply", "huge": "the limit is 65536",
+            "a huge version in the chain": "v1/keys/3.json is 10485760 bytes; the limit is 65536",
         }  # fmt: skip
         for name, files in attacks.items():
             mirror.files = {**honest, **files}
@@ -189,6 +192,14 @@ def test_attacks_on_the_key_chain_keep_the_trusted_document_and_the_cache(
             assert plan.commit == commit, name  # the cache, or the same head with the trusted keys
             assert reasons[name] in str(plan.rejected), (name, plan.rejected)
             assert keydoc.read((state / "keys.json").read_bytes())[1].version == 2, name  # kept
+        # a chain of 10,000 versions: a poll walks 32 of them, trusts each on the way, and says where it stopped
+        chain = {f"/v1/keys/{n}.json": next_version([a], version=n) for n in range(3, 3 + keydoc.MAX_WALK)}
+        mirror.files = {**honest, **chain, "/v1/keys.json": next_version([a], version=10_000)}
+        plan = probe(mirror.url, roots, state)
+        assert plan.commit == commit
+        assert "a poll walks at most 32 versions (the probe's limit), so version 34 is trusted now" in str(
+            plan.rejected), plan.rejected  # fmt: skip
+        assert keydoc.read((state / "keys.json").read_bytes())[1].version == 34
     finally:
         mirror.stop()
 

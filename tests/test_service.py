@@ -347,9 +347,10 @@ def test_a_thousand_slow_clients_do_not_stall_the_service(
     published_ledger: tuple[LedgerRepo, str], keys: dict[str, SshKey], start_service: Any
 ) -> None:
     """1,000 connections each sending a header byte now and then: the head is still answered, the
-    slow ones are dropped after the header read time, and the leader still syncs a push."""
+    slow ones are dropped after the header read time, and the leader still syncs a push. (All from one
+    address: the per-address limit is off here, so that the header deadline alone is what is tested.)"""
     repo, url = published_ledger
-    service = start_service(url, workers=2)
+    service = start_service(url, workers=2, connections_per_address="0")
     service.wait_for(service.served_commit)
     slow: list[socket.socket] = []
     try:

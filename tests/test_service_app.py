@@ -113,7 +113,7 @@ def test_claims_that_break_a_rule(app_client: Any, fields: dict[str, Any], statu
     )
     answer = claim(client, **fields)
     assert answer.status_code == status and words in json.dumps(answer.json), answer.json
-    assert set(answer.json) == {"error", "detail"}
+    assert set(answer.json) == {"error", "detail", "reason"}
 
 
 def test_a_probe_outside_the_sample_cannot_claim(app_client: Any) -> None:

@@ -5,34 +5,23 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import abort, request
+from flask import abort, current_app, request
+from werkzeug.exceptions import RequestTimeout
 
+from webhook.deadline import deadline
 from webhook.limits import LIMITS
 
 
 def read_body() -> bytes:
-    """The request's body (capped by MAX_CONTENT_LENGTH: 413 past it), read within LIMITS.body_seconds.
+    """The request's body (capped by MAX_CONTENT_LENGTH: 413 past it), read within OPOS_BODY_SECONDS.
 
-    Under gevent workers a slow body holds only a greenlet, which the timeout then frees (408);
-    sync workers have gunicorn's worker timeout behind them.
+    Under gevent workers a slow body holds only a greenlet, which the deadline then frees: 408, and
+    the worker closes the connection (webhook/gworker.py); sync workers have gunicorn's worker timeout.
     """
-    if _gevent_patched():
-        import gevent
-
-        try:
-            with gevent.Timeout(LIMITS.body_seconds):
-                return request.get_data(cache=False)
-        except gevent.Timeout:
-            abort(408, f"the request body took longer than {LIMITS.body_seconds:g} s")
-    return request.get_data(cache=False)
-
-
-def _gevent_patched() -> bool:
-    try:
-        from gevent import monkey
-    except ImportError:
-        return False
-    return bool(monkey.is_module_patched("socket"))
+    seconds = float(current_app.config.get("OPOS_BODY_SECONDS", LIMITS.body_seconds))
+    late = RequestTimeout(f"the request body took longer than {seconds:g} s (OPOS_BODY_SECONDS)")
+    with deadline(seconds, late):
+        return request.get_data(cache=False)
 
 
 def json_body(data: bytes, what: str) -> Any:

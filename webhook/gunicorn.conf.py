@@ -6,8 +6,11 @@ the service (gunicorn's design notes say sync workers need a proxy in front). An
 worker holds each slow connection in a greenlet: tested with 1,000 slow connections open, the
 head is still answered, and every connection must deliver its request headers within `keepalive`
 seconds (webhook/gworker.py: gevent's own WSGI server, which answers polls nearly twice as fast as
-gunicorn's `gevent` worker, with that deadline added) and its body within webhook.limits.ServiceLimits.body_seconds.
-Every setting can be overridden on the command line or with GUNICORN_CMD_ARGS.
+gunicorn's `gevent` worker, with that deadline added) and its body within OPOS_BODY_SECONDS (408, and
+the connection closed). One address block holds at most OPOS_CONNECTIONS_PER_ADDRESS connections
+across the workers; past it a connection is closed as it is accepted. gunicorn's control socket is
+in the data directory (one per service). Every setting can be overridden on the command line or
+with GUNICORN_CMD_ARGS.
 """
 
 import os
@@ -17,7 +20,7 @@ from webhook.feed_service.gunicorn_hooks import child_exit, on_starting, post_wo
 bind = os.environ.get("OPOS_BIND", "127.0.0.1:8080")
 workers = int(os.environ.get("OPOS_WORKERS", "4"))
 worker_class = "webhook.gworker.BoundedGeventWorker"  # gevent's WSGI server, headers on a deadline
-worker_connections = int(os.environ.get("OPOS_WORKER_CONNECTIONS", "1000"))  # per worker
+worker_connections = int(os.environ.get("OPOS_WORKER_CONNECTIONS", "4000"))  # per worker: an idle one is a greenlet
 timeout = 30
 graceful_timeout = 10
 keepalive = 5  # also the time allowed for a request's headers to arrive (async workers)

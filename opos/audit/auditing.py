@@ -29,7 +29,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from opos.audit.errors import AuditConflict, AuditRefused
+from opos.audit.errors import AuditConflict, AuditLogDamaged, AuditRefused
 from opos.errors import OposError, UntrustedDataError
 from opos.model import CommitHash, format_time
 from opos.publish.site import feed_at
@@ -53,6 +53,12 @@ _PROCESS_LOCKS_GUARD = threading.Lock()
 def _process_lock(folder: Path) -> threading.Lock:
     with _PROCESS_LOCKS_GUARD:
         return _PROCESS_LOCKS.setdefault(folder.resolve(), threading.Lock())
+
+
+_RESTORE = (
+    "restore it from a backup (or remove the damaged line only if you know what it said); this auditor "
+    "cosigns nothing until then"
+)
 
 
 class AuditLog:
@@ -90,20 +96,26 @@ class AuditLog:
             ours.release()
 
     def entries(self) -> list[LogEntry]:
-        """Every entry; a last line cut short by a crash was never answered, so it is dropped."""
+        """Every entry; a last line cut short by a crash was never answered, so it is dropped.
+
+        Any other line that cannot be read is damage, not a crash: raises AuditLogDamaged, since an
+        auditor that forgot what it cosigned could cosign a split view.
+        """
         try:
-            text = self.path.read_text(encoding="utf-8")
+            data = self.path.read_bytes()
         except FileNotFoundError:
             return []
+        except OSError as err:
+            raise AuditLogDamaged(f"{self.path} cannot be read ({err.strerror}): {_RESTORE}") from None
         entries = []
-        for line in text.split("\n")[:-1]:  # the text after the last newline is a torn write, if any
+        for number, line in enumerate(data.split(b"\n")[:-1], start=1):  # after the last newline: a torn write
             try:
-                value = json.loads(line)
+                value = json.loads(line.decode("utf-8"))
                 entries.append(LogEntry(int(value["sequence"]), str(value["commit"]), str(value["feed_sha256"]),
                                         str(value["time"])))  # fmt: skip
             except (ValueError, KeyError, TypeError) as err:
-                message = f"{self.path} is damaged ({err}): restore it from a backup; never cosign without it"
-                raise OposError(message) from None
+                what = f"{type(err).__name__}: {err}" if not isinstance(err, KeyError) else f"no {err} field"
+                raise AuditLogDamaged(f"{self.path} is damaged at line {number} ({what}): {_RESTORE}") from None
         return entries
 
     def append(self, entry: LogEntry) -> None:

@@ -20,3 +20,7 @@ class AuditConflict(OposError):
     def __init__(self, message: str, latest: LogEntry) -> None:
         super().__init__(message)
         self.latest = latest
+
+
+class AuditLogDamaged(OposError):
+    """The auditor's own log cannot be read: it cosigns nothing until the log is restored (503; exit 2)."""

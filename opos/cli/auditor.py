@@ -4,7 +4,7 @@ opos auditor cosign FEED_FILE_OR_URL --key AUDITOR_KEY --feed-key FEED_KEY.pub -
     exit 0: the cosignature envelope on standard output (the same feed again: cosigned again)
     exit 1: not a feed signed by a pinned key, the history does not verify, or the feed differs
     exit 3: it conflicts with what DIR has cosigned (names the latest (sequence, commit))
-    exit 2: usage errors and unreadable inputs
+    exit 2: usage errors and unreadable inputs, DIR's log among them (damaged: it cosigns nothing)
 opos auditor serve --key … --remote URL --feed-key … --state DIR [--bind 127.0.0.1:8090]
     the same checks behind POST /v1/cosign, under gunicorn (webhook/auditor/app.py)
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from opos.audit.auditing import AuditLog, audit, receive
-from opos.audit.errors import AuditConflict, AuditRefused
+from opos.audit.errors import AuditConflict, AuditLogDamaged, AuditRefused
 from opos.cli._common import Commands, add_group, add_repo, add_trust, open_ledger
 from opos.cli.transparency import feed_bytes
 from opos.errors import OposError, UsageError
@@ -96,6 +96,9 @@ def cosign_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except AuditRefused as refused:
         print(f"opos: refused: {refused}", file=err)
         return 1
+    except AuditLogDamaged as damaged:
+        print(f"opos: {damaged}", file=err)
+        return 2
     out.write(done.envelope.decode() + "\n")
     said = "cosigned" if done.appended else "cosigned again (already in the log)"
     print(f"{said}: sequence {done.entry.sequence}, commit {done.entry.commit}", file=err)

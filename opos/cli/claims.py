@@ -52,7 +52,7 @@ def _store(args: argparse.Namespace) -> ClaimsStore:
     from webhook.feed_service.claims_store import open_store  # psycopg loads only for the commands that use it
 
     if args.database:
-        return open_store(args.database)
+        return open_store(args.database, timeout_seconds=60)  # staff at a terminal: no probe waits
     if args.data_dir:
         path = Path(args.data_dir) / "claims.sqlite3"
         if not path.exists():

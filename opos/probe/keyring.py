@@ -53,7 +53,13 @@ def update(
     etags = state.etags()
     for mirror in mirrors:
         try:
-            data, document = _from_mirror(mirror, known, roots, state, fetcher, etags.get(f"{mirror.url} keys"), now)
+            data, document, newest = _from_mirror(
+                mirror, known, roots, state, fetcher, etags.get(f"{mirror.url} keys"), now
+            )
+            if document.version < newest:  # not an error of the mirror's: the probe's own bound, said
+                rejected.append(plan.RejectedSource(mirror.url, f"keys: its key document is version {newest}; a poll "
+                                f"walks at most {keydoc.MAX_WALK} versions (the probe's limit), so version "
+                                f"{document.version} is trusted now and the rest follow in later polls"))  # fmt: skip
             if document.expired(now, clock_skew):
                 raise Rejected(f"the newest key document it has (version {document.version}) expired at "
                                f"{document.expires:%Y-%m-%dT%H:%M:%SZ}")  # fmt: skip
@@ -75,7 +81,8 @@ def _from_mirror(
     fetcher: Fetcher,
     etag: str | None,
     now: dt.datetime,
-) -> tuple[bytes, keydoc.KeyDocument]:
+) -> tuple[bytes, keydoc.KeyDocument, int]:
+    """The newest document trusted from this mirror, and the version the mirror says is its newest."""
     answer = fetcher.get(mirror, "v1/keys.json", keydoc.MAX_BYTES, etag if known else None)
     newest_bytes = known[0] if answer.status == 304 and known else answer.body
     _, newest = keydoc.read(newest_bytes)
@@ -98,4 +105,4 @@ def _from_mirror(
         raise Rejected(f"a fork: its key document version {newest.version} is not the one trusted")
     if answer.status == 200 and document.version == newest.version and not document.expired(now):
         state.save_etag(f"{mirror.url} keys", answer.etag)
-    return data, document
+    return data, document, newest.version

@@ -12,9 +12,12 @@
 
 Settings (environment): OPOS_AUDITOR_KEY, OPOS_AUDITOR_FEED_KEYS (comma-separated .pub files),
 OPOS_AUDITOR_STATE, OPOS_AUDITOR_REMOTE (the ledger's URL, then optional mirrors of it, comma-separated),
-and optionally OPOS_AUDITOR_BRANCH (main),
-OPOS_AUDITOR_LEDGER_DIR (ledger), OPOS_AUDITOR_TRUST_ROOT. The ledger is fetched from the
-configured remote, never from the requester; a feed already cosigned is answered from the log.
+and optionally OPOS_AUDITOR_BRANCH (main), OPOS_AUDITOR_LEDGER_DIR (ledger), OPOS_AUDITOR_TRUST_ROOT,
+OPOS_AUDITOR_FETCH_BYTES (256 MiB) and OPOS_AUDITOR_FETCH_SECONDS (120): what one fetch may bring and
+take; and, as for the feed service, OPOS_BODY_SECONDS, OPOS_CONNECTIONS_PER_ADDRESS and
+OPOS_TRUSTED_PROXIES. The ledger is fetched from the configured remote, never from the requester; a
+feed already cosigned is answered from the log. A damaged log stops cosigning (503, and /healthz says
+why) until it is restored: what was cosigned decides what may be.
 """
 
 from __future__ import annotations
@@ -25,27 +28,32 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from flask import Flask, Response, abort, jsonify
 from werkzeug.exceptions import HTTPException
 
 from opos.audit.auditing import AuditLog, LogEntry, audit, receive
-from opos.audit.errors import AuditConflict, AuditRefused
-from opos.errors import OposError
+from opos.audit.errors import AuditConflict, AuditLogDamaged, AuditRefused
+from opos.errors import OposError, RepositoryError
 from opos.instructions import rules
 from opos.model import CommitHash
 from opos.signing import keys
 from opos.trust.ancestry import descends_from
-from opos.trust.gitrepo import GitLedger, fetch_branch
+from opos.trust.gitrepo import FetchLimits, GitLedger, fetch_branch, redact
 from opos.trust.verification import Verification
-from webhook.answers import json_error
+from webhook.addresses import Sources
+from webhook.answers import json_error, refuse_undecodable
 from webhook.body import read_body
+from webhook.connections import ConnectionPolicy
+from webhook.deadline import deadline
 from webhook.limits import LIMITS
 
 logger = logging.getLogger("opos.auditor")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+Number = TypeVar("Number", int, float)
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,9 @@ class AuditorConfig:
     branch: str = "main"
     ledger_dir: str = "ledger"
     trust_root: str | None = None
+    fetch: FetchLimits = field(default_factory=FetchLimits)
+    body_seconds: float = LIMITS.body_seconds
+    connections: ConnectionPolicy = field(default_factory=lambda: ConnectionPolicy(100, Sources()))
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> AuditorConfig:
@@ -72,7 +83,28 @@ class AuditorConfig:
             environ.get("OPOS_AUDITOR_BRANCH", "main"),
             environ.get("OPOS_AUDITOR_LEDGER_DIR", "ledger"),
             environ.get("OPOS_AUDITOR_TRUST_ROOT") or None,
+            FetchLimits(
+                _number(environ, "OPOS_AUDITOR_FETCH_BYTES", FetchLimits.max_bytes, int),
+                _number(environ, "OPOS_AUDITOR_FETCH_SECONDS", FetchLimits.seconds, float),
+            ),
+            _number(environ, "OPOS_BODY_SECONDS", LIMITS.body_seconds, float),
+            ConnectionPolicy(
+                _number(environ, "OPOS_CONNECTIONS_PER_ADDRESS", 100, int, zero=True), Sources.from_environment(environ)
+            ),
         )
+
+
+def _number(environ: Mapping[str, str], name: str, default: Number, kind: type[Number], zero: bool = False) -> Number:
+    text = environ.get(name)
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise OposError(f"{name}: {text!r} is not a number") from None
+    if value < 0 or (value == 0 and not zero):
+        raise OposError(f"{name}: must be more than 0")
+    return value
 
 
 class Auditor:
@@ -83,6 +115,10 @@ class Auditor:
         self.log = AuditLog(config.state)
         self.clone = config.state / "ledger.git"
         self.checked = rules.new_check_memo()  # parsed files, kept between requests: re-rendering is incremental
+
+    def check(self) -> None:
+        """Refuse to start on a log that cannot be read (AuditLogDamaged): it decides what may be cosigned."""
+        self.log.entries()
 
     def cosign(self, envelope: bytes) -> tuple[bytes, LogEntry]:
         """This auditor's cosignature of the feed. Raises AuditRefused, AuditConflict, or OposError (fetching)."""
@@ -105,8 +141,11 @@ class Auditor:
         tip: CommitHash | None = None
         failures = []
         for remote in self.config.remotes:
+            late = RepositoryError(f"{redact(remote)} did not send the ledger within {self.config.fetch.seconds:g} s "
+                                   "(OPOS_AUDITOR_FETCH_SECONDS)")  # fmt: skip
             try:
-                tip = fetch_branch(self.clone, remote, self.config.branch)
+                with deadline(self.config.fetch.seconds, late):
+                    tip = fetch_branch(self.clone, remote, self.config.branch, self.config.fetch)
             except OposError as err:
                 failures.append(err.diagnostics())
                 continue
@@ -137,6 +176,9 @@ def _cosign(auditor: Auditor) -> Response | tuple[Response, int]:
     except AuditRefused as refused:
         logger.warning("refused: %s", str(refused).splitlines()[0])
         return jsonify(error="Unprocessable Content", detail=str(refused)), 422
+    except AuditLogDamaged as damaged:
+        logger.error("%s", damaged)
+        return jsonify(error="Service Unavailable", detail=str(damaged)), 503
     except OposError as err:  # the ledger could not be fetched or read: try again later
         logger.error("cannot audit now: %s", err.diagnostics())
         response = jsonify(error="Service Unavailable", detail=f"the auditor cannot check now: {err}")
@@ -145,10 +187,19 @@ def _cosign(auditor: Auditor) -> Response | tuple[Response, int]:
     return Response(envelope, mimetype="application/json")
 
 
+def _entries(auditor: Auditor) -> list[LogEntry]:
+    try:
+        return auditor.log.entries()
+    except AuditLogDamaged as damaged:
+        abort(503, str(damaged))
+
+
 def create_app(config: AuditorConfig | None = None) -> Flask:
     auditor = Auditor(config or AuditorConfig.from_environment())
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = LIMITS.auditor_feed_bytes
+    app.config["OPOS_BODY_SECONDS"] = auditor.config.body_seconds
+    app.config["OPOS_CONNECTIONS"] = auditor.config.connections
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["opos-auditor"] = auditor
 
@@ -156,13 +207,13 @@ def create_app(config: AuditorConfig | None = None) -> Flask:
 
     @app.get("/v1/cosigned.json")
     def cosigned() -> Response:
-        return jsonify(cosigned=[vars(e) for e in auditor.log.entries()])
+        return jsonify(cosigned=[vars(e) for e in _entries(auditor)])
 
     @app.get("/v1/cosigned/<commit>.json")
     def cosigned_at(commit: str) -> Response:
         if not _COMMIT.match(commit):
             abort(404)
-        found = [vars(e) for e in auditor.log.entries() if e.commit == commit]
+        found = [vars(e) for e in _entries(auditor) if e.commit == commit]
         if not found:
             abort(404, f"this auditor has not cosigned {commit}")
         return jsonify(cosigned=found)
@@ -172,11 +223,16 @@ def create_app(config: AuditorConfig | None = None) -> Flask:
         return Response(keys.public_line(auditor.key.public_key(), "opos auditor"), mimetype="text/plain")
 
     @app.get("/healthz")
-    def healthz() -> Response:
-        entries = auditor.log.entries()
+    def healthz() -> tuple[Response, int]:
+        keyid = keys.key_id(auditor.key.public_key())
+        try:
+            entries = auditor.log.entries()
+        except AuditLogDamaged as damaged:
+            return jsonify(status="degraded", keyid=keyid, latest=None, problem=str(damaged)), 503
         latest = vars(entries[-1]) if entries else None
-        return jsonify(status="ok", keyid=keys.key_id(auditor.key.public_key()), latest=latest)
+        return jsonify(status="ok", keyid=keyid, latest=latest, problem=None), 200
 
     app.register_error_handler(HTTPException, json_error)
+    app.before_request(refuse_undecodable)
 
     return app

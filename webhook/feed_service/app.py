@@ -15,7 +15,8 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from webhook.answers import json_error
+from webhook.answers import json_error, refuse_undecodable
+from webhook.connections import ConnectionPolicy
 from webhook.feed_service import claims, feed, health, hooks, metrics, public_log
 from webhook.feed_service.config import Config, load_config
 from webhook.feed_service.fastpath import FastPath
@@ -43,14 +44,17 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     settings = config if isinstance(config, Config) else load_config(overrides=config)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["OPOS_BODY_SECONDS"] = settings.body_seconds
     app.json.sort_keys = False  # type: ignore[attr-defined]
     service = Service(settings)
     app.extensions["opos"] = service
+    app.config["OPOS_CONNECTIONS"] = ConnectionPolicy(settings.connections_per_address, service.sources)
     for module in (feed, claims, hooks, health, public_log):
         app.register_blueprint(module.blueprint)
     app.wsgi_app = FastPath(app.wsgi_app, service.site, SECURITY_HEADERS)  # type: ignore[method-assign]
 
     app.register_error_handler(HTTPException, json_error)
+    app.before_request(refuse_undecodable)
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> tuple[Response, int]:

@@ -34,7 +34,7 @@ def _request_validator() -> jsonschema.Draft202012Validator:
 
 def _refuse(status: int, reason: str, detail: str, headers: dict[str, str] | None = None) -> NoReturn:
     metrics.CLAIMS.labels("refused", reason).inc()
-    response = jsonify(error=HTTP_STATUS_CODES.get(status, "Error"), detail=detail)
+    response = jsonify(error=HTTP_STATUS_CODES.get(status, "Error"), detail=detail, reason=reason)
     response.status_code = status
     response.headers.update(headers or {})
     abort(response)
@@ -61,6 +61,10 @@ def claim() -> ResponseReturnValue:
         if source != normalise_network(body["network"]):
             said = f"is in {source}" if source else "is in no network the ASN database knows"
             _refuse(403, "network", f"the claim names {body['network']}, but the address it comes from {said}")
+    if service.country_db is not None:
+        country = service.country_db.country_of(client)  # an address the database does not know may claim
+        if country is not None and country != body["country"].upper():
+            _refuse(403, "country", f"the claim names {body['country']}, but the address it comes from is in {country}")
     scope = targeting.claim_scope(instruction, body["country"], body["network"])
     try:
         result = service.claims().claim(

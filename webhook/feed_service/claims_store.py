@@ -6,13 +6,17 @@ probe that asks again gets its existing slot back without using a second one. Sl
 given back by themselves: "at most N probes" counts every probe that ever ran it; staff can
 revoke them (`opos claims revoke`). Raising max_probes in the ledger opens more slots.
 
-Against made-up probe ids, a source address (an IPv4 address, an IPv6 /64) may hold at most
-`per_address` slots of one instruction, and `hit()` counts requests per address in fixed windows,
-in the same database, so every worker and instance shares the counts.
+Against made-up probe ids, a source address block (webhook.addresses: an IPv4 address, an IPv6 /48)
+may hold at most `per_address` slots of one instruction, and `hit()` counts requests per block in
+fixed windows, in the same database, so every worker and instance shares the counts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -23,6 +27,7 @@ from typing import Any, Literal, Protocol
 
 import psycopg
 
+from webhook.deadline import call_later
 from webhook.feed_service.errors import ClaimsUnavailable
 
 Refusal = Literal["cap", "address"]
@@ -55,6 +60,9 @@ class ClaimsStore(Protocol):
     def held(self, instruction: str | None = None) -> list[HeldClaim]: ...
 
     def revoke(self, instruction: str, probe_id: str | None = None, address: str | None = None) -> int: ...
+
+    def ping(self) -> None:
+        """One round trip to the database (raises ClaimsUnavailable): what /healthz asks while degraded."""
 
     def close(self) -> None: ...
 
@@ -196,13 +204,16 @@ class _Store:
         count: int = self._transaction(lambda run: _revoke(run, instruction, probe_id, address), lock=instruction)
         return count
 
+    def ping(self) -> None:
+        self._transaction(lambda run: run("SELECT 1", ()).fetchone())
 
-def open_store(url: str) -> ClaimsStore:
-    """`sqlite:///path/to/file` or `postgresql://…`."""
+
+def open_store(url: str, timeout_seconds: float = 2.0) -> ClaimsStore:
+    """`sqlite:///path/to/file` or `postgresql://…` (whose every transaction is over within `timeout_seconds`)."""
     if url.startswith("sqlite:///"):
         return SqliteStore(Path(url.removeprefix("sqlite://")))
     if url.startswith(("postgresql://", "postgres://")):
-        return PostgresStore(url)
+        return PostgresStore(url, timeout_seconds)
     raise ClaimsUnavailable(f"OPOS_CLAIMS_DATABASE {url!r}: use sqlite:///path or postgresql://…")
 
 
@@ -260,46 +271,77 @@ class PostgresStore(_Store):
     """PostgreSQL via psycopg 3; a transaction-scoped advisory lock per instruction serialises its claims.
 
     One connection per process, used under a lock (see SqliteStore); it is opened again when broken.
+    Every transaction, the wait for the lock included, is over within `timeout_seconds`: the server
+    is told (statement_timeout), and a server that accepts and then never answers has the socket
+    shut under it, which fails whatever psycopg is waiting for at once (the rollback included).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout_seconds: float = 2.0) -> None:
         self.url = url
+        self.timeout = timeout_seconds
         self.lock = threading.Lock()
         self.connection: Any = None
-        try:
-            with self._connect().transaction():
-                connection = self._connect()
-                connection.execute("SELECT pg_advisory_xact_lock(hashtextextended('opos-migrations', 0))")
-                connection.execute("CREATE TABLE IF NOT EXISTS opos_schema_version (version INTEGER NOT NULL)")
-                current = connection.execute("SELECT max(version) FROM opos_schema_version").fetchone()
-                done = current[0] if current and current[0] else 0
-                for number, statement in enumerate(MIGRATIONS[done:], start=done + 1):
-                    connection.execute(statement)
-                    connection.execute("INSERT INTO opos_schema_version VALUES (%s)", (number,))
-        except psycopg.Error as err:
-            raise ClaimsUnavailable(f"cannot use the claims database: {_describe(err)}") from err
+        self._migrate()
 
-    def _connect(self) -> Any:
+    def _migrate(self) -> None:
+        def migrate(run: Run) -> None:
+            run("SELECT pg_advisory_xact_lock(hashtextextended('opos-migrations', 0))", ())
+            run("CREATE TABLE IF NOT EXISTS opos_schema_version (version INTEGER NOT NULL)", ())
+            current = run("SELECT max(version) FROM opos_schema_version", ()).fetchone()
+            done = current[0] if current and current[0] else 0
+            for number, statement in enumerate(MIGRATIONS[done:], start=done + 1):
+                run(statement, ())
+                run("INSERT INTO opos_schema_version VALUES (?)", (number,))
+
+        self._transaction(migrate, pipeline=False)
+
+    def _connect(self) -> tuple[Any, bool]:
+        """The connection, and whether it is new (bounded by libpq's connect_timeout: whole seconds, at least 2)."""
         if self.connection is None or self.connection.closed or self.connection.broken:
-            self.connection = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
-        return self.connection
+            seconds = max(2, math.ceil(self.timeout))
+            self.connection = psycopg.connect(self.url, autocommit=True, connect_timeout=seconds)
+            return self.connection, True
+        return self.connection, False
 
-    def _transaction(self, work: Callable[[Run], Any], lock: str | None = None) -> Any:
-        with self.lock:
+    def _transaction(self, work: Callable[[Run], Any], lock: str | None = None, pipeline: bool = True) -> Any:
+        if not self.lock.acquire(timeout=self.timeout):
+            raise ClaimsUnavailable(f"the claims database is busy: no answer within {self.timeout:g} s")
+        cut: list[bool] = []
+        try:
+            connection, new = self._connect()
+            cancel = call_later(self.timeout, lambda: cut.append(_shut(connection)))
             try:
-                connection = self._connect()
-                with connection.pipeline(), connection.transaction():  # statements go out together
+                if new:  # the server's own bound, for what waits on its side (a lock held elsewhere)
+                    connection.execute(f"SET statement_timeout = {max(1, int(self.timeout * 1000))}")
+                with connection.pipeline() if pipeline else contextlib.nullcontext(), connection.transaction():
                     if lock is not None:
                         connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (lock,))
                     return work(lambda sql, params: connection.execute(sql.replace("?", "%s"), params))
-            except psycopg.Error as err:
-                raise ClaimsUnavailable(f"the claims database failed: {_describe(err)}") from err
+            finally:
+                cancel()
+        except psycopg.Error as err:
+            if cut:
+                raise ClaimsUnavailable(f"the claims database did not answer within {self.timeout:g} s "
+                                        "(OPOS_CLAIMS_TIMEOUT_SECONDS)") from err  # fmt: skip
+            raise ClaimsUnavailable(f"the claims database failed: {_describe(err)}") from err
+        finally:
+            self.lock.release()
 
     def close(self) -> None:
         with self.lock:
             if self.connection is not None:
                 self.connection.close()
                 self.connection = None
+
+
+def _shut(connection: Any) -> bool:
+    """Shut the connection's socket (a duplicate of its descriptor: libpq keeps its own to close)."""
+    with (
+        contextlib.suppress(OSError, ValueError, psycopg.Error),
+        socket.socket(fileno=os.dup(connection.fileno())) as duplicate,
+    ):
+        duplicate.shutdown(socket.SHUT_RDWR)
+    return True
 
 
 def _describe(err: Exception) -> str:

@@ -35,13 +35,19 @@ class Config:
     feed_retention: int = 1000  # published feeds kept as v1/feed/<commit>.json (the current one always)
     claims_database: str | None = None  # postgresql://… to share caps between instances; default SQLite in data_dir
     max_body_bytes: int = 1024 * 1024  # larger request bodies get 413
+    body_seconds: float = 10.0  # a request body must have arrived by then: 408, and the connection is closed
+    connections_per_address: int = 100  # concurrent connections of one address block (not trusted proxies); 0: none
     public_url: str | None = None  # https://opos.example.org: every absolute link (Atom) is built from it
     commit_url: str | None = None  # the log links commits here, e.g. https://github.com/ooni/ledger/commit/{commit}
     metrics_token: str | None = None  # when set, /metrics asks for `Authorization: Bearer <token>`
     claims_per_address: int = 1  # slots of one instruction a source address may hold; 0: no such limit
     claims_rate: str = "30/minute"  # claim requests per source address (limits notation); "0": no limit
     trusted_proxies: str = ""  # CIDRs whose X-Forwarded-For is believed (comma-separated); none by default
+    claims_ipv4_prefix: int = 32  # the block IPv4 addresses are counted in (claims, rates, connections)
+    claims_ipv6_prefix: int = 48  # the block IPv6 addresses are counted in: a /48 is what anyone gets for free
+    claims_timeout_seconds: float = 2.0  # the longest a claim waits for the claims database (then 503)
     asn_db: Path | None = None  # a MaxMind DB (GeoLite2-ASN, DB-IP ASN): a claim's network must be the source's
+    country_db: Path | None = None  # a MaxMind country or city DB: a claim's country must be the source's
     follow: bool = True  # run the follower thread (off for tests that drive syncs themselves)
     auditors: str = ""  # auditors' base URLs, comma-separated: each new commit is sent to them to cosign
     auditors_required: int = 0  # a new head is published once this many cosigned; 0: auditors are not asked
@@ -75,7 +81,7 @@ class Config:
 
 
 _REQUIRED = ("remote", "data_dir", "feed_key")
-_ZERO_TURNS_OFF = frozenset({"claims_per_address", "auditors_required"})
+_ZERO_TURNS_OFF = frozenset({"claims_per_address", "auditors_required", "connections_per_address"})
 _NAMES = [f.name for f in fields(Config)]
 _TYPES = typing.get_type_hints(Config)  # the declared types, resolved (not their spelling)
 ENVIRONMENT = {f"OPOS_{name.upper()}": name for name in _NAMES}

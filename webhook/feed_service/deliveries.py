@@ -1,8 +1,10 @@
-"""Webhook deliveries already acted on, by GitHub's X-GitHub-Delivery id: a replay changes nothing.
+"""Webhook deliveries already acted on: a replay changes nothing.
 
-SQLite in the data directory, shared by the workers of one instance; ids are forgotten after
-`keep_seconds` (GitHub redelivers by hand within hours; a replay later than that costs one sync,
-which the floor between syncs bounds anyway).
+A delivery is known by the SHA-256 of its signed body, which the HMAC covers (a captured body
+replayed under new X-GitHub-Delivery ids, or none, is the same body), and by its delivery id when
+it has one. SQLite in the data directory, shared by the workers of one instance; both are forgotten
+after `keep_seconds` (24 h: GitHub redelivers by hand within hours; a replay later than that costs
+one sync, which the floor between syncs bounds anyway).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from webhook.limits import LIMITS
 
 
 class Deliveries:
-    def __init__(self, path: Path, keep_seconds: float = 6 * 3600) -> None:
+    def __init__(self, path: Path, keep_seconds: float = 24 * 3600) -> None:
         self.path = path
         self.keep_seconds = keep_seconds
         self.lock = threading.Lock()  # one connection per process (a thread-local is one per greenlet)
@@ -32,17 +34,26 @@ class Deliveries:
             self.connection = connection
         return self.connection
 
-    def first_time(self, delivery: str) -> bool:
-        """Record `delivery`; False when it was seen within keep_seconds (a replay)."""
+    def first_time(self, *names: str) -> bool:
+        """Record the delivery under each of its `names`; False when any was seen within keep_seconds (a replay)."""
         now = time.time()
         with self.lock:
             connection = self._connect()
-            connection.execute("DELETE FROM deliveries WHERE seen < ?", (now - self.keep_seconds,))
-            inserted = connection.execute(
-                "INSERT OR IGNORE INTO deliveries (id, seen) VALUES (?, ?)",
-                (delivery[: LIMITS.delivery_id_length], now),
-            )
-            return inserted.rowcount == 1
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.execute("DELETE FROM deliveries WHERE seen < ?", (now - self.keep_seconds,))
+                inserted = 0
+                for name in names:
+                    cursor = connection.execute(
+                        "INSERT OR IGNORE INTO deliveries (id, seen) VALUES (?, ?)",
+                        (name[: LIMITS.delivery_id_length], now),
+                    )
+                    inserted += cursor.rowcount
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            return inserted == len(names)
 
     def close(self) -> None:
         with self.lock:

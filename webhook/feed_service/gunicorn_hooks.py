@@ -21,12 +21,17 @@ def on_starting(server):
     from webhook.feed_service.config import load_config
     from webhook.feed_service.errors import ConfigError
     from webhook.feed_service.service import check_before_serving
+    from webhook.gunicorn_log import own_control_socket
 
     try:
-        check_before_serving(load_config())
+        config = load_config()
+        check_before_serving(config)
     except ConfigError as err:
         server.log.error("the service cannot start: %s", err.diagnostics())
         raise SystemExit(1) from err
+    own_control_socket(server, config.data_dir)
+    # What the last run found wrong with the claims database is not news: each worker asks it as it starts.
+    (config.data_dir / "claims.problem").unlink(missing_ok=True)
     # Samples of an earlier run are stale. The workers' own files appear as they write (each by its pid).
     directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     shutil.rmtree(directory, ignore_errors=True)

@@ -40,7 +40,8 @@ def github() -> ResponseReturnValue:
     if ref != wanted:
         return {"ignored": f"a push to {ref}, not {wanted}"}
     delivery = request.headers.get("X-GitHub-Delivery", "")
-    if delivery and not service.deliveries.first_time(delivery):
-        return {"ignored": f"delivery {delivery[:100]} was received already"}
+    names = [f"sha256:{hashlib.sha256(body).hexdigest()}", *([f"id:{delivery}"] if delivery else [])]
+    if not service.deliveries.first_time(*names):  # answered 200 all the same: GitHub's redelivery is no error
+        return {"ignored": f"this push ({delivery[:100] or 'the same signed body'}) was received already"}
     service.follower.request()  # the sync runs in the background: GitHub gets its answer at once
     return {"sync": "queued"}, 202

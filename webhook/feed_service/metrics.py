@@ -61,6 +61,7 @@ for _reason in (
     "address",
     "rate",
     "network",
+    "country",
     "invalid",
     "unknown",
     "uncapped",

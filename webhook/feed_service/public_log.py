@@ -22,6 +22,7 @@ from opos.eventlog.logindex import LogQuery, Period, decode_cursor, log_document
 from opos.instructions import resources
 from opos.model import format_time, parse_country, parse_network, parse_time, parse_timestamp
 from opos.text import for_terminal, for_xml
+from webhook.answers import json_error
 from webhook.feed_service.service import current
 from webhook.limits import LIMITS
 
@@ -225,12 +226,21 @@ def _filters() -> dict[str, Any]:
     return {name: value for name in FILTERS if (value := request.args.get(name, ""))}
 
 
-def _page_error(error: HTTPException) -> tuple[str, int]:
-    """An error on a page for people is a page: the form again, with what to change."""
+def _page_error(error: HTTPException, form: Any = None) -> tuple[str, int]:
+    """An error on a page for people is a page: the form again (`form`, else the query's), with what to change."""
     page = render_template(
-        "log.html", views=[], form=request.args, next_url=None, atom_url=url_for("log.atom"), error=error.description
-    )
+        "log.html", views=[], form=request.args if form is None else form, next_url=None,
+        atom_url=url_for("log.atom"), error=error.description,
+    )  # fmt: skip
     return page, error.code or 400
+
+
+@blueprint.errorhandler(400)
+def bad_request(error: HTTPException) -> ResponseReturnValue:
+    """A 400 before the view ran (a request that is not UTF-8): a page for the pages, JSON for the rest."""
+    if request.endpoint in ("log.log_page", "log.instruction_page"):
+        return _page_error(error, form={})  # the query may be what could not be read
+    return json_error(error)
 
 
 @blueprint.get("/log")

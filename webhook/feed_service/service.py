@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from pathlib import Path
 
 from flask import Response, current_app
@@ -29,9 +30,10 @@ from webhook.feed_service.config import Config
 from webhook.feed_service.deliveries import Deliveries
 from webhook.feed_service.errors import ClaimsUnavailable, ConfigError
 from webhook.feed_service.site_files import SiteFiles
-from webhook.feed_service.sources import AsnDatabase, Sources, parse_rate
+from webhook.feed_service.sources import AsnDatabase, CountryDatabase, parse_rate, sources_from_config
 
 logger = logging.getLogger("opos.service")
+CLAIMS_RECHECK_SECONDS = 5.0  # while the claims database is failing, /healthz asks it again this often
 
 
 class Service:
@@ -45,15 +47,17 @@ class Service:
             self.syncer, config.data_dir, config.poll_seconds, min_interval=config.min_sync_interval_seconds
         )
         self.deliveries = Deliveries(config.data_dir / "deliveries.sqlite3")
-        self.sources = Sources.from_config(config)
+        self.sources = sources_from_config(config)
         self.claims_rate = parse_rate(config.claims_rate)
         self.asn_db: AsnDatabase | None = None
+        self.country_db: CountryDatabase | None = None
         self._log_index: LogIndex | None = None
         self._claims: ClaimsStore | None = None
         self._claims_lock = threading.Lock()
         self.rendered: LRU[str, Response] = LRU(128)  # log answers by ETag: a popular query once a minute
         self.rendered_lock = threading.Lock()
         self.started = False
+        self._claims_checked = 0.0  # time.monotonic() of the last question to the claims database
 
     def start(self) -> None:
         """In the process that serves: open the claims store (creating or migrating its schema) and follow."""
@@ -62,10 +66,9 @@ class Service:
         self.started = True
         if self.config.asn_db is not None:
             self.asn_db = AsnDatabase(self.config.asn_db)
-        try:
-            self.claims()
-        except ClaimsUnavailable as err:
-            logger.error("claims: %s (will retry on the next claim)", err)
+        if self.config.country_db is not None:
+            self.country_db = CountryDatabase(self.config.country_db)
+        self.check_claims()  # /healthz says what is wrong from the start, not from the first claim
         if self.config.follow:
             self.follower.start()
 
@@ -99,6 +102,19 @@ class Service:
         """Say, for every worker's /healthz, that the claims database failed (claims are refused meanwhile)."""
         write_atomically(self._claims_problem_path, problem.encode())
 
+    def check_claims(self) -> str | None:
+        """Ask the claims database now: its problem, recorded for every worker's /healthz, or None (cleared)."""
+        self._claims_checked = time.monotonic()
+        try:
+            self.claims().ping()
+        except ClaimsUnavailable as err:
+            logger.error("claims: %s", err.diagnostics())
+            problem = f"the claims database is unavailable ({err}): capped runs are refused until it is back"
+            self.claims_failed(problem)
+            return problem
+        self.claims_worked()
+        return None
+
     def claims_worked(self) -> None:
         if self._claims_problem_path.exists():
             self._claims_problem_path.unlink(missing_ok=True)
@@ -108,22 +124,27 @@ class Service:
         return published_keys_expiry(self.config.site_dir)
 
     def claims_problem(self) -> str | None:
+        """What is wrong with the claims database as of at most CLAIMS_RECHECK_SECONDS ago (asked again if older)."""
         try:
-            return self._claims_problem_path.read_text(encoding="utf-8", errors="replace") or "claims failed"
+            problem = self._claims_problem_path.read_text(encoding="utf-8", errors="replace") or "claims failed"
         except OSError:
             return None
+        if time.monotonic() - self._claims_checked >= CLAIMS_RECHECK_SECONDS:
+            return self.check_claims()
+        return problem
 
     def claims(self) -> ClaimsStore:
         with self._claims_lock:
             if self._claims is None:
-                self._claims = open_store(self.config.claims_database_url)
+                self._claims = open_store(self.config.claims_database_url, self.config.claims_timeout_seconds)
             return self._claims
 
     def close(self) -> None:
         self.follower.stop()
         self.deliveries.close()
-        if self.asn_db is not None:
-            self.asn_db.close()
+        for database in (self.asn_db, self.country_db):
+            if database is not None:
+                database.close()
         with self._claims_lock:
             if self._claims is not None:
                 self._claims.close()

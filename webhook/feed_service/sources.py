@@ -1,31 +1,28 @@
-"""Who is asking: the source address of a request, and what it is allowed.
+"""What a claim's source address is allowed: its block (webhook.addresses), its rate, and where it is.
 
-The address is the peer's, or, when the peer is one of the configured proxies, the nearest address
-in X-Forwarded-For that is not a trusted proxy (walking from the right: every address further
-left could have been written by the client). IPv4 addresses count one by one; IPv6 by /64, since
-one host commonly holds a whole /64.
+The ASN and country databases are MaxMind DB files (GeoLite2-ASN, GeoLite2-Country or -City, or
+DB-IP's equivalents). An address a database does not know is allowed: the databases narrow what a
+lying probe can claim, they never refuse a real probe for a gap in their coverage.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import limits
 import maxminddb
 
+from webhook.addresses import AddressSettingError, Sources, parse_proxies
 from webhook.feed_service.config import Config
 from webhook.feed_service.errors import ConfigError
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-
-def parse_proxies(text: str) -> tuple[Network, ...]:
+def sources_from_config(config: Config) -> Sources:
     try:
-        return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip())
-    except ValueError as err:
-        raise ConfigError(f"OPOS_TRUSTED_PROXIES: {err} (a comma-separated list of CIDRs, like 10.0.0.0/8)") from None
+        return Sources(parse_proxies(config.trusted_proxies), config.claims_ipv4_prefix, config.claims_ipv6_prefix)
+    except AddressSettingError as err:
+        raise ConfigError(str(err)) from None
 
 
 def parse_rate(text: str) -> tuple[int, int] | None:
@@ -39,62 +36,44 @@ def parse_rate(text: str) -> tuple[int, int] | None:
     return item.amount, item.get_expiry()
 
 
-@dataclass(frozen=True)
-class Sources:
-    trusted: tuple[Network, ...]
+class _MaxMindDatabase:
+    setting = ""
 
-    @classmethod
-    def from_config(cls, config: Config) -> Sources:
-        return cls(parse_proxies(config.trusted_proxies))
-
-    def _trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.trusted)
-
-    def client(self, peer: str | None, forwarded_for: str | None) -> str:
-        """The client's address (a string), believing X-Forwarded-For only from trusted proxies."""
-        address = peer or ""
-        if forwarded_for and self._trusted(address):
-            for hop in reversed([part.strip() for part in forwarded_for.split(",")]):
-                address = hop
-                if not self._trusted(hop):
-                    break
-        return address
-
-    @staticmethod
-    def key(address: str) -> str:
-        """What limits count: the IPv4 address, or the IPv6 /64 (anything unparseable counts as itself)."""
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return address[:64]
-        if isinstance(ip, ipaddress.IPv6Address):
-            if ip.ipv4_mapped is not None:
-                return str(ip.ipv4_mapped)
-            return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-        return str(ip)
-
-
-class AsnDatabase:
-    """An ASN database in MaxMind DB format (GeoLite2-ASN or DB-IP's): which network an address is in."""
-
-    def __init__(self, path: Any) -> None:
+    def __init__(self, path: Path) -> None:
         try:
             self.reader = maxminddb.open_database(str(path))
         except (OSError, ValueError, maxminddb.InvalidDatabaseError) as err:
-            raise ConfigError(f"OPOS_ASN_DB {path}: not a readable MaxMind DB ({err})") from err
+            raise ConfigError(f"{self.setting} {path}: not a readable MaxMind DB ({err})") from err
 
-    def network_of(self, address: str) -> str | None:
-        """`AS<n>` for the address, or None when the database does not know it."""
+    def _record(self, address: str) -> dict[str, Any]:
         try:
             record = self.reader.get(address)
         except ValueError:
-            return None
-        number = record.get("autonomous_system_number") if isinstance(record, dict) else None
-        return f"AS{number}" if isinstance(number, int) else None
+            return {}
+        return record if isinstance(record, dict) else {}
 
     def close(self) -> None:
         self.reader.close()
+
+
+class AsnDatabase(_MaxMindDatabase):
+    """Which network an address is in."""
+
+    setting = "OPOS_ASN_DB"
+
+    def network_of(self, address: str) -> str | None:
+        """`AS<n>` for the address, or None when the database does not know it."""
+        number = self._record(address).get("autonomous_system_number")
+        return f"AS{number}" if isinstance(number, int) else None
+
+
+class CountryDatabase(_MaxMindDatabase):
+    """Which country an address is in (a country or a city database)."""
+
+    setting = "OPOS_COUNTRY_DB"
+
+    def country_of(self, address: str) -> str | None:
+        """The ISO code for the address, or None when the database does not know it."""
+        country = self._record(address).get("country")
+        code = country.get("iso_code") if isinstance(country, dict) else None
+        return code.upper() if isinstance(code, str) else None

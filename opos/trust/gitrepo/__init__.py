@@ -9,10 +9,11 @@ the names below.
 
 from opos.trust.gitrepo.ledger import GitLedger
 from opos.trust.gitrepo.objects import GitObjects, normalise_ledger_dir, parse_raw_commit
-from opos.trust.gitrepo.write import fetch_branch, init_repository, redact, set_config, write_commit
+from opos.trust.gitrepo.write import FetchLimits, fetch_branch, init_repository, redact, set_config, write_commit
 from opos.trust.verdictfile import FileCache
 
 __all__ = [
+    "FetchLimits",
     "FileCache",
     "GitLedger",
     "GitObjects",

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import functools
 import re
+import tempfile
+import time
 import zlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,11 +101,21 @@ def redact(text: str) -> str:
     return _USERINFO.sub(lambda match: f"{match.group('scheme')}***@", text)
 
 
-def fetch_branch(local: Path, remote: str, branch: str) -> CommitHash:
+@dataclass(frozen=True)
+class FetchLimits:
+    """How much a fetch may bring and how long it may take while data arrives (an auditor's remote may be anyone's)."""
+
+    max_bytes: int = 256 * 1024 * 1024
+    seconds: float = 120.0
+
+
+def fetch_branch(local: Path, remote: str, branch: str, limits: FetchLimits | None = None) -> CommitHash:
     """Fetch `branch` from `remote` (a path, file://, git://, https://…) into the bare repository `local`.
 
     Creates `local` when missing. The remote's commit is recorded as refs/heads/<branch> of the
-    mirror and returned; nothing in it is trusted until `history` has verified it.
+    mirror and returned; nothing in it is trusted until `history` has verified it. With `limits`, a
+    pack larger than `max_bytes`, or one still arriving after `seconds`, is refused (RepositoryError)
+    and nothing of it is kept; a remote that sends nothing at all is the caller's deadline to bound.
     """
     if not (local / "HEAD").exists():
         local.mkdir(parents=True, exist_ok=True)
@@ -116,7 +129,10 @@ def fetch_branch(local: Path, remote: str, branch: str) -> CommitHash:
             commit = refs.get(wanted)
             return [commit] if commit is not None and commit not in repo.object_store else []
 
-        result = client.fetch(path, repo, determine_wants=determine_wants)
+        if limits is None:
+            result = client.fetch(path, repo, determine_wants=determine_wants)
+        else:
+            result = _bounded_fetch(client, path, repo, determine_wants, limits, redact(remote))
         commit = result.refs.get(wanted)
         if commit is None:
             raise RepositoryError(f"{redact(remote)} has no branch {branch!r}")
@@ -133,6 +149,30 @@ def fetch_branch(local: Path, remote: str, branch: str) -> CommitHash:
         raise RepositoryDamaged(f"the local clone {local} is damaged ({type(err).__name__}: {err})") from err
     finally:
         close_repo(repo)
+
+
+def _bounded_fetch(client: Any, path: str, repo: Repo, determine_wants: Any, limits: FetchLimits, where: str) -> Any:
+    """dulwich's fetch, with the pack counted and timed as it arrives, and added only once it is whole."""
+    received = 0
+    ends = time.monotonic() + limits.seconds
+    with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, dir=str(repo.object_store.path)) as spool:
+
+        def write(data: bytes) -> int:
+            nonlocal received
+            received += len(data)
+            if received > limits.max_bytes:
+                raise RepositoryError(f"{where} sends more than {limits.max_bytes} bytes: refused "
+                                      "(OPOS_AUDITOR_FETCH_BYTES)")  # fmt: skip
+            if time.monotonic() > ends:
+                raise RepositoryError(f"{where} took longer than {limits.seconds:g} s to send its objects: "
+                                      f"refused after {received} bytes (OPOS_AUDITOR_FETCH_SECONDS)")  # fmt: skip
+            return spool.write(data)
+
+        result = client.fetch_pack(path, determine_wants, repo.get_graph_walker(), write)
+        if spool.tell():
+            spool.seek(0)
+            repo.object_store.add_thin_pack(spool.read, None)
+    return result
 
 
 def _build_tree(objects: GitObjects, store: Any, tree_id: str | None, edits: dict[str, Any]) -> ObjectID | None:
