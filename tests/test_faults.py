@@ -27,7 +27,7 @@ from conftest import LedgerRepo, SshKey, instruction
 from opos.model import format_time
 from opos.signing.documents import verify_envelope
 from opos.signing.keys import load_public
-from opos.trust.gitrepo import GitObjects
+from opos.trust.gitrepo import GitObjects, fetch_branch
 from servers import free_port, http
 from webhook import create_app
 
@@ -231,3 +231,16 @@ def test_sigkill_of_the_leader_during_fifty_publishes(
         watcher.join()
     assert killed >= 3 and not problems
     assert seen == sorted(seen) and seen[-1] == 50  # never went back; every push was published in the end
+
+
+def test_a_ref_lock_left_by_a_fetch_killed_mid_write_does_not_wedge_the_clone(
+    ledger_repo: LedgerRepo, keys: dict[str, SshKey], tmp_path: Path
+) -> None:
+    """A leader SIGKILLed while it wrote refs/heads/main.lock left every later sync failing with FileLocked."""
+    clone = tmp_path / "clone.git"
+    assert fetch_branch(clone, str(ledger_repo.path), "main") == ledger_repo.head()
+    (clone / "refs" / "heads" / "main.lock").write_text("0" * 40 + "\n")  # what the killed fetch left
+    ledger_repo.write("ledger/instructions/after-the-kill.yaml", instruction("after-the-kill"))
+    new = ledger_repo.commit("After the kill", keys["alice"])
+    assert fetch_branch(clone, str(ledger_repo.path), "main") == new
+    assert not (clone / "refs" / "heads" / "main.lock").exists()

@@ -15,6 +15,7 @@ from typing import Any
 
 from dulwich.client import get_transport_and_path
 from dulwich.errors import GitProtocolError, HangupException, NotGitRepository, ObjectFormatException
+from dulwich.file import FileLocked
 from dulwich.objects import Blob, Commit, ObjectID, Tree
 from dulwich.refs import Ref
 from dulwich.repo import Repo
@@ -138,7 +139,14 @@ def fetch_branch(local: Path, remote: str, branch: str, limits: FetchLimits | No
             raise RepositoryError(f"{redact(remote)} has no branch {branch!r}")
         # Our clone is a mirror: keeping the commit under refs/heads/ makes it a "have" that the next
         # fetch advertises, so only new objects come over the wire.
-        repo.refs[wanted] = commit
+        try:
+            repo.refs[wanted] = commit
+        except FileLocked:
+            # Fetches into one clone are serialised by their callers (the service's sync lock, the auditor's
+            # log lock): a lock file here is what a fetch killed mid-write left, and would wedge every sync.
+            for stale in (local / f"{wanted.decode()}.lock", local / "packed-refs.lock"):
+                stale.unlink(missing_ok=True)
+            repo.refs[wanted] = commit
         return CommitHash(commit.decode())
     except RepositoryError:
         raise
