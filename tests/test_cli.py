@@ -111,6 +111,16 @@ def test_new_starts_at_the_next_full_hour_and_takes_dates(ledger_repo: LedgerRep
     assert f'start: "{day(1)}"' in (ledger_repo.path / "ledger" / "instructions" / "d-one.yaml").read_text()
 
 
+def test_new_refuses_a_window_that_has_ended_unless_told(ledger_repo: LedgerRepo) -> None:
+    """It wrote an already-ended window without a word (check and diff warned only later)."""
+    ended = ["--start", day(-10)[:10], "--end", day(-3)[:10]]
+    refused = opos("new", "--repo", ledger_repo.path, "--id", "e-one", *RUN, "--country", "IR", *ended)
+    assert refused.code == 2 and "has passed: no probe would ever run it" in refused.err
+    assert not (ledger_repo.path / "ledger" / "instructions" / "e-one.yaml").exists()
+    kept = opos("new", "--repo", ledger_repo.path, "--id", "e-one", *RUN, "--country", "IR", *ended, "--allow-ended")
+    assert kept.code == 0, kept.err
+
+
 def test_init_then_the_printed_commands_make_a_verified_ledger(tmp_path: Path, keys: dict[str, SshKey]) -> None:
     target = tmp_path / "new-ledger"
     result = opos("init", target, "--signer", "alice@ooni.example", "--key", keys["alice"].public)

@@ -247,3 +247,22 @@ def test_the_service_publishes_the_chain_and_warns_a_month_before_it_expires(
     metrics = service.get("/metrics").body.decode()
     assert "opos_key_document_expiry_timestamp_seconds" in metrics
     assert "the key document expires at" in service.log.read_text()  # the sync logs it too
+
+
+def test_render_refuses_a_head_that_the_key_document_wants_cosigned_when_no_auditor_is_asked(
+    ledger_repo: LedgerRepo, keys: dict[str, SshKey], key_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """CI stayed green while it rendered a Pages site that every probe pinning the root refused."""
+    ledger = ledger_repo.path / "ledger"
+    auditor = tmp_path / "auditor"
+    assert opos("keygen", "--out", auditor).code == 0
+    init_with_root_a(ledger, key_files)
+    keys_command("rotate", "--root", key_files["root-a"], "--add-auditor", f"{auditor}.pub", "--auditors-required",
+                 "1", "--ledger", ledger)  # fmt: skip
+    committed(ledger_repo, keys["alice"], "Keys: an auditor is required")
+    site = tmp_path / "site"
+    result = opos("render", "--repo", ledger_repo.path, "--key", key_files["feed-a"], "--out", site)
+    assert result.code == 1
+    assert "the key document (version 2) requires 1 auditors' cosignatures" in result.err
+    assert "pass --auditor URL (and --auditor-key)" in result.err.replace("Pass", "pass")
+    assert not (site / "v1" / "head.json").exists() and not list(site.rglob("*.json"))  # nothing written

@@ -311,3 +311,66 @@ def test_the_service_serves_only_approved_steps_and_shows_who_approved(
     assert "<contributor><name>bob@ooni.example</name></contributor>" in atom
     log = opos("log", "--repo", reviewed.path)
     assert "signed by alice@ooni.example, approved by bob@ooni.example" in log.out
+
+
+def test_a_tidy_branch_that_lowers_the_review_and_adds_a_signer_says_so_in_diff_and_approve(
+    reviewed: LedgerRepo, staff: dict[str, SshKey]
+) -> None:
+    """Committed as "tidy", it printed "No instruction changes", and the approval signed that sentence."""
+    reviewed.git("checkout", "-q", "-B", "topic", "main")
+    signers = (reviewed.path / "ledger" / "allowed_signers").read_text()
+    reviewed.write("ledger/allowed_signers", signers + f"mallory@ooni.example {staff['mallory'].public_text}\n")
+    reviewed.write("ledger/policy.yaml", "min_every: 15m\nreview:\n  signers: 1\n")
+    reviewed.commit("tidy", staff["carol"])
+    text = opos("diff", "main", "topic", "--repo", reviewed.path)
+    assert text.code == 0, text.err
+    lines = text.out.splitlines()
+    assert lines[0].startswith("WARNING: this change LOWERS THE REVIEW: 2 signers everywhere, 3 for CN, IR → "
+                               "1 signer everywhere")  # fmt: skip
+    assert lines[1].startswith("WARNING: this change ADDS A SIGNER: mallory@ooni.example (SHA256:")
+    assert "+ may sign: mallory@ooni.example SHA256:" in text.out
+    assert "review: 2 signers everywhere, 3 for CN, IR → 1 signer everywhere" in text.out
+    markdown = opos("diff", "main", "topic", "--repo", reviewed.path, "--format", "markdown").out
+    assert markdown.startswith("> **WARNING: this change LOWERS THE REVIEW")
+    document = json.loads(opos("diff", "main", "topic", "--repo", reviewed.path, "--format", "json").out)
+    assert [s["principal"] for s in document["signers"]["added"]] == ["mallory@ooni.example"]
+    assert document["policy"]["before"]["review"]["signers"] == 2 and document["policy"]["after"]["review"] == {
+        "signers": 1, "rules": []}  # fmt: skip
+    assert document["keys"] == [] and len(document["warnings"]) == 2
+    reviewed.git("config", "gpg.format", "ssh")
+    reviewed.git("config", "user.signingkey", str(staff["dave"].private))
+    approved = opos("approve", "--repo", reviewed.path)
+    assert approved.code == 0, approved.err
+    message = reviewed.git("log", "-1", "--format=%B")
+    assert "WARNING: this change LOWERS THE REVIEW" in message and "+ may sign: mallory@ooni.example" in message
+    assert "WARNING: this change ADDS A SIGNER" in approved.out
+
+
+def test_a_key_document_rotation_is_shown_before_and_after(
+    reviewed: LedgerRepo, staff: dict[str, SshKey], tmp_path: Path
+) -> None:
+    made = {}
+    for name in ("root", "feed-a", "feed-b", "auditor"):
+        made[name] = tmp_path / name
+        assert opos("keygen", "--out", made[name]).code == 0
+    ledger = reviewed.path / "ledger"
+    assert opos("keys", "init", "--root", made["root"], "--root-threshold", "1", "--feed-key",
+                f"{made['feed-a']}.pub", "--ledger", ledger).code == 0  # fmt: skip
+    reviewed.commit("Keys: version 1", staff["alice"])
+    reviewed.git("checkout", "-q", "-B", "topic", "main")
+    rotated = opos("keys", "rotate", "--root", made["root"], "--add-feed-key", f"{made['feed-b']}.pub",
+                   "--remove-feed-key", feed_id(made["feed-a"]), "--ledger", ledger)  # fmt: skip
+    assert rotated.code == 0, rotated.err
+    reviewed.commit("Rotate the feed key", staff["carol"])
+    text = opos("diff", "main", "topic", "--repo", reviewed.path).out
+    ids = {name: feed_id(made[name]) for name in ("feed-a", "feed-b")}
+    assert text.splitlines()[0] == "WARNING: this change CHANGES THE KEYS: key document version 2"
+    assert f"feed_keys: {ids['feed-a']} → {ids['feed-b']}" in text
+    keys = json.loads(opos("diff", "main", "topic", "--repo", reviewed.path, "--format", "json").out)["keys"]
+    assert keys[0]["before"]["version"] == 1 and keys[0]["after"]["feed_keys"] == [ids["feed-b"]]
+
+
+def feed_id(path: Path) -> str:
+    from opos.signing import keys as feed_keys
+
+    return feed_keys.key_id(feed_keys.load_public(Path(f"{path}.pub")))

@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from conftest import UPCOMING, LedgerRepo, SshKey, day, instruction, opos
 from opos.signing import dsse
 from opos.signing.keys import load_private
+from servers import Mirror as StaticMirror
 from webhook import create_app
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -283,3 +285,27 @@ def test_an_atom_feed_without_entries_is_not_from_1970(
     assert app.extensions["opos"].syncer.sync().outcome == "published"
     atom = app.test_client().get("/log.atom?country=JP").data.decode()
     assert "<entry>" not in atom and "1970" not in atom
+
+
+def test_the_audit_says_when_a_mirror_is_behind_or_expiring_and_exits_2_without_a_verdict(
+    ledger_repo: LedgerRepo, keys: dict[str, SshKey], feed_key_file: Path, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    assert opos("render", "--repo", ledger_repo.path, "--key", feed_key_file, "--out", site, "--head-ttl",
+                "2h").code == 0  # fmt: skip
+    for number in range(2):
+        ledger_repo.write(f"ledger/instructions/later-{number}.yaml", instruction(f"later-{number}"))
+        ledger_repo.commit(f"Later {number}", keys["alice"])
+    mirror = StaticMirror.of_site(site)
+    try:
+        audited = opos("audit", mirror.url, "--key", f"{feed_key_file}.pub", "--repo", ledger_repo.path)
+        assert audited.code == 0 and "byte for byte" in audited.out
+        assert "behind by 2 commit(s)" in audited.out
+        assert "warning: the mirror's head expires at" in audited.err and "(in 2.0 h)" in audited.err
+    finally:
+        mirror.stop()
+    missing = opos("audit", site / "v1" / "feed.json", "--key", tmp_path / "missing.pub", "--repo", ledger_repo.path)
+    assert missing.code == 2 and "--key: cannot read the key" in missing.err
+    helped = subprocess.run([str(Path(sys.executable).parent / "opos"), "audit", "--help"], capture_output=True,
+                            text=True, check=True)  # fmt: skip
+    assert "2 when no verdict could be had" in " ".join(helped.stdout.split())

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import LedgerRepo, SshKey, instruction, opos
 from opos.trust.gitrepo import GitObjects
-from servers import Mirror
+from servers import Mirror, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
@@ -126,3 +126,28 @@ def test_the_publish_job_renders_over_what_is_published(
         assert renewed.returncode == 0 and "published as the head" in renewed.stdout
     finally:
         pages.stop()
+
+
+def test_the_publish_step_asks_the_auditors_the_key_document_requires(
+    ledger_repo: LedgerRepo, keys: dict[str, SshKey], tmp_path: Path, feed_key_file: Path
+) -> None:
+    """Without OPOS_AUDITORS it used to render a site that every probe pinning the root refused, in a green job."""
+    root, auditor = tmp_path / "root", tmp_path / "auditor"
+    for path in (root, auditor):
+        assert opos("keygen", "--out", path).code == 0
+    ledger = ledger_repo.path / "ledger"
+    assert opos("keys", "init", "--root", root, "--root-threshold", "1", "--feed-key", f"{feed_key_file}.pub",
+                "--ledger", ledger).code == 0  # fmt: skip
+    assert opos("keys", "rotate", "--root", root, "--add-auditor", f"{auditor}.pub", "--auditors-required", "1",
+                "--ledger", ledger).code == 0  # fmt: skip
+    ledger_repo.commit("Keys: an auditor is required", keys["alice"])
+    env = {"GITHUB_SHA": ledger_repo.head(), "RUNNER_TEMP": str(tmp_path), "OPOS_TRUST_ROOT": "",
+           "OPOS_FEED_KEY": feed_key_file.read_text(), "OPOS_AUDITORS": ""}  # fmt: skip
+    render = steps("publish")["render"]
+    refused = run_step(render, ledger_repo.path, env)
+    assert refused.returncode == 1 and "requires 1 auditors' cosignatures" in refused.stderr
+    assert not (tmp_path / "feed-key").exists()  # removed, whatever the outcome
+    nobody = f"http://127.0.0.1:{free_port()}"
+    asked = run_step(render, ledger_repo.path, {**env, "OPOS_AUDITORS": f" {nobody} ,"})
+    assert asked.returncode == 1 and f"{nobody}: unreachable" in asked.stderr  # the variable became --auditor flags
+    assert not (ledger_repo.path / "site" / "v1" / "head.json").exists()

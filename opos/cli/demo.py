@@ -13,13 +13,16 @@ import shutil
 from pathlib import Path
 from typing import TextIO
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from opos.audit.auditing import AuditLog, audit, receive
 from opos.cli._common import Commands, add_command
 from opos.cli._demo_ledger import build_demo_ledger
 from opos.cli._demo_service import serve_demo
 from opos.eventlog.events import join_and
-from opos.model import format_time
-from opos.publish.site import publish
-from opos.signing import keydoc, keys
+from opos.model import CommitHash, format_time
+from opos.publish.site import Auditors, publish
+from opos.signing import cosignature, keydoc, keys
 from opos.signing.documents import Feed, Head, verify_envelope
 from opos.trust.gitrepo import GitLedger
 from opos.trust.verification import Verification
@@ -42,6 +45,22 @@ def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return run_demo(args.dir, out, serve=args.serve, port=args.port)
 
 
+def _demo_auditor(
+    folder: Path, verification: Verification, head: CommitHash, feed_key: Ed25519PublicKey, now: dt.datetime
+) -> Auditors:
+    """The auditor the demo's key document names, cosigning in this process (as `opos auditor cosign` does) into
+    the state directory its service shares later."""
+    key = keys.load_private(folder / "auditor-key")
+    log = AuditLog(folder / "auditor-state")
+
+    def cosign(statement: cosignature.Statement, envelope: bytes, pinned: object, required: int) -> bytes:
+        with log.locked():
+            done = audit(receive(envelope, [feed_key]), key, log, lambda: (verification, head), now)
+        return cosignature.combine(statement, [done.envelope])
+
+    return Auditors(cosign)
+
+
 def run_demo(folder: Path, out: TextIO, serve: bool = False, port: int = 8080) -> int:
     if folder.exists():
         shutil.rmtree(folder)
@@ -59,8 +78,10 @@ def run_demo(folder: Path, out: TextIO, serve: bool = False, port: int = 8080) -
         verification = Verification.open(ledger, head, None)
         verification.require(head)
         print(f"2. Verified every commit from the trust root {verification.trust_root[:12]} to {head[:12]}", file=out)
-        published = publish(verification, head, keys.load_private(feed_key_path), site, now)
-    print(f"3. Rendered the signed feed into {site} (key {keys.key_id(public)}):", file=out)
+        auditor = _demo_auditor(folder, verification, head, public, now)
+        published = publish(verification, head, keys.load_private(feed_key_path), site, now, auditors=auditor)
+    print(f"3. Rendered the signed feed into {site} (key {keys.key_id(public)}), cosigned by the demo's auditor "
+          "(the key document asks for its cosignature):", file=out)  # fmt: skip
     for path in sorted(site.rglob("*.json")):
         print(f"     {path.relative_to(site)}  {path.stat().st_size} bytes", file=out)
     feed = verify_envelope(published.feed_path.read_bytes(), [public])

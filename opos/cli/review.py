@@ -16,8 +16,7 @@ from typing import TextIO
 
 from opos.cli._common import Commands, add_command, add_repo, add_trust, open_ledger
 from opos.errors import OposError, RepositoryError, SignatureInvalid, UsageError
-from opos.eventlog import impact
-from opos.eventlog.preview import changes_between
+from opos.eventlog.preview import preview_text
 from opos.model import CommitHash
 from opos.signing import sshsig
 from opos.trust.gitrepo import GitLedger
@@ -63,12 +62,12 @@ def approve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if status.needed == 0:
             raise UsageError(f"HEAD's ledger is the same as {base[:12]}'s: there is nothing to approve")
         tree = ledger.ledger_tree(ledger.commit(head))
-        changes = changes_between(ledger, base, head, strict=False)
+        shown = preview_text(ledger, base, head, strict=False)
         subject = next(iter(ledger.commit(head).message.strip().splitlines()), "")
         message = (f"Approve: {subject}\n\nI approve the ledger {ledger.ledger_prefix or './'} as it stands at "
-                   f"{head}\n(tree {tree}), compared with {base}:\n\n{impact.as_text(changes)}\n")  # fmt: skip
+                   f"{head}\n(tree {tree}), compared with {base}:\n\n{shown}\n")  # fmt: skip
         print(f"You are about to sign the ledger at {head} (tree {tree}), compared with {base}:\n", file=out)
-        print(impact.as_text(changes), file=out)
+        print(shown, file=out)
         print(f"\n{status.describe()}", file=out)
         print("\nThe empty commit on top of it, signed with your key, says:\n", file=out)
         print("    " + message.strip().replace("\n", "\n    "), file=out)

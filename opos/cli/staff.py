@@ -19,8 +19,8 @@ from opos.cli._common import (
     open_ledger,
 )
 from opos.errors import OposError, UsageError
-from opos.eventlog import impact
-from opos.eventlog.preview import approvals_of, changes_between
+from opos.eventlog import governance, impact
+from opos.eventlog.preview import approvals_of, changes_between, governance_between
 from opos.instructions import resources, rules
 from opos.model import format_time
 from opos.trust.tree_check import collect_problems, ended_windows, shared_keys
@@ -55,6 +55,9 @@ def _register_new(commands: Commands) -> None:
         "--network", action="append", default=[], dest="networks", help="an ASN like AS1234 (repeat)"
     )
     new_parser.add_argument("--platform", action="append", default=[], dest="platforms", help="a platform (repeat)")
+    new_parser.add_argument(
+        "--allow-ended", action="store_true", help="write it even when its window has ended already (for the record)"
+    )
     new_parser.add_argument("--max-probes", type=int, help="at most this many probes")
     new_parser.add_argument("--max-probes-per", choices=("target", "country", "network"))
     new_parser.add_argument("--sample", type=float, help="the fraction of matching probes (0 < f <= 1)")
@@ -81,7 +84,9 @@ def _register_diff(commands: Commands) -> None:
     diff_parser = add_command(
         commands, "diff", diff,
         help="the impact preview of a change to the ledger",
-        description="Compare the ledger's instructions at BASE and HEAD: each instruction added, changed or removed, "
+        description="Compare the ledger at BASE and HEAD: signers added and removed, policy.yaml before and after "
+        "(its review rules in words), key-document changes by fingerprint, headed by a warning when the change "
+        "lowers the review, adds a signer or changes keys; then each instruction added, changed or removed, "
         "with its test, inputs, countries, networks, cap, window and interval, and warnings (a very large target, "
         "a very short interval, a window that starts in the past, an overlap with another instruction on the same "
         "test and target), and the approvals that landing it needs under policy.yaml's review and has so far. "
@@ -150,7 +155,11 @@ def new(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError(f"{target} exists already: edit it, or choose another --id")
     next_hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
     starts = moment("--start", args.start) or next_hour  # by default the next full hour: never in the past
-    start, end = format_time(starts), format_time(moment("--end", args.end) or starts + dt.timedelta(days=7))
+    ends = moment("--end", args.end) or starts + dt.timedelta(days=7)
+    if ends <= dt.datetime.now(dt.UTC) and not args.allow_ended:
+        raise UsageError(f"--end {format_time(ends)} has passed: no probe would ever run it. Give a later --end, "
+                         "or --allow-ended to write it for the record")  # fmt: skip
+    start, end = format_time(starts), format_time(ends)
     lines = [
         _schema_line(target, args.repo),
         f"id: {args.id}\n",
@@ -193,12 +202,17 @@ def diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with open_ledger(args) as ledger:
         base, head = ledger.resolve(args.base), ledger.resolve(args.head)
         changes = changes_between(ledger, base, head, strict=True)
+        ruled = governance_between(ledger, base, head)
         approvals = approvals_of(ledger, base, head, args.trust_root)
     if args.format == "json":
-        document = {"changes": [c.to_json() for c in changes], "approvals": approvals.to_json()}
+        document = {"changes": [c.to_json() for c in changes], **governance.to_json(ruled),
+                    "approvals": approvals.to_json()}  # fmt: skip
         print(json.dumps(document, indent=2, ensure_ascii=False), file=out)
     elif args.format == "markdown":
-        print(f"{impact.as_markdown(changes)}\n\n**{approvals.describe().replace(':', ':**', 1)}", file=out)
+        parts = [governance.as_markdown(ruled), impact.as_markdown(changes),
+                 f"**{approvals.describe().replace(':', ':**', 1)}"]  # fmt: skip
+        print("\n\n".join(part for part in parts if part), file=out)
     else:
-        print(f"{impact.as_text(changes)}\n\n{approvals.describe()}", file=out)
+        parts = [governance.as_text(ruled), impact.as_text(changes), approvals.describe()]
+        print("\n\n".join(part for part in parts if part), file=out)
     return 0

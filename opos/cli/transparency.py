@@ -8,17 +8,22 @@ import json
 from pathlib import Path
 from typing import TextIO
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from opos.audit.auditing import difference
 from opos.cli._common import Commands, add_command, add_repo, add_trust, moment, open_ledger
-from opos.errors import FetchFailed, RepositoryError, UntrustedDataError, UsageError
+from opos.errors import FetchFailed, OposError, RepositoryError, UntrustedDataError, UsageError
 from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
-from opos.model import parse_country, parse_network
+from opos.model import CommitHash, format_time, parse_country, parse_network
 from opos.publish.site import feed_at
 from opos.signing import keys
-from opos.signing.documents import Feed, verify_envelope
+from opos.signing.documents import Feed, Head, verify_envelope
 from opos.text import for_terminal
 from opos.transport import HttpFetcher, Limits, Mirror
+from opos.trust.gitrepo import GitLedger
 from opos.trust.verification import Verification
+
+HEAD_WARNING = dt.timedelta(hours=6)
 
 
 def register(commands: Commands) -> None:
@@ -50,7 +55,10 @@ def register(commands: Commands) -> None:
         help="check that a published feed says exactly what the signed history says",
         description="Verify a feed envelope (a file or an http(s) URL) with the key, verify the clone's history up to "
         "the feed's commit, re-render the feed payload from the clone and compare byte for byte. Exit 0 when they "
-        "match, 1 (showing the difference) when they do not: the service signed something staff did not commit.",
+        "match (saying how far the feed is behind the clone's HEAD, and, for a mirror's base URL, warning when its "
+        "head expires within 6 hours), 1 (showing the difference) when they do not: the service signed something "
+        "staff did not commit; 2 when no verdict could be had (an unreadable key or feed, a clone without the "
+        "feed's commit).",
     )  # fmt: skip
     audit_parser.add_argument("feed", help="a feed file or URL (v1/feed.json or v1/feed/<commit>.json)")
     audit_parser.add_argument("--key", action="append", required=True, type=Path, help="the feed public key (repeat)")
@@ -125,7 +133,10 @@ def feed_bytes(location: str) -> bytes:
 
 def audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Exit 0: the feed is the ledger; 1: it is not (a forgery signed with the key); 2: no verdict could be had."""
-    trusted = [keys.load_public(path) for path in args.key]
+    try:
+        trusted = [keys.load_public(path) for path in args.key]
+    except OposError as error:
+        raise UsageError(f"--key: {error}") from None
     try:
         verified = verify_envelope(feed_bytes(args.feed), trusted)
     except UntrustedDataError as error:
@@ -140,10 +151,46 @@ def audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             raise UsageError(f"the clone {args.repo} does not have {commit}: fetch the ledger first") from None
         since = ledger.resolve(args.since) if args.since else None
         rendered = feed_at(Verification.open(ledger, commit, args.trust_root), commit, since)
+        behind = _behind(ledger, ledger.resolve("HEAD"), commit)
     if rendered == verified.payload:
         print(f"ok: the feed at {commit} (sequence {verified.document.sequence}) is exactly what the signed "
               f"history says, byte for byte", file=out)  # fmt: skip
+        if behind:
+            print(f"behind by {behind} commit(s): the clone's HEAD is further along the ledger than this feed; a "
+                  "mirror that stays behind is not being updated", file=out)  # fmt: skip
+        _warn_if_head_expires(args.feed, trusted, err)
         return 0
     print(f"MISMATCH: the feed signed by {verified.keyid} for {commit} differs from the signed history:", file=out)
     print(difference(rendered, verified.payload), file=out)
     return 1
+
+
+def _behind(ledger: GitLedger, head: CommitHash, commit: CommitHash, most: int = 100_000) -> int:
+    """How many first-parent steps `head` is past `commit` (0 when it is `commit`, or not on its chain)."""
+    steps, current = 0, head
+    while current != commit and steps < most:
+        parents = ledger.commit(current).parents
+        if not parents:
+            return 0
+        current, steps = parents[0], steps + 1
+    return steps if current == commit else 0
+
+
+def _warn_if_head_expires(location: str, trusted: list[Ed25519PublicKey], err: TextIO) -> None:
+    """For a mirror's base URL: a warning when its head expires within HEAD_WARNING (it is not being re-issued)."""
+    if not location.startswith(("http://", "https://")) or location.endswith(".json"):
+        return
+    try:
+        mirror = Mirror.parse(location)
+        data = HttpFetcher().get(mirror, "v1/head.json", Limits().head_bytes).body
+        head = verify_envelope(data, trusted).document
+    except (ValueError, OposError) as error:
+        print(f"warning: the mirror's head could not be checked: {error}", file=err)
+        return
+    if isinstance(head, Head):
+        left = head.expires - dt.datetime.now(dt.UTC)
+        if left < HEAD_WARNING:
+            hours = max(0.0, left.total_seconds() / 3600)
+            print(f"warning: the mirror's head expires at {format_time(head.expires)} (in {hours:.1f} h): it is "
+                  "not being re-issued; probes that see only this mirror fall back to their cache after that",
+                  file=err)  # fmt: skip

@@ -15,10 +15,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
-from opos.errors import UntrustedDataError
-from opos.instructions import review, rules
+from opos.eventlog.governance import field_changes, ledger_changes
+from opos.instructions import rules
 from opos.model import CommitHash, format_time
-from opos.signing import keydoc, sshsig
 from opos.trust.revisions import last_revisions
 from opos.trust.verdicts import CommitInfo
 
@@ -56,7 +55,6 @@ Action = Literal[
     "added", "changed", "removed", "expired", "invalid", "signer-added", "signer-removed", "policy-changed",
     "keys-rotated",
 ]  # fmt: skip
-SIGNERS, POLICY, KEYS = "allowed_signers", "policy", "keys"  # the `instruction` of the events about those files
 
 
 @dataclass(frozen=True)
@@ -209,84 +207,30 @@ def step_events(
     return with_approvers
 
 
-def _signer_lines(data: bytes | None) -> dict[tuple[str, str], dict[str, Any]]:
-    signers, _ = sshsig.parse_allowed_signers(data or b"")
-    lines: dict[tuple[str, str], dict[str, Any]] = {}
-    for line in signers:
-        key = sshsig.fingerprint(line.key_blob)
-        lines[(line.principals, key)] = {
-            "principal": line.principals,
-            "key": key,
-            "namespaces": line.namespaces,
-            "valid_after": format_time(line.valid_after) if line.valid_after else None,
-            "valid_before": format_time(line.valid_before) if line.valid_before else None,
-        }
-    return lines
-
-
-def _key_versions(files: Mapping[str, bytes | None]) -> dict[int, dict[str, Any]]:
-    """version → what the key document says, for people: its keys by id (the chain is checked elsewhere)."""
-    versions: dict[int, dict[str, Any]] = {}
-    for name, data in files.items():
-        if not name.removesuffix(".json").isdigit() or data is None:
-            continue
-        try:
-            document = keydoc.read(data)[1]
-        except UntrustedDataError:
-            continue  # not a key document: opos check and publishing say so
-        versions[document.version] = {
-            "version": document.version, "expires": format_time(document.expires),
-            "root_keys": sorted(k.keyid for k in document.root_keys), "root_threshold": document.root_threshold,
-            "feed_keys": sorted(k.keyid for k in document.feed_keys),
-            "auditors": sorted(k.keyid for k in document.auditors), "auditors_required": document.auditors_required,
-        }  # fmt: skip
-    return versions
-
-
-def _policy_fields(data: bytes | None) -> dict[str, Any]:
-    policy, _ = rules.load_policy(data, "policy.yaml")
-    return {
-        "min_every": policy.min_every,
-        "max_window": policy.max_window,
-        "max_inputs": policy.max_inputs,
-        "tests": sorted(policy.tests) if policy.tests is not None else None,
-        "review": review.review_of(data).to_json(),
-    }
-
-
 def _ledger_events(
     source: LedgerSource, info: CommitInfo, parent: CommitInfo | None, sequence: int, signer_of: SignerOf
 ) -> list[Event]:
-    """Who may sign, and the policy's limits: signer-added, signer-removed and policy-changed events."""
+    """Who may sign, the policy and the key documents: signer-added, signer-removed, policy-changed, keys-rotated."""
     time = format_time(dt.datetime.fromtimestamp(info.committed, dt.UTC))
     signer, key = signer_of(info.id)
     first = info.message.strip().splitlines()
     message = first[0] if first else ""
-    events: list[Event] = []
-
-    def event(action: Action, about: str, after: dict[str, Any] | None, before: dict[str, Any] | None) -> Event:
-        return Event(action, about, info.id, sequence, time, signer, key, message, info.id, after, before)
-
-    now_signers = source.allowed_signers(info)
-    was_signers = source.allowed_signers(parent) if parent else None
-    if now_signers != was_signers:
-        now, was = _signer_lines(now_signers), _signer_lines(was_signers)
-        events.extend(event("signer-added", SIGNERS, now[k], None) for k in sorted(set(now) - set(was)))
-        events.extend(event("signer-removed", SIGNERS, None, was[k]) for k in sorted(set(was) - set(now)))
-    if parent is None or source.keys_tree(info) != source.keys_tree(parent):
-        now_keys, was_keys = (
-            _key_versions(source.key_files(info)),
-            _key_versions(source.key_files(parent) if parent else {}),
+    return [
+        Event(
+            change.action,
+            change.about,
+            info.id,
+            sequence,
+            time,
+            signer,
+            key,
+            message,
+            info.id,
+            change.after,
+            change.before,
         )
-        for version in sorted(set(now_keys) - set(was_keys)):
-            events.append(event("keys-rotated", KEYS, now_keys[version], now_keys.get(version - 1)))
-    now_policy = source.policy_file(info)
-    was_policy = source.policy_file(parent) if parent else None
-    if parent is not None and now_policy != was_policy:
-        after, before = _policy_fields(now_policy), _policy_fields(was_policy)
-        if after != before:
-            events.append(event("policy-changed", POLICY, after, before))
-    return events
+        for change in ledger_changes(source, info, parent)
+    ]
 
 
 def _instruction_events(
@@ -372,23 +316,3 @@ def expirations(events: Iterable[Event]) -> list[tuple[Event, Event]]:
             continue
         result.append((event, replace(event, action="expired", time=end, after=None, before=event.after)))
     return result
-
-
-def field_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> list[tuple[str, Any, Any]]:
-    """(field, old, new) for every field that differs, target.* and window.* spelled out."""
-
-    def flat(instruction: Mapping[str, Any] | None) -> dict[str, Any]:
-        if instruction is None:
-            return {}
-        result: dict[str, Any] = {}
-        for name, value in instruction.items():
-            if isinstance(value, dict):
-                result.update({f"{name}.{key}": inner for key, inner in value.items()})
-            else:
-                result[name] = value
-        return result
-
-    old, new = flat(before), flat(after)
-    return [
-        (name, old.get(name), new.get(name)) for name in sorted(set(old) | set(new)) if old.get(name) != new.get(name)
-    ]

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from opos.eventlog.events import field_changes
+from opos.eventlog.governance import field_changes
 from opos.model import format_duration, format_time, parse_time
 from opos.text import for_markdown, for_terminal
 

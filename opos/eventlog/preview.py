@@ -1,12 +1,13 @@
-"""The impact preview of a change in a repository (`opos diff`, `opos approve`, the pull request's comment): the
-instructions it adds, changes or removes, with their warnings, and where its approvals stand."""
+"""The impact preview of a change in a repository (`opos diff`, `opos approve`, the pull request's comment): what it
+does to who may sign, the policy and the keys (headed by warnings), the instructions it adds, changes or removes,
+with their warnings, and where its approvals stand."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 from opos.errors import LedgerInvalid, OposError
-from opos.eventlog import impact
+from opos.eventlog import governance, impact
 from opos.instructions import rules
 from opos.model import CommitHash
 from opos.trust.approval import Approvals
@@ -35,3 +36,15 @@ def approvals_of(ledger: GitLedger, base: CommitHash, head: CommitHash, trust_ro
     except OposError as error:
         needed = 0 if ledger.ledger_tree(ledger.commit(base)) == ledger.ledger_tree(ledger.commit(head)) else 1
         return Approvals(needed, "", (), f"They cannot be counted: {error}")
+
+
+def governance_between(ledger: GitLedger, base: CommitHash, head: CommitHash) -> list[governance.GovernanceChange]:
+    """Signers added and removed, the policy before and after, and each new key document against its predecessor."""
+    return governance.ledger_changes(ledger, ledger.commit(head), ledger.commit(base))
+
+
+def preview_text(ledger: GitLedger, base: CommitHash, head: CommitHash, strict: bool) -> str:
+    """The whole preview for people, as `opos diff` prints it and `opos approve` signs it."""
+    ruled = governance.as_text(governance_between(ledger, base, head))
+    changes = impact.as_text(changes_between(ledger, base, head, strict))
+    return f"{ruled}\n\n{changes}" if ruled else changes

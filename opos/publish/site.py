@@ -26,6 +26,7 @@ from opos.eventlog.events import approvers_besides
 from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
 from opos.model import CommitHash
 from opos.publish import keychain, render
+from opos.publish.errors import CosignaturesMissing
 from opos.signing import cosignature, keydoc
 from opos.signing.documents import FeedEntry, Head, read_own_head
 from opos.trust import keyhistory, revisions
@@ -185,6 +186,8 @@ def publish(
     verification.require(commit, since)  # refused before anything is written
     key_documents = keyhistory.at(verification.ledger, commit)
     keychain.require_listed(key_documents, key.public_key())
+    if auditors is None:
+        _require_no_auditors(key_documents)
     feed_path, sequence, envelope = pin(verification, commit, key, out, since)
     pinned, required = auditors.pinned(key_documents) if auditors is not None else ((), 0)
     if auditors is not None and required > 0:  # raises when too few auditors cosigned: the previous head stays
@@ -196,6 +199,21 @@ def publish(
     head = render.sign("head", render.head_payload(commit, sequence, envelope, now, head_ttl), key)
     write_atomically(out / "v1" / "head.json", head)
     return Published(commit, sequence, feed_path, True, "published as the head")
+
+
+def _require_no_auditors(key_documents: list[bytes]) -> None:
+    """Without auditors to ask, refuse a commit whose key document asks for cosignatures: probes would refuse it."""
+    if not key_documents:
+        return
+    newest = keydoc.read(key_documents[-1])[1]
+    if newest.auditors_required > 0:
+        raise CosignaturesMissing(
+            f"the key document (version {newest.version}) requires {newest.auditors_required} auditors' "
+            "cosignatures, and no auditor was asked: probes that pin the root keys would refuse this head. Pass "
+            "--auditor URL (and --auditor-key) to opos render; set OPOS_AUDITORS and OPOS_AUDITORS_REQUIRED for "
+            "the service",
+            alarms=(),
+        )
 
 
 def renew_head(

@@ -17,7 +17,8 @@ from flask import Blueprint, Response, abort, make_response, render_template, re
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, NotFound
 
-from opos.eventlog.events import Event, field_changes, join_and
+from opos.eventlog.events import Event, join_and
+from opos.eventlog.governance import field_changes
 from opos.eventlog.logindex import LogQuery, Period, decode_cursor, log_document, select
 from opos.instructions import resources
 from opos.model import format_time, parse_country, parse_network, parse_time, parse_timestamp
