@@ -599,10 +599,16 @@ def test_the_way_back_from_an_unsigned_commit_is_a_reset_to_the_last_accepted_on
     ledger_repo.write("ledger/instructions/squashed-one.yaml", instruction("squashed-one", title='"Revert"'))
     ledger_repo.commit("A signed change on top, which cannot help", keys["alice"])
     result = sync(app)
-    assert result.outcome == "rejected" and f"The last accepted commit is {good}: reset main to it" in result.detail
+    assert result.outcome == "rejected"
+    assert f"The last accepted commit is {good}. To recover: reset main to it" in result.detail
+    assert "most likely a squash or rebase merge made by the hosting site" in result.detail  # the cause, named
     verify = opos("verify", "--repo", ledger_repo.path)
     assert verify.code == 1 and "git commit --amend -S" in verify.out
     assert f"The last accepted commit is {good}" in verify.err and "force-push" in verify.err
+    assert "squash or rebase merge made by the hosting site" in verify.err
+    proposal = opos("verify", "--repo", ledger_repo.path, "--proposal", "--since", good)
+    assert proposal.code == 1 and "This is a proposal: fix its commits on the branch" in proposal.err
+    assert "reset" not in proposal.err.replace("nothing needs resetting", "")  # never throw a branch's work away
     ledger_repo.git("reset", "-q", "--hard", good)  # the one force-push that is safe
     assert sync(app).outcome in ("unchanged", "renewed")
     status = app.test_client().get("/healthz")

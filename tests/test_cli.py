@@ -192,6 +192,8 @@ def test_demo_builds_and_verifies(tmp_path: Path) -> None:
     assert result.code == 0, result.err
     assert "Verified the feed and the head" in result.out
     repo = tmp_path / "demo" / "ledger-repo"
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, check=True)
+    assert status.stdout == ""  # the demo leaves its ledger repository clean: files and index as HEAD has them
     signers = tmp_path / "signers"
     signers.write_text(
         subprocess.run(["git", "show", "HEAD:ledger/allowed_signers"], cwd=repo, capture_output=True, text=True).stdout

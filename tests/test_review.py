@@ -374,3 +374,19 @@ def feed_id(path: Path) -> str:
     from opos.signing import keys as feed_keys
 
     return feed_keys.key_id(feed_keys.load_public(Path(f"{path}.pub")))
+
+
+def test_approving_ones_own_change_is_refused_and_says_who_could(
+    reviewed: LedgerRepo, staff: dict[str, SshKey]
+) -> None:
+    """It said "Approved as carol" (exit 0) and added nothing; only verify later said a signer was missing."""
+    propose(reviewed, staff["carol"])
+    before = reviewed.head()
+    reviewed.git("config", "gpg.format", "ssh")
+    reviewed.git("config", "user.signingkey", str(staff["carol"].private))
+    refused = opos("approve", "--repo", reviewed.path)
+    assert refused.code == 1 and "you (carol@ooni.example) signed this change already" in refused.err
+    assert "Ask alice@ooni.example, bob@ooni.example, dave@ooni.example to run `opos approve`" in refused.err
+    assert reviewed.head() == before  # nothing was committed
+    reviewed.git("config", "user.signingkey", str(staff["dave"].private))
+    assert opos("approve", "--repo", reviewed.path).code == 0

@@ -131,7 +131,21 @@ def test_malformed_requests_get_json_errors(app_client: Any) -> None:
     big = client.post("/v1/claims", data=b"{" + b" " * (2 * 1024 * 1024) + b"}", content_type="application/json")
     assert big.status_code == 413 and big.json["error"]
     assert client.get("/v1/claims").status_code == 405 and client.get("/v1/claims").json["error"]
-    assert client.get("/nothing").status_code == 404 and "detail" in client.get("/nothing").json
+    assert client.get("/v1/nothing").status_code == 404 and "detail" in client.get("/v1/nothing").json
+
+
+def test_an_unknown_page_is_a_page_and_an_unknown_api_path_is_json(app_client: Any) -> None:
+    """Unknown paths such as /nope got a JSON 404; /log/<unknown id> said "look for it below" with nothing below."""
+    client = app_client()
+    page = client.get("/nope")
+    assert page.status_code == 404 and page.mimetype == "text/html"
+    assert "There is no page at &#39;/nope&#39;: search the log of instructions with the form above" in page.text
+    assert 'class="filters"' in page.text
+    unknown = client.get("/log/no-such-one")
+    assert unknown.status_code == 404 and "search the log with the form above" in unknown.text
+    for path in ("/v1/nope.json", "/hooks/nope"):
+        answer = client.get(path)
+        assert answer.status_code == 404 and answer.mimetype == "application/json" and answer.json["detail"]
 
 
 def test_webhook_body_is_only_a_trigger(app_client: Any) -> None:

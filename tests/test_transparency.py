@@ -309,3 +309,21 @@ def test_the_audit_says_when_a_mirror_is_behind_or_expiring_and_exits_2_without_
     helped = subprocess.run([str(Path(sys.executable).parent / "opos"), "audit", "--help"], capture_output=True,
                             text=True, check=True)  # fmt: skip
     assert "2 when no verdict could be had" in " ".join(helped.stdout.split())
+
+
+def test_a_country_that_iso_does_not_know_is_refused_everywhere_with_what_was_meant(
+    story: dict[str, Any], tmp_path: Path, feed_key_file: Path
+) -> None:
+    """"UK" was caught only by opos new: the log and the probe took it and found nothing."""
+    client = story["client"]
+    for path in ("/v1/log.json?country=UK", "/log.atom?country=UK"):
+        answer = client.get(path)
+        assert answer.status_code == 400 and "did you mean 'GB'" in answer.json["detail"], path
+    page = client.get("/log?country=UK")
+    assert page.status_code == 400 and "did you mean &#39;GB&#39;" in page.text
+    assert client.get("/v1/log.json?country=gb").status_code == 200
+    logged = opos("log", "--repo", story["repo"].path, "--country", "UK")
+    assert logged.code == 2 and "did you mean 'GB'" in logged.err
+    probed = opos("probe", "--mirror", "http://127.0.0.1:9", "--key", f"{feed_key_file}.pub", "--state",
+                  tmp_path / "probe", "--country", "UK", "--network", "AS1")  # fmt: skip
+    assert probed.code == 2 and "did you mean 'GB'" in probed.err

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from opos.model import CommitHash, format_time
 from opos.signing import keydoc, keys, sshsig
-from opos.trust.gitrepo import GitLedger, init_repository, write_commit
+from opos.trust.gitrepo import GitLedger, check_out, init_repository, write_commit
 
 
 def _staff_key(folder: Path, name: str) -> tuple[ed25519.Ed25519PrivateKey, str]:
@@ -157,6 +157,7 @@ def build_demo_ledger(folder: Path, now: dt.datetime) -> tuple[Path, list[str]]:
         log.append(f"{merge} {message}: by {_name(author, alice)}, approved by {_name(reviewer, alice)} in "
                    f"{branch[-1][:12]}, merged")  # fmt: skip
     ledger.close()
+    check_out(repo_path)  # its working tree and index as HEAD has them: `git status` is clean
     return repo_path, log
 
 

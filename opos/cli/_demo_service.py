@@ -25,7 +25,7 @@ from opos.model import format_time
 from opos.probe import ClientConfig, Mirror, TrustAnchors, poll
 from opos.probe.plan import Plan
 from opos.signing import keydoc, keys
-from opos.trust.gitrepo import GitLedger
+from opos.trust.gitrepo import GitLedger, check_out
 
 
 def _port_free(port: int) -> bool:
@@ -178,6 +178,7 @@ def _push_and_notify(repo: Path, folder: Path, base: str, secret: str) -> tuple[
         changes: dict[str, bytes | None] = {"ledger/instructions/mm-dns-resolvers.yaml": text.encode()}
         message = "Check DNS resolvers in Myanmar"
         commit, _ = land_reviewed(ledger, parent, changes, message, bob, alice, int(time.time()))
+    check_out(repo)
     started = time.monotonic()
     body = json.dumps({"ref": "refs/heads/main", "after": commit}).encode()
     signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()

@@ -14,8 +14,9 @@ from urllib.parse import urlsplit
 
 from opos.cli._common import Commands, add_command, auditors_required
 from opos.errors import UsageError, YamlProblem
+from opos.instructions import resources
 from opos.instructions.yamlfile import load
-from opos.model import format_duration, format_time, parse_country, parse_duration, parse_network, parse_platform
+from opos.model import format_duration, format_time, parse_duration, parse_network, parse_platform
 from opos.probe import ClientConfig, Limits, Mirror, TrustAnchors, plan, poll
 from opos.signing import keydoc, keys
 from opos.text import for_terminal
@@ -104,7 +105,7 @@ def _trust_flags(probe: argparse.ArgumentParser) -> None:
 def config_from(args: argparse.Namespace, err: TextIO) -> ClientConfig:
     mirrors = _urls("--mirror", args.mirrors, err)
     try:
-        country = parse_country(args.country)
+        country = resources.parse_known_country(args.country)
         network = parse_network(args.network)
         platform = parse_platform(args.platform) if args.platform else None
     except ValueError as error:

@@ -114,10 +114,9 @@ def verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for line in verdict.lines():
         print(line, file=out)
     if not verdict.ok or verdict.accepted is None:
-        if last is not None:
-            print(f"The last accepted commit is {last}. To recover: reset the branch to it "
-                  f"(git reset --hard {last[:12]}; the one force-push that is safe is back to it), then re-apply "
-                  "your change with signed commits. See ledger/README.md, 'A way back'.", file=err)  # fmt: skip
+        advice = verification.recovery(verdict, last, "the branch", proposal=args.proposal)
+        if advice:
+            print(f"{advice} See ledger/README.md, 'A way back'.", file=err)
         return 1
     print(f"ok: {revision} (sequence {verdict.accepted.sequence}) from trust root {verification.trust_root}", file=err)
     return 0

@@ -8,6 +8,8 @@ ledger tree is the branch's, so it counts for the merge that lands that tree and
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import datetime as dt
 import shutil
 import subprocess  # nosec B404: git is run with fixed arguments, never through a shell
@@ -61,6 +63,7 @@ def approve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         status = verification.approvals(base, head)
         if status.needed == 0:
             raise UsageError(f"HEAD's ledger is the same as {base[:12]}'s: there is nothing to approve")
+        _refuse_self_approval(ledger, base, status.approvers, _signing_key(args.repo))
         tree = ledger.ledger_tree(ledger.commit(head))
         shown = preview_text(ledger, base, head, strict=False)
         subject = next(iter(ledger.commit(head).message.strip().splitlines()), "")
@@ -80,6 +83,43 @@ def approve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         made = ledger.resolve("HEAD")
         _say_whether_it_counts(ledger, made, base, out, err)
     return 0
+
+
+def _signing_key(repo: Path) -> bytes | None:
+    """The key blob of git's user.signingkey (a key:: literal, or a .pub or private key file); None if unknown."""
+    git = shutil.which("git")
+    if git is None:
+        return None
+    named = subprocess.run([git, "config", "user.signingkey"], cwd=repo, capture_output=True,  # nosec B603
+                           text=True).stdout.strip()  # fmt: skip
+    if named.startswith("key::"):
+        line = named.removeprefix("key::")
+    else:
+        path = Path(named).expanduser()
+        public = path if path.suffix == ".pub" else Path(f"{path}.pub")
+        try:
+            line = public.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+    parts = line.split()
+    try:
+        return base64.b64decode(parts[1], validate=True) if len(parts) >= 2 else None
+    except binascii.Error:
+        return None
+
+
+def _refuse_self_approval(ledger: GitLedger, base: CommitHash, approvers: tuple[str, ...], key: bytes | None) -> None:
+    """An approval by someone who signed the change already adds nothing: refuse it, and say who could approve."""
+    if key is None:
+        return
+    signers = sshsig.parse_allowed_signers(ledger.allowed_signers(ledger.commit(base)) or b"")[0]
+    mine = {p for line in signers if line.key_blob == key for p in line.principals.split(",")}
+    if not mine & set(approvers):
+        return
+    others = sorted({line.principals.split(",")[0] for line in signers if line.key_blob != key} - set(approvers))
+    raise OposError(f"you ({', '.join(sorted(mine))}) signed this change already: your approval would not count, "
+                    "since an approval must come from another person. Nothing was committed. Ask "
+                    f"{', '.join(others) or 'another signer'} to run `opos approve` on this branch")  # fmt: skip
 
 
 def _base(ledger: GitLedger, named: str | None) -> CommitHash:

@@ -14,7 +14,8 @@ from opos.audit.auditing import difference
 from opos.cli._common import Commands, add_command, add_repo, add_trust, moment, open_ledger
 from opos.errors import FetchFailed, OposError, RepositoryError, UntrustedDataError, UsageError
 from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
-from opos.model import CommitHash, format_time, parse_country, parse_network
+from opos.instructions import resources
+from opos.model import CommitHash, format_time, parse_network
 from opos.publish.site import feed_at
 from opos.signing import keys
 from opos.signing.documents import Feed, Head, verify_envelope
@@ -73,7 +74,7 @@ def register(commands: Commands) -> None:
 
 def log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:  # as the service's /v1/log.json reads them
-        country = parse_country(args.country) if args.country else None
+        country = resources.parse_known_country(args.country) if args.country else None
         network = parse_network(args.network) if args.network else None
     except ValueError as error:
         raise UsageError(f"--country/--network: {error}") from None

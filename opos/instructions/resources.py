@@ -19,6 +19,8 @@ import jsonschema
 import jsonschema.validators
 from jsonschema.exceptions import best_match
 
+from opos import model
+
 _PACKAGE = Path(__file__).resolve().parent.parent  # the opos package
 
 
@@ -191,6 +193,18 @@ def not_a_country(code: str) -> str:
     """What to tell someone who wrote `code` where a country code belongs."""
     hint = f" (did you mean {COUNTRY_ALIASES[code]!r}?)" if code in COUNTRY_ALIASES else ""
     return f"{code!r} is not an ISO 3166-1 alpha-2 country code{hint}"
+
+
+def parse_known_country(text: str) -> str:
+    """A country code as typed (`ir`, `IR`) that ISO 3166-1 knows → `IR`; else ValueError saying what was meant.
+
+    Every place that takes a country from a person (`opos log`, `opos probe`, /log, /v1/log.json,
+    /log.atom) asks this one, so "UK" gets the same answer everywhere.
+    """
+    code = model.parse_country(text)
+    if code not in countries():
+        raise ValueError(not_a_country(code))
+    return code
 
 
 @functools.cache

@@ -192,9 +192,8 @@ class Syncer:
             verdict = verification.verdict(remote_commit, since=served)
             if not verdict.ok:
                 lines = "; ".join(verdict.lines())
-                fix = (f" The last accepted commit is {served}: reset {branch} to it, then re-apply the change "
-                       "with signed commits." if served else "")  # fmt: skip
-                return SyncResult("rejected", served, f"{branch} at {remote_commit} was not accepted: {lines}.{fix}")
+                fix = verification.recovery(verdict, served, branch)
+                return SyncResult("rejected", served, f"{branch} at {remote_commit} was not accepted: {lines}. {fix}")
             try:
                 published = publish(verification, remote_commit, key, self.site, now, self.head_ttl, self._auditors())
             except (HistoryRejected, LedgerInvalid) as err:

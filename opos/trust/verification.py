@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from opos.errors import HistoryRejected, LedgerInvalid, Problem, RepositoryError
+from opos.errors import HistoryRejected, LedgerInvalid, OposError, Problem, RepositoryError
 from opos.instructions import rules
 from opos.model import CommitHash
 from opos.trust import checkedfile, keyhistory
@@ -152,6 +152,32 @@ class Verification:
         if verdict.accepted is None or verdict.checked is None:
             raise HistoryRejected([(f.commit, f.reason) for f in verdict.failures])
         return Followable(verdict.accepted, verdict.checked)
+
+    def recovery(self, verdict: Verdict, last: CommitHash | None, branch: str, proposal: bool = False) -> str:
+        """What to do about a refused verdict, for the situation: a proposal is fixed on its branch (resetting would
+        throw its work away); a followed branch goes back to `last`. A refused unsigned non-merge on top of signed
+        work is named as what it most likely is: a squash or rebase merge made by the hosting site."""
+        squashed = [f.commit[:12] for f in verdict.failures if self._looks_squashed(f.commit)]
+        cause = (f" {', '.join(squashed)}: an unsigned commit on top of signed work, most likely a squash or rebase "
+                 "merge made by the hosting site: merge pull requests with a merge commit (allow merge commits "
+                 "only)." if squashed else "")  # fmt: skip
+        if proposal:
+            fixed = ("This is a proposal: fix its commits on the branch (`git commit --amend -S` for the last one, "
+                     "`git rebase -S <base>` for several) and push it again; nothing needs resetting.")  # fmt: skip
+            return fixed + cause
+        if last is None:
+            return cause.strip()
+        return (f"The last accepted commit is {last}. To recover: reset {branch} to it (git reset --hard "
+                f"{last[:12]}; the one force-push that is safe is back to it), then re-apply the change with signed "
+                f"commits.{cause}")  # fmt: skip
+
+    def _looks_squashed(self, commit: CommitHash) -> bool:
+        try:
+            info = self.ledger.commit(commit)
+            return info.signature is None and len(info.parents) == 1 and (
+                self.ledger.commit(info.parents[0]).signature is not None)  # fmt: skip
+        except OposError:
+            return False
 
     def last_accepted(self, revision: CommitHash, since: CommitHash | None = None) -> CommitHash | None:
         """The newest commit of `revision`'s first-parent chain that may be followed (from `since`): where to

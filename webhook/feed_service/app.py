@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from webhook.answers import json_error, refuse_undecodable
@@ -23,6 +24,7 @@ from webhook.feed_service.fastpath import FastPath
 from webhook.feed_service.service import Service
 
 logger = logging.getLogger("opos.service")
+API_PREFIXES = ("/v1/", "/hooks/", "/healthz", "/metrics", "/openapi.json")
 
 # Every answer: nothing runs but our own stylesheet, no page may frame ours, no type is guessed,
 # and no address leaks to another site through Referer.
@@ -55,6 +57,13 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
 
     app.register_error_handler(HTTPException, json_error)
     app.before_request(refuse_undecodable)
+
+    @app.errorhandler(404)
+    def not_found(error: HTTPException) -> ResponseReturnValue:
+        """JSON for programs (the API's paths), the log's page for people (any other)."""
+        if request.path.startswith(API_PREFIXES):
+            return json_error(error)
+        return public_log.page_not_found(error)
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> tuple[Response, int]:

@@ -21,7 +21,7 @@ from opos.eventlog.events import Event, join_and
 from opos.eventlog.governance import field_changes
 from opos.eventlog.logindex import LogQuery, Period, decode_cursor, log_document, select
 from opos.instructions import resources
-from opos.model import format_time, parse_country, parse_network, parse_time, parse_timestamp
+from opos.model import format_time, parse_network, parse_time, parse_timestamp
 from opos.text import for_terminal, for_xml
 from webhook.answers import json_error
 from webhook.feed_service.service import current
@@ -40,7 +40,7 @@ def _query(cursor_allowed: bool = True) -> LogQuery:
                 moments[name] = parse_timestamp(text)
             except ValueError:
                 abort(400, f"{name}: {text!r} is not a date (2026-11-01) or a time with a zone (2026-11-01T00:00:00Z)")
-    country = _parsed("country", parse_country)
+    country = _parsed("country", resources.parse_known_country)
     network = _parsed("network", parse_network)
     period: Period = "time" if args.get("period") == "time" else "window"
     if args.get("period", "window") not in ("window", "time"):
@@ -236,6 +236,12 @@ def _page_error(error: HTTPException, form: Any = None) -> tuple[str, int]:
     return page, error.code or 400
 
 
+def page_not_found(error: HTTPException) -> ResponseReturnValue:
+    """A 404 for a person (any path outside the API): the log's page, saying so."""
+    return _page_error(NotFound(f"There is no page at {request.path!r}: search the log of instructions with the "
+                                "form above."), form={})  # fmt: skip
+
+
 @blueprint.errorhandler(400)
 def bad_request(error: HTTPException) -> ResponseReturnValue:
     """A 400 before the view ran (a request that is not UTF-8): a page for the pages, JSON for the rest."""
@@ -271,7 +277,8 @@ def instruction_page(ident: str) -> ResponseReturnValue:
         events, _ = _select(LogQuery(instruction=ident, limit=LIMITS.log_page))
     events = [e for e in events if e.about_instruction]
     if not events:
-        return _page_error(NotFound(f"There is no instruction {ident!r} in the log: look for it below."))
+        return _page_error(NotFound(f"There is no instruction {ident!r} in the log: search the log with the form "
+                                    "above."), form={})  # fmt: skip
     status = _status(events, dt.datetime.now(dt.UTC))
     return render_template("instruction.html", ident=ident, views=[_view(e) for e in events], status=status)
 

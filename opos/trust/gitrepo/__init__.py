@@ -9,7 +9,15 @@ the names below.
 
 from opos.trust.gitrepo.ledger import GitLedger
 from opos.trust.gitrepo.objects import GitObjects, normalise_ledger_dir, parse_raw_commit
-from opos.trust.gitrepo.write import FetchLimits, fetch_branch, init_repository, redact, set_config, write_commit
+from opos.trust.gitrepo.write import (
+    FetchLimits,
+    check_out,
+    fetch_branch,
+    init_repository,
+    redact,
+    set_config,
+    write_commit,
+)
 from opos.trust.verdictfile import FileCache
 
 __all__ = [
@@ -17,6 +25,7 @@ __all__ = [
     "FileCache",
     "GitLedger",
     "GitObjects",
+    "check_out",
     "fetch_branch",
     "init_repository",
     "normalise_ledger_dir",

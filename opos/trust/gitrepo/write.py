@@ -97,6 +97,16 @@ def write_commit(
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
 
 
+def check_out(path: Path) -> None:
+    """Write HEAD's files and index into the working tree of the repository at `path`, so that one made commit
+    by commit with write_commit (the demo's) reads as clean to `git status`."""
+    repo = Repo(str(path))
+    try:
+        repo.get_worktree().reset_index()
+    finally:
+        close_repo(repo)
+
+
 def redact(text: str) -> str:
     """`text` with the user name and password of every URL in it replaced by `***` (tokens in remotes)."""
     return _USERINFO.sub(lambda match: f"{match.group('scheme')}***@", text)
