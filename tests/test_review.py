@@ -390,3 +390,26 @@ def test_approving_ones_own_change_is_refused_and_says_who_could(
     assert reviewed.head() == before  # nothing was committed
     reviewed.git("config", "user.signingkey", str(staff["dave"].private))
     assert opos("approve", "--repo", reviewed.path).code == 0
+
+
+def test_a_key_document_is_credited_to_its_author_and_approved_by_the_others(
+    reviewed: LedgerRepo, staff: dict[str, SshKey], tmp_path: Path
+) -> None:
+    """keys-rotated said "signer: dave, approvers: carol" when carol wrote the document and dave merged it."""
+    root, feed = tmp_path / "root", tmp_path / "feed"
+    for path in (root, feed):
+        assert opos("keygen", "--out", path).code == 0
+    reviewed.git("checkout", "-q", "-B", "topic", "main")
+    assert opos("keys", "init", "--root", root, "--root-threshold", "1", "--feed-key", f"{feed}.pub", "--ledger",
+                reviewed.path / "ledger").code == 0  # fmt: skip
+    reviewed.commit("Keys: version 1", staff["carol"])
+    approve(reviewed, staff["bob"])
+    approve(reviewed, staff["dave"])
+    reviewed.git("checkout", "-q", "main")
+    reviewed.git("-c", f"user.signingkey={staff['dave'].private}", "-c", "gpg.format=ssh", "merge", "-q", "--no-ff",
+                 "-S", "--no-edit", "topic")  # fmt: skip
+    assert verify(reviewed) == (0, {})
+    events = json.loads(opos("log", "--repo", reviewed.path, "--json").out)["events"]
+    rotated = next(e for e in events if e["action"] == "keys-rotated")
+    assert rotated["signer"] == "carol@ooni.example", rotated
+    assert set(rotated["approvers"]) == {"bob@ooni.example", "dave@ooni.example"}

@@ -314,7 +314,7 @@ def test_the_audit_says_when_a_mirror_is_behind_or_expiring_and_exits_2_without_
 def test_a_country_that_iso_does_not_know_is_refused_everywhere_with_what_was_meant(
     story: dict[str, Any], tmp_path: Path, feed_key_file: Path
 ) -> None:
-    """"UK" was caught only by opos new: the log and the probe took it and found nothing."""
+    """ "UK" was caught only by opos new: the log and the probe took it and found nothing."""
     client = story["client"]
     for path in ("/v1/log.json?country=UK", "/log.atom?country=UK"):
         answer = client.get(path)

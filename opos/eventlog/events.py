@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
-from opos.eventlog.governance import field_changes, ledger_changes
+from opos.eventlog.governance import POLICY, SIGNERS, GovernanceChange, field_changes, ledger_changes
 from opos.instructions import rules
 from opos.model import CommitHash, format_time
 from opos.trust.revisions import last_revisions
@@ -210,27 +210,49 @@ def step_events(
 def _ledger_events(
     source: LedgerSource, info: CommitInfo, parent: CommitInfo | None, sequence: int, signer_of: SignerOf
 ) -> list[Event]:
-    """Who may sign, the policy and the key documents: signer-added, signer-removed, policy-changed, keys-rotated."""
+    """Who may sign, the policy and the key documents: signer-added, signer-removed, policy-changed, keys-rotated.
+
+    Each is credited as an instruction change is: through a merge, to the commit on the merged branch
+    that made it (its author); whoever approved or merged it is an approver (step_events).
+    """
     time = format_time(dt.datetime.fromtimestamp(info.committed, dt.UTC))
-    signer, key = signer_of(info.id)
-    first = info.message.strip().splitlines()
-    message = first[0] if first else ""
-    return [
-        Event(
-            change.action,
-            change.about,
-            info.id,
-            sequence,
-            time,
-            signer,
-            key,
-            message,
-            info.id,
-            change.after,
-            change.before,
-        )
-        for change in ledger_changes(source, info, parent)
-    ]
+    events = []
+    for change in ledger_changes(source, info, parent):
+        made = _made_by(source, info, _state(source, change)) if len(info.parents) > 1 else info.id
+        signer, key = signer_of(made)
+        first = source.commit(made).message.strip().splitlines()
+        message = first[0] if first else ""
+        events.append(Event(change.action, change.about, info.id, sequence, time, signer, key, message, made,
+                            change.after, change.before))  # fmt: skip
+    return events
+
+
+def _state(source: LedgerSource, change: GovernanceChange) -> Callable[[CommitInfo], object]:
+    """What of a commit's files the change is about: the file whose state the merge brought in."""
+    if change.about == SIGNERS:
+        return source.allowed_signers
+    if change.about == POLICY:
+        return source.policy_file
+    name = f"{(change.after or {}).get('version')}.json"
+    return lambda commit: source.key_files(commit).get(name)
+
+
+def _made_by(source: LedgerSource, merge: CommitInfo, state: Callable[[CommitInfo], object]) -> CommitHash:
+    """The commit on a merged branch that gave the merge its `state` (walking the branch's first parents back to
+    the first commit that has it), else the merge itself."""
+    wanted = state(merge)
+    for side in merge.parents[1:]:
+        current = source.commit(side)
+        if state(current) != wanted:
+            continue
+        for _ in range(10_000):
+            if not current.parents:
+                return current.id
+            previous = source.commit(current.parents[0])
+            if state(previous) != wanted:
+                return current.id
+            current = previous
+    return merge.id
 
 
 def _instruction_events(
