@@ -8,6 +8,7 @@ head only with k of their cosignatures. Each attack below is mounted for real.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -26,7 +27,7 @@ from opos.audit.auditing import AuditLog
 from opos.probe import ClientConfig, Mirror, TrustAnchors, poll
 from opos.probe.plan import Plan
 from opos.publish import render
-from opos.signing import cosignature, sshsig
+from opos.signing import cosignature, keydoc, sshsig
 from opos.signing import keys as feed_keys
 from opos.trust.gitrepo import GitLedger, write_commit
 from servers import AuditorProcess, Service, free_port, http
@@ -50,12 +51,17 @@ def start_auditor(tmp_path: Path, published_ledger: tuple[LedgerRepo, str], feed
     _, url = published_ledger
     started: list[Auditor] = []
 
-    def start(name: str, remote: str | None = None) -> Auditor:
+    def start(name: str, remote: str | None = None, root: Path | None = None) -> Auditor:
+        """An auditor that pins the feed key, or with `root`, follows the key documents from that root key."""
         key = tmp_path / f"auditor-{name}"
-        assert opos("keygen", "--out", key).code == 0
+        if not key.exists():
+            assert opos("keygen", "--out", key).code == 0
         state = tmp_path / f"auditor-{name}-state"
-        env = {"OPOS_AUDITOR_KEY": str(key), "OPOS_AUDITOR_FEED_KEYS": f"{feed_key_file}.pub",
-               "OPOS_AUDITOR_STATE": str(state), "OPOS_AUDITOR_REMOTE": remote or url}  # fmt: skip
+        pinned = (
+            {"OPOS_AUDITOR_ROOT_KEYS": f"{root}.pub"} if root else {"OPOS_AUDITOR_FEED_KEYS": f"{feed_key_file}.pub"}
+        )
+        env = {"OPOS_AUDITOR_KEY": str(key), **pinned, "OPOS_AUDITOR_STATE": str(state),
+               "OPOS_AUDITOR_REMOTE": remote or url}  # fmt: skip
         auditor = Auditor(env, tmp_path / f"auditor-{name}.log")
         auditor.key_file, auditor.state = key, state
         started.append(auditor)
@@ -419,3 +425,54 @@ def test_concurrent_cosign_requests_to_one_auditor_all_answer(
         thread.join(30)
     assert answers == [200] * 8
     assert "WORKER TIMEOUT" not in auditor.log.read_text()
+
+
+def test_a_documented_feed_key_rotation_reaches_probes_through_auditors_that_follow_the_root(
+    published_ledger: tuple[LedgerRepo, str], keys: dict[str, SshKey], start_auditor: Any, tmp_path: Path
+) -> None:
+    """Auditors pinned feed keys: after `opos keys rotate` and a new OPOS_FEED_KEY, every commit was refused
+    ("0 of the 2 auditor cosignatures needed … not a feed signed by a pinned feed key")."""
+    repo, url = published_ledger
+    made = {}
+    for name in ("root", "feed-a", "feed-b", "auditor-one", "auditor-two"):
+        made[name] = tmp_path / name
+        assert opos("keygen", "--out", made[name]).code == 0
+    ledger = repo.path / "ledger"
+    assert opos("keys", "init", "--root", made["root"], "--root-threshold", "1", "--feed-key",
+                f"{made['feed-a']}.pub", "--ledger", ledger).code == 0  # fmt: skip
+    assert opos("keys", "rotate", "--root", made["root"], "--add-auditor", f"{made['auditor-one']}.pub",
+                "--add-auditor", f"{made['auditor-two']}.pub", "--auditors-required", "2", "--ledger",
+                ledger).code == 0  # fmt: skip
+    repo.commit("Keys: two auditors required", keys["alice"])
+    push(repo)
+    one, two = (start_auditor(name, root=made["root"]) for name in ("one", "two"))  # no feed key on their command line
+    data = tmp_path / "service-data"
+    env = {"OPOS_REMOTE": url, "OPOS_DATA_DIR": str(data), "OPOS_FEED_KEY": str(made["feed-a"]),
+           "OPOS_WEBHOOK_SECRET": SECRET, "OPOS_POLL_SECONDS": "3600", "OPOS_AUDITORS": f"{one.url},{two.url}",
+           "OPOS_AUDITORS_REQUIRED": "2"}  # fmt: skip
+    service = Service(env, workers=2)
+    try:
+        first = service.wait_for(service.served_commit, 60, "the first cosigned head")
+        root = keydoc.Key.of(feed_keys.load_public(Path(f"{made['root']}.pub")))
+        config = ClientConfig(mirrors=[Mirror(service.url)], country="IR", network="AS197207",
+                              state_dir=tmp_path / "probe", trust=TrustAnchors(root_keys=(root,)))  # fmt: skip
+        assert poll(config).commit == first
+        # the rotation as docs/security.md says: rotate, merge, point OPOS_FEED_KEY at the new key, restart
+        assert opos("keys", "rotate", "--root", made["root"], "--add-feed-key", f"{made['feed-b']}.pub",
+                    "--remove-feed-key", feed_keys.key_id(feed_keys.load_public(Path(f"{made['feed-a']}.pub"))),
+                    "--ledger", ledger).code == 0  # fmt: skip
+        repo.commit("Keys: rotate the feed key", keys["alice"])
+        rotated = push(repo)
+        service.stop()
+        service = Service({**env, "OPOS_FEED_KEY": str(made["feed-b"])}, workers=2)
+        service.wait_for(lambda: service.served_commit() == rotated, 60, "the rotated commit, cosigned by both")
+        config = dataclasses.replace(config, mirrors=[Mirror(service.url)])  # the restarted service's port
+        plan = poll(config)
+        assert plan.commit == rotated, plan.rejected  # the probe pins the root only: it followed the rotation
+        later = add_signed(repo, keys["alice"], "after-the-rotation")
+        service.webhook(SECRET)
+        service.wait_for(lambda: service.served_commit() == later, 60, "a commit after the rotation")
+        assert poll(config).commit == later
+        assert service.get("/healthz").json()["status"] == "ok"
+    finally:
+        service.stop()

@@ -3,6 +3,7 @@ probes with pinned root keys polling real HTTP mirrors while the feed key rotate
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 from dataclasses import replace
@@ -266,3 +267,37 @@ def test_render_refuses_a_head_that_the_key_document_wants_cosigned_when_no_audi
     assert "the key document (version 2) requires 1 auditors' cosignatures" in result.err
     assert "pass --auditor URL (and --auditor-key)" in result.err.replace("Pass", "pass")
     assert not (site / "v1" / "head.json").exists() and not list(site.rglob("*.json"))  # nothing written
+
+
+def test_auditors_and_audits_that_pin_the_root_follow_a_feed_key_rotation(
+    ledger_repo: LedgerRepo, keys: dict[str, SshKey], key_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """Auditors pinned feed keys on their command line: a rotation as documented stopped every cosignature."""
+    ledger = ledger_repo.path / "ledger"
+    init_with_root_a(ledger, key_files)
+    committed(ledger_repo, keys["alice"], "Keys: version 1")
+    before, after, other = tmp_path / "before", tmp_path / "after", tmp_path / "other"
+    render_site(ledger_repo, key_files["feed-a"], before)
+    keys_command("rotate", "--root", key_files["root-a"], "--add-feed-key", f"{key_files['feed-b']}.pub",
+                 "--remove-feed-key", keyid(key_files["feed-a"]), "--ledger", ledger)  # fmt: skip
+    committed(ledger_repo, keys["alice"], "Keys: the feed key rotated")
+    render_site(ledger_repo, key_files["feed-b"], after)
+    auditor = tmp_path / "auditor"
+    assert opos("keygen", "--out", auditor).code == 0
+    pins = ["--root-key", f"{key_files['root-a']}.pub"]
+    one_shot = ["--key", auditor, *pins, "--repo", ledger_repo.path, "--state", tmp_path / "state"]
+    for site in (before, after):  # no --feed-key: the key documents say which feed key signs each commit
+        cosigned = opos("auditor", "cosign", site / "v1" / "feed.json", *one_shot)
+        assert cosigned.code == 0, cosigned.err
+        audited = opos("audit", site / "v1" / "feed.json", *pins, "--repo", ledger_repo.path)
+        assert audited.code == 0 and "byte for byte" in audited.out, audited.err
+    payload = base64.b64decode(json.loads((after / "v1" / "feed.json").read_bytes())["payload"])
+    forged = render.sign("feed", payload, feed_keys.load_private(key_files["feed-a"]))  # the old key, unlisted now
+    (other / "v1").mkdir(parents=True)
+    (other / "v1" / "feed.json").write_bytes(forged)
+    refused = opos("auditor", "cosign", other / "v1" / "feed.json", *one_shot)
+    assert refused.code == 1 and "not a feed signed by a feed key that the key documents at" in refused.err
+    audited = opos("audit", other / "v1" / "feed.json", *pins, "--repo", ledger_repo.path)
+    assert audited.code == 1 and "REFUSED" in audited.out
+    assert opos("auditor", "cosign", after / "v1" / "feed.json", "--key", auditor, "--repo", ledger_repo.path,
+                "--state", tmp_path / "state").code == 2  # neither --feed-key nor --root-key  # fmt: skip

@@ -30,11 +30,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from opos.audit.errors import AuditConflict, AuditLogDamaged, AuditRefused
-from opos.errors import OposError, UntrustedDataError
+from opos.errors import LedgerInvalid, OposError, UntrustedDataError
 from opos.model import CommitHash, format_time
 from opos.publish.site import feed_at
-from opos.signing import cosignature
-from opos.signing.documents import Feed, verify_envelope
+from opos.signing import cosignature, keydoc
+from opos.signing.documents import Feed, read_unverified, verify_envelope
+from opos.trust import keyhistory
+from opos.trust.gitrepo import GitLedger
 from opos.trust.verification import Verification
 
 
@@ -167,27 +169,58 @@ def check_conflict(log: Sequence[LogEntry], sequence: int, commit: str) -> None:
 
 @dataclass(frozen=True)
 class Request:
-    """A feed to audit, as far as it can be checked without the ledger: signed by a pinned feed key."""
+    """A feed to audit, as far as it can be checked without the ledger: signed by a pinned feed key, or (for an
+    auditor that follows the root keys) well formed, its signature checked once the ledger is fetched."""
 
     envelope: bytes
     feed: Feed
     payload: bytes
     digest: str  # SHA-256 of the envelope: the head's feed_sha256
+    roots: tuple[keydoc.Key, ...] = ()  # with `signed` False: the key documents from these name the feed keys
+    signed: bool = True  # verified with a pinned feed key already
 
     @property
     def statement(self) -> cosignature.Statement:
         return cosignature.Statement(self.feed.commit, self.feed.sequence, self.digest)
 
 
-def receive(envelope: bytes, feed_keys: Sequence[ed25519.Ed25519PublicKey]) -> Request:
-    """The feed in an envelope, checked before anything costly (outsiders get no fetch). Raises AuditRefused."""
+def receive(
+    envelope: bytes, feed_keys: Sequence[ed25519.Ed25519PublicKey], roots: Sequence[keydoc.Key] = ()
+) -> Request:
+    """The feed in an envelope, checked before anything costly (outsiders get no fetch). Raises AuditRefused.
+
+    With `roots`, a feed not signed by a pinned feed key is taken on its form, and its signature is
+    checked against the feed keys of the ledger's key documents at its commit (check_feed_key).
+    """
     try:
-        verified = verify_envelope(envelope, feed_keys)
+        verified, signed = verify_envelope(envelope, feed_keys), True
     except UntrustedDataError as err:
-        raise AuditRefused(f"not a feed signed by a pinned feed key: {err}") from None
+        if not roots:
+            raise AuditRefused(f"not a feed signed by a pinned feed key: {err}") from None
+        try:
+            verified, signed = read_unverified(envelope), False
+        except UntrustedDataError as error:
+            raise AuditRefused(f"not a feed: {error}") from None
     if not isinstance(verified.document, Feed):
         raise AuditRefused(f"that is a {verified.kind}, not a feed: send the feed envelope")
-    return Request(envelope, verified.document, verified.payload, hashlib.sha256(envelope).hexdigest())
+    digest = hashlib.sha256(envelope).hexdigest()
+    return Request(envelope, verified.document, verified.payload, digest, tuple(roots), signed)
+
+
+def check_feed_key(request: Request, ledger: GitLedger) -> None:
+    """For a request taken on its form: signed by a feed key that the key documents at its commit list, their
+    chain starting at the pinned root keys, as probes check it. Raises AuditRefused."""
+    commit = request.feed.commit
+    try:
+        documents = keyhistory.at(ledger, CommitHash(commit))
+        if not documents:
+            raise AuditRefused(f"the ledger at {commit[:12]} has no key document to learn its feed keys from: pin "
+                               "the feed key (--feed-key) instead")  # fmt: skip
+        document = keydoc.chain(documents, request.roots)
+        verify_envelope(request.envelope, document.feed_public_keys())
+    except (UntrustedDataError, LedgerInvalid) as err:
+        raise AuditRefused(f"not a feed signed by a feed key that the key documents at {commit[:12]} list (from "
+                           f"the pinned root keys): {err}") from None  # fmt: skip
 
 
 LedgerAt = Callable[[], tuple[Verification, CommitHash | None]]  # the ledger, fetched: (verification, public tip)
@@ -209,6 +242,8 @@ def audit(
     check_conflict(entries, feed.sequence, feed.commit)
     verification, public_tip = ledger_at()
     ledger = verification.ledger
+    if not request.signed:
+        check_feed_key(request, ledger)
     try:
         ledger.commit(feed.commit)
     except OposError:

@@ -1,11 +1,12 @@
 """`opos auditor`: cosign feeds that are exactly the public ledger (one-shot), or run the auditor service.
 
-opos auditor cosign FEED_FILE_OR_URL --key AUDITOR_KEY --feed-key FEED_KEY.pub --repo CLONE --state DIR
+opos auditor cosign FEED_FILE_OR_URL --key AUDITOR_KEY (--feed-key FEED_KEY.pub | --root-key ROOT.pub)… --repo CLONE
+                    --state DIR
     exit 0: the cosignature envelope on standard output (the same feed again: cosigned again)
     exit 1: not a feed signed by a pinned key, the history does not verify, or the feed differs
     exit 3: it conflicts with what DIR has cosigned (names the latest (sequence, commit))
     exit 2: usage errors and unreadable inputs, DIR's log among them (damaged: it cosigns nothing)
-opos auditor serve --key … --remote URL --feed-key … --state DIR [--bind 127.0.0.1:8090]
+opos auditor serve --key … --remote URL (--feed-key … | --root-key …) --state DIR [--bind 127.0.0.1:8090]
     the same checks behind POST /v1/cosign, under gunicorn (webhook/auditor/app.py)
 """
 
@@ -19,12 +20,14 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from opos.audit.auditing import AuditLog, audit, receive
 from opos.audit.errors import AuditConflict, AuditLogDamaged, AuditRefused
 from opos.cli._common import Commands, add_group, add_repo, add_trust, open_ledger
 from opos.cli.transparency import feed_bytes
 from opos.errors import OposError, UsageError
-from opos.signing import keys
+from opos.signing import keydoc, keys
 from opos.trust.verification import Verification
 
 
@@ -66,21 +69,36 @@ def register(commands: Commands) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", type=Path, required=True, help="this auditor's private key (from `opos keygen`)")
-    parser.add_argument("--feed-key", type=Path, action="append", required=True, dest="feed_keys",
+    parser.add_argument("--feed-key", type=Path, action="append", default=[], dest="feed_keys",
                         help="a pinned feed public key (.pub); repeat for several")  # fmt: skip
+    parser.add_argument("--root-key", type=Path, action="append", default=[], dest="root_keys",
+                        help="a root key (.pub; repeat): accept the feed keys that the ledger's key documents list "
+                        "at the audited commit, their chain checked from these, so a feed-key rotation needs no "
+                        "restart (give --feed-key, --root-key or both)")  # fmt: skip
     parser.add_argument("--state", type=Path, required=True, help="the auditor's state directory (its log)")
+
+
+def _pins(args: argparse.Namespace) -> tuple[list[Ed25519PublicKey], tuple[keydoc.Key, ...]]:
+    """The pinned feed keys and root keys; at least one of them. Raises UsageError."""
+    if not args.feed_keys and not args.root_keys:
+        raise UsageError("give the feed key (--feed-key FILE.pub) or the root keys (--root-key FILE.pub), or both")
+    try:
+        return ([keys.load_public(path) for path in args.feed_keys],
+                tuple(keydoc.Key.of(keys.load_public(path)) for path in args.root_keys))  # fmt: skip
+    except OposError as error:
+        raise UsageError(error.diagnostics()) from None
 
 
 def cosign_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         key = keys.load_private(args.key)
-        feed_keys = [keys.load_public(path) for path in args.feed_keys]
     except OposError as error:
         raise UsageError(error.diagnostics()) from None
+    feed_keys, roots = _pins(args)
     envelope = feed_bytes(args.feed)
     log = AuditLog(args.state)
     try:
-        request = receive(envelope, feed_keys)
+        request = receive(envelope, feed_keys, roots)
         with open_ledger(args) as ledger, log.locked():
             try:
                 tip = ledger.resolve(args.branch)
@@ -106,13 +124,15 @@ def cosign_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def serve_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    for path in (args.key, *args.feed_keys):
+    _pins(args)
+    for path in (args.key, *args.feed_keys, *args.root_keys):
         if not path.is_file():
             raise UsageError(f"cannot read {path}")
     env = {
         **os.environ,
         "OPOS_AUDITOR_KEY": str(args.key.resolve()),
         "OPOS_AUDITOR_FEED_KEYS": ",".join(str(p.resolve()) for p in args.feed_keys),
+        "OPOS_AUDITOR_ROOT_KEYS": ",".join(str(p.resolve()) for p in args.root_keys),
         "OPOS_AUDITOR_STATE": str(args.state.resolve()),
         "OPOS_AUDITOR_REMOTE": ",".join(args.remotes),
         "OPOS_AUDITOR_BRANCH": args.branch,

@@ -10,17 +10,19 @@ from typing import TextIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from opos.audit.auditing import difference
+from opos.audit.auditing import check_feed_key, difference, receive
+from opos.audit.errors import AuditRefused
 from opos.cli._common import Commands, add_command, add_repo, add_trust, moment, open_ledger
-from opos.errors import FetchFailed, OposError, RepositoryError, UntrustedDataError, UsageError
+from opos.errors import FetchFailed, OposError, RepositoryError, UsageError
 from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
 from opos.instructions import resources
 from opos.model import CommitHash, format_time, parse_network
 from opos.publish.site import feed_at
-from opos.signing import keys
-from opos.signing.documents import Feed, Head, verify_envelope
+from opos.signing import keydoc, keys
+from opos.signing.documents import Head, verify_envelope
 from opos.text import for_terminal
 from opos.transport import HttpFetcher, Limits, Mirror
+from opos.trust import keyhistory
 from opos.trust.gitrepo import GitLedger
 from opos.trust.verification import Verification
 
@@ -62,7 +64,12 @@ def register(commands: Commands) -> None:
         "feed's commit).",
     )  # fmt: skip
     audit_parser.add_argument("feed", help="a feed file or URL (v1/feed.json or v1/feed/<commit>.json)")
-    audit_parser.add_argument("--key", action="append", required=True, type=Path, help="the feed public key (repeat)")
+    audit_parser.add_argument("--key", action="append", default=[], type=Path, help="the feed public key (repeat)")
+    audit_parser.add_argument(
+        "--root-key", action="append", default=[], type=Path, dest="root_keys",
+        help="a root key (.pub; repeat): accept the feed keys the ledger's key documents list at the feed's commit, "
+        "their chain checked from these (give --key, --root-key or both)",
+    )  # fmt: skip
     audit_parser.add_argument(
         "--since", metavar="COMMIT",
         help="the commit this monitor accepted before: the feed's commit must build on it (be on its first-parent "
@@ -136,32 +143,41 @@ def audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Exit 0: the feed is the ledger; 1: it is not (a forgery signed with the key); 2: no verdict could be had."""
     try:
         trusted = [keys.load_public(path) for path in args.key]
+        roots = tuple(keydoc.Key.of(keys.load_public(path)) for path in args.root_keys)
     except OposError as error:
         raise UsageError(f"--key: {error}") from None
+    if not trusted and not roots:
+        raise UsageError("give the feed key (--key FILE.pub) or the root keys (--root-key FILE.pub), or both")
     try:
-        verified = verify_envelope(feed_bytes(args.feed), trusted)
-    except UntrustedDataError as error:
-        raise UsageError(f"{args.feed} is not a feed signed by the key(s) given: {error}") from None
-    if not isinstance(verified.document, Feed):
-        raise UsageError(f"{args.feed} is a {verified.kind}: give the feed (v1/feed.json or v1/feed/<commit>.json)")
-    commit = verified.document.commit
+        verified = receive(feed_bytes(args.feed), trusted, roots)
+    except AuditRefused as error:
+        raise UsageError(f"{args.feed}: {error} (give the feed, v1/feed.json or v1/feed/<commit>.json, and the key "
+                         "that signed it)") from None  # fmt: skip
+    commit = verified.feed.commit
     with open_ledger(args) as ledger:
         try:
             ledger.commit(commit)
         except RepositoryError:
             raise UsageError(f"the clone {args.repo} does not have {commit}: fetch the ledger first") from None
+        if not verified.signed:
+            try:
+                check_feed_key(verified, ledger)
+            except AuditRefused as refused:
+                print(f"REFUSED: {refused}", file=out)
+                return 1
+        trusted = trusted or keydoc.chain(keyhistory.at(ledger, commit), roots).feed_public_keys()
         since = ledger.resolve(args.since) if args.since else None
         rendered = feed_at(Verification.open(ledger, commit, args.trust_root), commit, since)
         behind = _behind(ledger, ledger.resolve("HEAD"), commit)
     if rendered == verified.payload:
-        print(f"ok: the feed at {commit} (sequence {verified.document.sequence}) is exactly what the signed "
+        print(f"ok: the feed at {commit} (sequence {verified.feed.sequence}) is exactly what the signed "
               f"history says, byte for byte", file=out)  # fmt: skip
         if behind:
             print(f"behind by {behind} commit(s): the clone's HEAD is further along the ledger than this feed; a "
                   "mirror that stays behind is not being updated", file=out)  # fmt: skip
         _warn_if_head_expires(args.feed, trusted, err)
         return 0
-    print(f"MISMATCH: the feed signed by {verified.keyid} for {commit} differs from the signed history:", file=out)
+    print(f"MISMATCH: the feed signed for {commit} differs from the signed history:", file=out)
     print(difference(rendered, verified.payload), file=out)
     return 1
 

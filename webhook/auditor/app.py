@@ -10,9 +10,11 @@
     GET  /v1/public_key               its key, as an OpenSSH line
     GET  /healthz
 
-Settings (environment): OPOS_AUDITOR_KEY, OPOS_AUDITOR_FEED_KEYS (comma-separated .pub files),
-OPOS_AUDITOR_STATE, OPOS_AUDITOR_REMOTE (the ledger's URL, then optional mirrors of it, comma-separated),
-and optionally OPOS_AUDITOR_BRANCH (main), OPOS_AUDITOR_LEDGER_DIR (ledger), OPOS_AUDITOR_TRUST_ROOT,
+Settings (environment): OPOS_AUDITOR_KEY, OPOS_AUDITOR_FEED_KEYS (comma-separated .pub files) and/or
+OPOS_AUDITOR_ROOT_KEYS (the root keys: the feed keys the ledger's key documents list at the audited
+commit, their chain checked from these, are accepted: a rotation needs no restart), OPOS_AUDITOR_STATE,
+OPOS_AUDITOR_REMOTE (the ledger's URL, then optional mirrors of it, comma-separated), and optionally
+OPOS_AUDITOR_BRANCH (main), OPOS_AUDITOR_LEDGER_DIR (ledger), OPOS_AUDITOR_TRUST_ROOT,
 OPOS_AUDITOR_FETCH_BYTES (256 MiB) and OPOS_AUDITOR_FETCH_SECONDS (120): what one fetch may bring and
 take; and, as for the feed service, OPOS_BODY_SECONDS, OPOS_CONNECTIONS_PER_ADDRESS and
 OPOS_TRUSTED_PROXIES. The ledger is fetched from the configured remote, never from the requester; a
@@ -40,7 +42,7 @@ from opos.audit.errors import AuditConflict, AuditLogDamaged, AuditRefused
 from opos.errors import OposError, RepositoryError
 from opos.instructions import rules
 from opos.model import CommitHash
-from opos.signing import keys
+from opos.signing import keydoc, keys
 from opos.trust.ancestry import descends_from
 from opos.trust.gitrepo import FetchLimits, GitLedger, fetch_branch, redact
 from opos.trust.verification import Verification
@@ -68,16 +70,19 @@ class AuditorConfig:
     fetch: FetchLimits = field(default_factory=FetchLimits)
     body_seconds: float = LIMITS.body_seconds
     connections: ConnectionPolicy = field(default_factory=lambda: ConnectionPolicy(100, Sources()))
+    root_keys: tuple[Path, ...] = ()  # follow the key documents from these: the feed keys they list are accepted
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> AuditorConfig:
         environ = os.environ if environ is None else environ
-        missing = [name for name in ("KEY", "FEED_KEYS", "STATE", "REMOTE") if not environ.get(f"OPOS_AUDITOR_{name}")]
+        missing = [name for name in ("KEY", "STATE", "REMOTE") if not environ.get(f"OPOS_AUDITOR_{name}")]
+        if not environ.get("OPOS_AUDITOR_FEED_KEYS") and not environ.get("OPOS_AUDITOR_ROOT_KEYS"):
+            missing.append("FEED_KEYS (or ROOT_KEYS, to follow the key documents)")
         if missing:
             raise OposError(f"the auditor needs {', '.join('OPOS_AUDITOR_' + m for m in missing)}")
         return cls(
             Path(environ["OPOS_AUDITOR_KEY"]),
-            tuple(Path(p) for p in environ["OPOS_AUDITOR_FEED_KEYS"].split(",") if p),
+            tuple(Path(p) for p in environ.get("OPOS_AUDITOR_FEED_KEYS", "").split(",") if p),
             Path(environ["OPOS_AUDITOR_STATE"]),
             tuple(url.strip() for url in environ["OPOS_AUDITOR_REMOTE"].split(",") if url.strip()),
             environ.get("OPOS_AUDITOR_BRANCH", "main"),
@@ -91,6 +96,7 @@ class AuditorConfig:
             ConnectionPolicy(
                 _number(environ, "OPOS_CONNECTIONS_PER_ADDRESS", 100, int, zero=True), Sources.from_environment(environ)
             ),
+            tuple(Path(p) for p in environ.get("OPOS_AUDITOR_ROOT_KEYS", "").split(",") if p),
         )
 
 
@@ -112,6 +118,7 @@ class Auditor:
         self.config = config
         self.key = keys.load_private(config.key)
         self.feed_keys = [keys.load_public(path) for path in config.feed_keys]
+        self.root_keys = tuple(keydoc.Key.of(keys.load_public(path)) for path in config.root_keys)
         self.log = AuditLog(config.state)
         self.clone = config.state / "ledger.git"
         self.checked = rules.new_check_memo()  # parsed files, kept between requests: re-rendering is incremental
@@ -122,7 +129,7 @@ class Auditor:
 
     def cosign(self, envelope: bytes) -> tuple[bytes, LogEntry]:
         """This auditor's cosignature of the feed. Raises AuditRefused, AuditConflict, or OposError (fetching)."""
-        request = receive(envelope, self.feed_keys)  # outside the lock: an outsider's garbage waits for nobody
+        request = receive(envelope, self.feed_keys, self.root_keys)  # outside the lock: garbage waits for nobody
         with self.log.locked(), contextlib.ExitStack() as opened:
 
             def ledger_at() -> tuple[Verification, CommitHash | None]:
