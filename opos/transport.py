@@ -19,7 +19,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import SplitResult, urlsplit
 
 from opos.errors import FetchFailed
@@ -60,6 +60,12 @@ class Answer:
     status: int  # 200 or 304
     body: bytes
     etag: str | None
+
+
+class Reply(NamedTuple):
+    status: int
+    body: bytes
+    retry_after: str | None  # the answer's Retry-After, as sent
 
 
 class Deadline:
@@ -113,18 +119,19 @@ class Fetcher(ABC):
 
     def post(self, mirror: Mirror, path: str, document: Any) -> Answer:
         """POST a JSON document to mirror.url/path; a 200 answer of at most answer_bytes, or FetchFailed."""
-        status, body = self.send(mirror, path, json.dumps(document).encode())
-        if status != 200:
-            raise FetchFailed(f"HTTP {status} for {path}")
-        return Answer(200, body, None)
+        reply = self.send(mirror, path, json.dumps(document).encode())
+        if reply.status != 200:
+            raise FetchFailed(f"HTTP {reply.status} for {path}")
+        return Answer(200, reply.body, None)
 
-    def send(self, mirror: Mirror, path: str, body: bytes) -> tuple[int, bytes]:
-        """POST `body` (JSON) to mirror.url/path: the status and at most answer_bytes of the answer, whatever
-        the status (a refusal's body says why). Raises FetchFailed."""
+    def send(self, mirror: Mirror, path: str, body: bytes) -> Reply:
+        """POST `body` (JSON) to mirror.url/path: the status, at most answer_bytes of the answer and its
+        Retry-After, whatever the status (a refusal's body says why). Raises FetchFailed."""
         deadline = Deadline(self.limits.total_seconds)
         headers = _headers(mirror, {"Content-Type": "application/json"})
         with self._open("POST", mirror, path, body, headers, deadline) as exchange:
-            return exchange.status, _read(exchange, path, self.limits.answer_bytes, deadline)
+            answer = _read(exchange, path, self.limits.answer_bytes, deadline)
+            return Reply(exchange.status, answer, exchange.headers.get("retry-after"))
 
 
 def _headers(mirror: Mirror, extra: dict[str, str]) -> dict[str, str]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -21,8 +23,15 @@ from typing import Any
 import jsonschema
 import pytest
 
-from conftest import LedgerRepo, SshKey, add_signed, instruction, push
+from conftest import LedgerRepo, SshKey, add_signed, instruction, opos, push
 from opos.instructions import resources
+from opos.probe.claims import claim_each
+from opos.probe.plan import Probe
+from opos.probe.state import ProbeState
+from opos.signing.documents import Feed, verify_envelope
+from opos.signing.keys import load_public
+from opos.transport import HttpFetcher
+from opos.transport import Mirror as ClientMirror
 from servers import ROOT, Service, free_port, http, post_json, wait_for_port
 
 pytestmark = pytest.mark.slow
@@ -487,3 +496,44 @@ def test_the_access_log_is_off_unless_asked_for(published_ledger: tuple[LedgerRe
     logged.stop()
     assert "GET /v1/head.json" not in quiet.log.read_text()
     assert 'GET /v1/head.json HTTP/1.1" 200' in logged.log.read_text()
+
+
+def test_a_refused_claim_says_why_and_is_asked_again_after_its_retry_after(
+    published_ledger: tuple[LedgerRepo, str], keys: dict[str, SshKey], start_service: Any, tmp_path: Path,
+    feed_key_file: Path,
+) -> None:  # fmt: skip
+    """The probe said "claim refused: do not run" without the reason, and remembered it for an hour, even after
+    staff revoked the slot that was in the way."""
+    repo, url = published_ledger
+    service = start_service(url, workers=2, claims_per_address="0", claims_rate="0")
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
+    window = f"\n  start: {start:%Y-%m-%dT%H:%M:%SZ}\n  end: {start + dt.timedelta(days=2):%Y-%m-%dT%H:%M:%SZ}"
+    capped = add_signed(repo, keys["alice"], "ir-one-slot", window=window,
+                        target="\n  countries: [IR]\n  networks: [AS197207]\n  max_probes: 1")  # fmt: skip
+    service.webhook(SECRET)
+    service.wait_for(lambda: service.served_commit() == capped, what="the capped instruction")
+
+    def probe(name: str) -> Any:
+        return opos("probe", "--mirror", service.url, "--key", f"{feed_key_file}.pub", "--country", "IR", "--network",
+                    "AS197207", "--claims", service.url, "--state", tmp_path / name)  # fmt: skip
+
+    first = probe("first")
+    assert "ir-one-slot" in first.out and "claim granted" in first.out, first.out
+    second = probe("second")
+    assert "claim refused (all 1 slots are taken): do not run" in second.out, second.out
+    remembered = json.loads((tmp_path / "second" / "claims.json").read_text())["ir-one-slot"]
+    at, until = dt.datetime.fromisoformat(remembered["at"]), dt.datetime.fromisoformat(remembered["until"])
+    assert until - at == dt.timedelta(seconds=600)  # the answer's Retry-After, not an hour
+    database = f"sqlite:///{service.env['OPOS_DATA_DIR']}/claims.sqlite3"
+    first_id = (tmp_path / "first" / "probe_id").read_text().strip()
+    assert opos("claims", "revoke", "--database", database, "--instruction", "ir-one-slot", "--probe-id",
+                first_id).code == 0  # fmt: skip
+    state = ProbeState(tmp_path / "second")
+    entry = verify_envelope(service.get("/v1/feed.json").body, [load_public(Path(f"{feed_key_file}.pub"))])
+    assert isinstance(entry.document, Feed)
+    capped_entry = [e for e in entry.document.entries if e.id == "ir-one-slot"]
+    me = Probe(state.probe_id(), "IR", "AS197207")
+    ask = functools.partial(claim_each, capped_entry, [ClientMirror(service.url)], dt.timedelta(minutes=10),
+                            HttpFetcher(), state, me, rng=random.Random(1), rejected=[])  # fmt: skip
+    assert ask(now=until - dt.timedelta(seconds=1)) == {"ir-one-slot": "refused"}  # remembered: not asked
+    assert ask(now=until + dt.timedelta(seconds=1)) == {"ir-one-slot": "granted"}  # asked again: the slot is free

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ from opos.instructions import resources
 from opos.instructions.yamlfile import load
 from opos.model import format_duration, format_time, parse_duration, parse_network, parse_platform
 from opos.probe import ClientConfig, Limits, Mirror, TrustAnchors, plan, poll
+from opos.probe.state import ProbeState
 from opos.signing import keydoc, keys
 from opos.text import for_terminal
 
@@ -158,7 +160,13 @@ def _defaults(path: Any) -> dict[str, int]:
         raise UsageError(f"--defaults: {err}") from None
 
 
-def describe(result: plan.Plan) -> str:
+def claim_reasons(config: ClientConfig) -> dict[str, str]:
+    """Why each refused claim was refused, as the claims service said it (kept in the probe's state)."""
+    return {ident: str(c["reason"]) for ident, c in ProbeState(config.state_dir).claims().items()
+            if not c.get("granted") and c.get("reason")}  # fmt: skip
+
+
+def describe(result: plan.Plan, reasons: Mapping[str, str] | None = None) -> str:
     """The plan for people."""
     document = result.to_json()
     lines = [f"Plan for probe {result.probe_id} at {document['time']}"]
@@ -175,7 +183,9 @@ def describe(result: plan.Plan) -> str:
     else:
         lines.append("runs: none")
     for run in result.runs:
-        claim = {None: "uncapped", "granted": "claim granted"}.get(run.claim, f"claim {run.claim}: do not run")
+        said = f" ({(reasons or {})[run.instruction]})" if run.claim == "refused" and run.instruction in (
+            reasons or {}) else ""  # fmt: skip
+        claim = {None: "uncapped", "granted": "claim granted"}.get(run.claim, f"claim {run.claim}{said}: do not run")
         lines.append(f"  {run.instruction} ({run.revision[:12]}): {run.test} in {run.delay} s, {claim}")
         lines.extend(f"      {item}" for item in run.inputs)
     lines.append("schedule:")
@@ -218,10 +228,11 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     config = config_from(args, err)
     result = poll(config)
     if not args.watch:
-        print(json.dumps(result.to_json(), indent=2) if args.json else describe(result), file=out, flush=True)
+        print(json.dumps(result.to_json(), indent=2) if args.json else describe(result, claim_reasons(config)),
+              file=out, flush=True)  # fmt: skip
         return 0
     # watching: JSON Lines (one plan a line) for programs, or the plan for people, then each change
-    print(json.dumps(result.to_json()) if args.json else describe(result), file=out, flush=True)
+    print(json.dumps(result.to_json()) if args.json else describe(result, claim_reasons(config)), file=out, flush=True)
     seen = _essence(result)
     previous = result
     try:
@@ -235,7 +246,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 else:
                     noticed = result.to_json()["time"]
                     what = "".join(f"\n  {line}" for line in changes(previous, result))
-                    print(f"\nchanged, noticed at {noticed}:{what}\n{describe(result)}", file=out, flush=True)
+                    described = describe(result, claim_reasons(config))
+                    print(f"\nchanged, noticed at {noticed}:{what}\n{described}", file=out, flush=True)
             previous = result
     except KeyboardInterrupt:
         return 0

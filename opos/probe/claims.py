@@ -1,7 +1,10 @@
 """Claiming: before a capped instruction ("at most N probes") runs, the service must grant this probe a slot.
 
-A refusal is remembered for `claim_retry`, a grant for the instruction's revision; services are
-tried in a random order, so that one blocked or hostile claims service cannot hold the probe back.
+A grant is remembered for the instruction's revision. A refusal (a 200 with `granted: false`, or a
+403, 422 or 429 that says why) is remembered with its reason, word for word, for the answer's
+Retry-After (between a minute and a day), else for `claim_retry`: a slot revoked by staff is
+asked for again soon. Services are tried in a random order, so that one blocked or hostile claims
+service cannot hold the probe back.
 """
 
 from __future__ import annotations
@@ -38,39 +41,64 @@ def _claim(
                 "network": probe.network, "platform": probe.platform}  # fmt: skip
     shuffled = list(services)
     rng.shuffle(shuffled)
+    encoded = json.dumps(document).encode()
     for service in shuffled:
         try:
-            granted = _granted(fetcher.post(service, "v1/claims", document).body)
+            reply = fetcher.send(service, "v1/claims", encoded)
+            if reply.status not in (200, *REFUSALS):
+                raise FetchFailed(f"HTTP {reply.status} for v1/claims")
+            granted, reason = _answer(reply.body, reply.status)
         except FetchFailed as err:
             rejected.append(plan.RejectedSource(service.url, f"claims: {err}"))
             continue
         except Exception as err:  # whatever a claims service sends, the probe goes on
             rejected.append(plan.RejectedSource(service.url, f"claims: the answer could not be handled ({err})"))
             continue
-        state.save_claim(entry.id, entry.revision, granted, now)
+        until = now + (_retry_after(reply.retry_after) or retry)
+        state.save_claim(entry.id, entry.revision, granted, now, reason, None if granted else until)
         return "granted" if granted else "refused"
     return "unavailable"
 
 
 def _remembered(state: ProbeState, entry: FeedEntry, now: dt.datetime, retry: dt.timedelta) -> plan.Claim | None:
-    """A grant of this revision, or a refusal newer than `retry`; else None (ask)."""
+    """A grant of this revision, or a refusal still within its Retry-After; else None (ask)."""
     cached = state.claims().get(entry.id)
     if not cached or cached.get("revision") != entry.revision:
         return None
     if cached.get("granted"):
         return "granted"
     try:
-        return "refused" if now - parse_time(str(cached.get("at"))) < retry else None
+        until = parse_time(str(cached["until"])) if cached.get("until") else parse_time(str(cached.get("at"))) + retry
     except ValueError:
         return None
+    return "refused" if now < until else None
 
 
-def _granted(body: bytes) -> bool:
-    """The `granted` of a claims answer. Raises ValueError for anything else."""
+REFUSALS = (403, 422, 429)  # a claims service's refusals that say why (its 503 is no answer: the next one is asked)
+_LONGEST_WAIT = dt.timedelta(days=1)
+_REASON_CHARACTERS = 300
+
+
+def _retry_after(value: str | None) -> dt.timedelta | None:
+    """A Retry-After in seconds, kept between a minute and a day; None when absent or not a number."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return min(max(dt.timedelta(seconds=int(value.strip())), dt.timedelta(minutes=1)), _LONGEST_WAIT)
+
+
+def _answer(body: bytes, status: int) -> tuple[bool, str | None]:
+    """`granted` and the refusal's reason, from a 200 claims answer or a refusal's error. Raises ValueError."""
     try:
         answer = json.loads(body)
     except RecursionError:
         raise ValueError("nested too deeply") from None
-    if not isinstance(answer, dict) or not isinstance(answer.get("granted"), bool):
+    if not isinstance(answer, dict):
+        raise ValueError("not a claims answer: expected a JSON object")
+    if status != 200:
+        said = answer.get("detail")
+        return False, str(said)[:_REASON_CHARACTERS] if isinstance(said, str) else f"HTTP {status}"
+    if not isinstance(answer.get("granted"), bool):
         raise ValueError("not a claims answer: expected an object with a boolean `granted`")
-    return bool(answer["granted"])
+    said = answer.get("reason")
+    reason = str(said)[:_REASON_CHARACTERS] if isinstance(said, str) and not answer["granted"] else None
+    return bool(answer["granted"]), reason

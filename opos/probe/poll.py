@@ -40,7 +40,7 @@ class ClientConfig:
     limits: Limits = field(default_factory=Limits)
     clock_skew: dt.timedelta = dt.timedelta(minutes=5)
     max_delay: int = 900  # the largest start delay of a run, in seconds (never past the window)
-    claim_retry: dt.timedelta = dt.timedelta(hours=1)  # ask again this long after a refusal
+    claim_retry: dt.timedelta = dt.timedelta(minutes=10)  # ask again this long after a refusal without Retry-After
     tests: frozenset[str] | None = None  # the tests this probe has (default: every test this version knows)
 
 

@@ -123,9 +123,14 @@ class ProbeState:
         value = self._json("claims.json")
         return value if isinstance(value, dict) else {}
 
-    def save_claim(self, instruction: str, revision: str, granted: bool, now: dt.datetime) -> None:
+    def save_claim(
+        self, instruction: str, revision: str, granted: bool, now: dt.datetime, reason: str | None = None,
+        until: dt.datetime | None = None,
+    ) -> None:  # fmt: skip
+        """A claims service's answer: a refusal with its reason, remembered until `until` (its Retry-After)."""
         claims = self.claims()
-        claims[instruction] = {"revision": revision, "granted": granted, "at": format_time(now)}
+        claims[instruction] = {"revision": revision, "granted": granted, "at": format_time(now), "reason": reason,
+                               "until": format_time(until) if until else None}  # fmt: skip
         self._write_json("claims.json", claims)
 
     def save_evidence(self, now: dt.datetime, envelopes: dict[str, bytes]) -> Path:

@@ -88,7 +88,7 @@ def _ask_one(
     fetcher = HttpFetcher(limits)
     try:
         mirror = Mirror.parse(url)
-        status, body = fetcher.send(mirror, "v1/cosign", feed_envelope)
+        status, body, _ = fetcher.send(mirror, "v1/cosign", feed_envelope)
     except (OposError, ValueError) as err:  # unreachable, or not a URL
         return None, f"unreachable: {err}", False
     if status != 200:

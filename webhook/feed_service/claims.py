@@ -22,6 +22,8 @@ from webhook.feed_service.errors import ClaimsUnavailable
 from webhook.feed_service.service import Service, current
 
 blueprint = Blueprint("claims", __name__)
+REFUSED_RETRY_SECONDS = 600  # a full cap or an address's share: probes ask again after ten minutes
+DECIDED_RETRY_SECONDS = 3600  # a claim that names the wrong network or country, or no capped instruction
 logger = logging.getLogger("opos.claims")
 
 
@@ -36,6 +38,8 @@ def _refuse(status: int, reason: str, detail: str, headers: dict[str, str] | Non
     metrics.CLAIMS.labels("refused", reason).inc()
     response = jsonify(error=HTTP_STATUS_CODES.get(status, "Error"), detail=detail, reason=reason)
     response.status_code = status
+    if status in (403, 422):  # what the probe said does not change by asking again soon
+        response.headers["Retry-After"] = str(DECIDED_RETRY_SECONDS)
     response.headers.update(headers or {})
     abort(response)
 
@@ -85,6 +89,8 @@ def claim() -> ResponseReturnValue:
         answer["reason"] = f"the address {address} holds its share of {instruction.id} already"
     elif result.refusal == "cap":
         answer["reason"] = f"all {limit} slots are taken"
+    if not result.granted:  # ask again after this: a slot staff revoke or a cap they raise is found soon
+        return answer, 200, {"Retry-After": str(REFUSED_RETRY_SECONDS)}
     return answer
 
 
