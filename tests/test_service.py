@@ -240,7 +240,7 @@ def test_metrics_and_openapi(published_ledger: tuple[LedgerRepo, str], start_ser
                                       "/healthz", "/metrics", "/hooks/github"}  # fmt: skip
     jsonschema.validate(health(service), document["components"]["schemas"]["Health"])
     jsonschema.validate(service.get("/v1/head.json").json(), document["components"]["schemas"]["Envelope"])
-    jsonschema.validate(service.get("/nope").json(), document["components"]["schemas"]["Error"])
+    jsonschema.validate(service.get("/v1/nope").json(), document["components"]["schemas"]["Error"])
 
 
 def test_opos_serve_runs_the_same_service(
