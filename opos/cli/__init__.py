@@ -21,6 +21,7 @@ from opos import __version__
 from opos.cli import (
     auditor,
     claims,
+    conformance,
     demo,
     keydocs,
     ledgerinit,
@@ -34,7 +35,20 @@ from opos.cli import (
 from opos.cli._common import Parser
 from opos.errors import OposError, UsageError
 
-GROUPS = (ledgerinit, staff, review, publishing, keydocs, transparency, auditor, service, claims, probe, demo)
+GROUPS = (
+    ledgerinit,
+    staff,
+    review,
+    publishing,
+    keydocs,
+    transparency,
+    auditor,
+    service,
+    claims,
+    probe,
+    conformance,
+    demo,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from opos.cli._common import Commands, add_command, auditors_required
 from opos.errors import UsageError, YamlProblem
 from opos.instructions import resources
 from opos.instructions.yamlfile import load
-from opos.model import format_duration, format_time, parse_duration, parse_network, parse_platform
+from opos.model import format_duration, format_time, parse_duration, parse_network, parse_platform, parse_timestamp
 from opos.probe import ClientConfig, Limits, Mirror, TrustAnchors, plan, poll
 from opos.probe.state import ProbeState
 from opos.signing import keydoc, keys
@@ -66,6 +66,11 @@ def register(commands: Commands) -> None:
     probe.add_argument(
         "--max-delay", type=int, default=900, help="largest start delay of a run, seconds (default: 900)"
     )
+    probe.add_argument(
+        "--now", metavar="RFC3339",
+        help="poll as if it were this moment (expiry, windows, key documents): reproducible runs, as the "
+        "conformance kit makes them; not with --watch",
+    )  # fmt: skip
 
 
 def _urls(flag: str, texts: list[str], err: TextIO) -> list[Mirror]:
@@ -224,9 +229,22 @@ def changes(before: plan.Plan, after: plan.Plan) -> list[str]:
     return said or ["the plan changed"]
 
 
+def fixed_now(text: str | None) -> dt.datetime | None:
+    """--now as a time with a zone (2026-12-03T12:00:00Z); None without one. Raises UsageError."""
+    if text is None:
+        return None
+    try:
+        return parse_timestamp(text)
+    except ValueError as error:
+        raise UsageError(f"--now: {error} (a time with its zone, like 2026-12-03T12:00:00Z)") from None
+
+
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     config = config_from(args, err)
-    result = poll(config)
+    now = fixed_now(args.now)
+    if now is not None and args.watch:
+        raise UsageError("--now fixes the clock for one poll: it cannot be used with --watch")
+    result = poll(config, now=now)
     if not args.watch:
         print(json.dumps(result.to_json(), indent=2) if args.json else describe(result, claim_reasons(config)),
               file=out, flush=True)  # fmt: skip

@@ -1,0 +1,1 @@
+"""The conformance kit for probe clients (docs/conformance.md): scripted mirrors, signed worlds, scenarios."""
