@@ -8,7 +8,7 @@ from typing import Any
 
 from opos.conformance.mirror import TRANSPORT_ATTACKS
 from opos.conformance.scenarios import FEED, Mirror, Step, ok, one, scenario
-from opos.conformance.world import World, instruction
+from opos.conformance.world import World, commit_id, instruction
 
 # hostile transport: each bounded by the client's own deadline
 
@@ -100,6 +100,13 @@ def _unknown_fields(w: World) -> tuple[dict[str, Any], list[Step]]:
                        ok(1, runs=["ir-one"]))]  # fmt: skip
 
 
+@scenario("planning/unknown-kind", "an instruction of a kind the client does not know is skipped, the rest followed")
+def _unknown_kind(w: World) -> tuple[dict[str, Any], list[Step]]:
+    future = instruction("ir-measure", w.now, kind="measure")
+    return FEED, [Step((Mirror(w.site(1, [future, instruction("ir-one", w.now)])),),
+                       ok(1, runs=["ir-one"], skipped=["ir-measure"]))]  # fmt: skip
+
+
 # state
 
 
@@ -113,6 +120,22 @@ def _corrupted(w: World) -> tuple[dict[str, Any], list[Step]]:
 def _no_going_back(w: World) -> tuple[dict[str, Any], list[Step]]:
     three = w.site(3, [instruction("ir-one", w.now)])
     return FEED, [Step((Mirror(three),), ok(3)), Step((Mirror(one(w)),), ok(3, source="cache")),
+                  Step((Mirror(w.site(2, [instruction("ir-one", w.now)])),), ok(3, source="cache"))]  # fmt: skip
+
+
+@scenario("state/unwritable", "a state directory that cannot be written never stops the plan")
+def _unwritable(w: World) -> tuple[dict[str, Any], list[Step]]:
+    return FEED, [Step((Mirror(one(w)),), ok(1)),
+                  Step((Mirror(w.site(2, [instruction("ir-one", w.now)])),), ok(2, rejected=["state", "written"]),
+                       unwritable=True)]  # fmt: skip
+
+
+@scenario("state/crash-mid-poll", "a client killed in the middle of a poll never goes back to an older sequence")
+def _crash(w: World) -> tuple[dict[str, Any], list[Step]]:
+    three, four = w.site(3, [instruction("ir-one", w.now)]), w.site(4, [instruction("ir-one", w.now)])
+    slow_four = Mirror(four, behaviour={f"/v1/feed/{commit_id(4)}.json": "trickle-body"})
+    return FEED, [Step((Mirror(three),), ok(3)),
+                  Step((slow_four,), {}, killed_after=2.0),  # killed while the new feed trickles in
                   Step((Mirror(w.site(2, [instruction("ir-one", w.now)])),), ok(3, source="cache"))]  # fmt: skip
 
 

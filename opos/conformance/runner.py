@@ -112,10 +112,14 @@ def _poll(
     for mirror, script in zip(mirrors, step.mirrors, strict=False):
         mirror.script.files, mirror.script.behaviour = dict(script.files), dict(script.behaviour)
         mirror.script.host = script.host
-    if step.damage:
-        for path in state.rglob("*"):
-            if path.is_file() and not path.name.endswith(".pub") and path.name != "conformance.json":
-                path.write_bytes(b"\x00garbage{[" * 7)
+    for path in [p for p in state.rglob("*") if p.is_file() and not p.name.endswith(".pub")]:
+        if path.name == "conformance.json":
+            continue  # the pinned anchors: what a port keeps elsewhere is its own business
+        if step.damage:
+            path.write_bytes(b"\x00garbage{[" * 7)
+        elif step.unwritable:  # even root cannot write a file where a directory stands
+            path.unlink()
+            path.mkdir()
     if step.claims is not None:
         claims.script.answers = {"/v1/claims": step.claims}
     probe = {"--country": "IR", "--network": "AS197207", **step.probe}
@@ -124,6 +128,8 @@ def _poll(
                   for flag in ("--mirror", mirror.url + (f"#host={script.host}" if script.host else ""))]  # fmt: skip
     arguments += ["--claims", claims.url] if step.claims is not None else []
     arguments += [item for pair in probe.items() for item in pair]
+    if step.killed_after is not None:
+        return _crash([*client, *arguments], step.killed_after)
     try:
         done = subprocess.run([*client, *arguments], capture_output=True, text=True, timeout=POLL_SECONDS)  # nosec B603
     except subprocess.TimeoutExpired:
@@ -137,6 +143,14 @@ def _poll(
     except (ValueError, IndexError):
         return f"not one JSON plan on standard output: {done.stdout[-300:]!r}"
     return plan
+
+
+def _crash(command: list[str], seconds: float) -> dict[str, Any]:
+    """Run the poll and kill it mid-way, as a power cut would: nothing is expected of it (an empty plan)."""
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:  # nosec B603
+        time.sleep(seconds)
+        process.kill()
+    return {}
 
 
 def _client(client: Sequence[str], arguments: list[str]) -> str | None:

@@ -36,6 +36,8 @@ class Step:
     probe: dict[str, str] = field(default_factory=dict)  # --country, --network, --platform, --probe-id over defaults
     damage: bool = False  # before this poll, every file of the state directory is overwritten with garbage
     within: float | None = None  # the poll must be over within this many seconds (the client's deadlines at work)
+    killed_after: float | None = None  # the client is killed (SIGKILL) this long into the poll: a crash, no plan
+    unwritable: bool = False  # before this poll, each file of the state directory becomes a directory of that name
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ this module fetches, saves, and asks it. Planning is pure (`plan.plan`); claimin
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 from dataclasses import dataclass, field
@@ -77,7 +78,13 @@ def poll(
         mirrors = []
     cache = _restore(step)
     verified, source = _follow(step, mirrors, cache) or ((cache, "cache") if cache else (None, "none"))
-    return _plan(step, verified.feed if verified else None, source, now, rng)
+    result = _plan(step, verified.feed if verified else None, source, now, rng)
+    if state.unwritable:  # said, never fatal: the plan stands, but nothing of this poll was kept
+        unique = list(dict.fromkeys(state.unwritable))
+        step.reject("state", f"the state directory cannot be written ({'; '.join(unique[:3])}): nothing of this "
+                    "poll is kept, so the next one starts from what was there before")  # fmt: skip
+        result = dataclasses.replace(result, rejected=tuple(step.rejected))
+    return result
 
 
 def _update_keys(step: _Poll, mirrors: list[Mirror]) -> bool:

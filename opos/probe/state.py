@@ -25,9 +25,22 @@ from opos.probe.verify import Pin
 
 
 class ProbeState:
+    """Reads that fail are treated as nothing saved; writes that fail are recorded in `unwritable` (the poll
+    says so in `rejected`) and never stop a plan: a probe with a full or read-only disk still measures."""
+
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
+        self.unwritable: list[str] = []
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            self.unwritable.append(f"{folder}: {err.strerror}")
+
+    def _write(self, path: Path, data: bytes) -> None:
+        try:
+            write_atomically(path, data)
+        except OSError as err:
+            self.unwritable.append(f"{path.name}: {err.strerror}")
 
     def _json(self, name: str) -> Any:
         try:
@@ -36,7 +49,7 @@ class ProbeState:
             return None
 
     def _write_json(self, name: str, value: Any) -> None:
-        write_atomically(self.folder / name, json.dumps(value, indent=1, sort_keys=True).encode())
+        self._write(self.folder / name, json.dumps(value, indent=1, sort_keys=True).encode())
 
     def probe_id(self, given: str | None = None) -> str:
         if given:
@@ -49,7 +62,7 @@ class ProbeState:
         except OSError:
             pass
         text = secrets.token_urlsafe(24)
-        write_atomically(path, text.encode() + b"\n")
+        self._write(path, text.encode() + b"\n")
         return text
 
     def cached(self) -> tuple[bytes | None, bytes | None]:
@@ -69,15 +82,18 @@ class ProbeState:
 
     def discard_cache(self) -> None:
         for name in ("head.json", "feed.json", "cosignature.json"):
-            (self.folder / name).unlink(missing_ok=True)
+            try:
+                (self.folder / name).unlink(missing_ok=True)
+            except OSError as err:
+                self.unwritable.append(f"{name}: {err.strerror}")
 
     def save(self, head: bytes, feed: bytes | None, pin: Pin, cosigned: bytes | None = None) -> None:
         """Feed first, head last: a crash in between leaves a head whose feed is not there, which loading rejects."""
         if cosigned is not None:  # before the head too: a head without its cosignatures is rejected as a whole
-            write_atomically(self.folder / "cosignature.json", cosigned)
+            self._write(self.folder / "cosignature.json", cosigned)
         if feed is not None:
-            write_atomically(self.folder / "feed.json", feed)
-        write_atomically(self.folder / "head.json", head)
+            self._write(self.folder / "feed.json", feed)
+        self._write(self.folder / "head.json", head)
         current = self.pin()
         if current is None or pin.sequence >= current.sequence:
             self._write_json("pin.json", {"sequence": pin.sequence, "commit": pin.commit})
@@ -97,7 +113,7 @@ class ProbeState:
             return None
 
     def save_key_document(self, data: bytes) -> None:
-        write_atomically(self.folder / "keys.json", data)
+        self._write(self.folder / "keys.json", data)
 
     def etags(self) -> dict[str, str]:
         value = self._json("etags.json")
@@ -136,5 +152,5 @@ class ProbeState:
     def save_evidence(self, now: dt.datetime, envelopes: dict[str, bytes]) -> Path:
         folder = self.folder / "evidence" / now.strftime("%Y%m%dT%H%M%SZ")
         for name, data in envelopes.items():
-            write_atomically(folder / name, data)
+            self._write(folder / name, data)
         return folder
