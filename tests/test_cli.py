@@ -154,7 +154,8 @@ def test_init_with_examples_and_bad_keys(tmp_path: Path, keys: dict[str, SshKey]
 
 def test_the_parser_knows_every_command() -> None:
     assert set(COMMANDS) == {"init", "new", "check", "diff", "approve", "verify", "render", "verify-feed", "keygen",
-                             "keys", "log", "audit", "auditor", "serve", "claims", "probe", "demo"}  # fmt: skip
+                             "keys", "log", "audit", "auditor", "serve", "claims", "probe", "conformance",
+                             "conformance-client", "demo"}  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS)
