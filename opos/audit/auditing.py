@@ -207,20 +207,21 @@ def receive(
     return Request(envelope, verified.document, verified.payload, digest, tuple(roots), signed)
 
 
-def check_feed_key(request: Request, ledger: GitLedger) -> None:
+def check_feed_key(request: Request, ledger: GitLedger) -> list[ed25519.Ed25519PublicKey]:
     """For a request taken on its form: signed by a feed key that the key documents at its commit list, their
-    chain starting at the pinned root keys, as probes check it. Raises AuditRefused."""
+    chain starting at the pinned root keys, as probes check it. Those feed keys; raises AuditRefused."""
     commit = request.feed.commit
     try:
         documents = keyhistory.at(ledger, CommitHash(commit))
         if not documents:
             raise AuditRefused(f"the ledger at {commit[:12]} has no key document to learn its feed keys from: pin "
                                "the feed key (--feed-key) instead")  # fmt: skip
-        document = keydoc.chain(documents, request.roots)
-        verify_envelope(request.envelope, document.feed_public_keys())
+        feed_keys = keydoc.chain(documents, request.roots).feed_public_keys()
+        verify_envelope(request.envelope, feed_keys)
     except (UntrustedDataError, LedgerInvalid) as err:
         raise AuditRefused(f"not a feed signed by a feed key that the key documents at {commit[:12]} list (from "
                            f"the pinned root keys): {err}") from None  # fmt: skip
+    return feed_keys
 
 
 LedgerAt = Callable[[], tuple[Verification, CommitHash | None]]  # the ledger, fetched: (verification, public tip)

@@ -9,8 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO, TypeAlias
 
-from opos.errors import UsageError
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from opos.errors import OposError, UsageError
 from opos.model import parse_timestamp
+from opos.signing import keydoc, keys
 from opos.trust.gitrepo import GitLedger, normalise_ledger_dir
 
 Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
@@ -107,3 +110,18 @@ def moment(flag: str, text: str | None) -> dt.datetime | None:
         return parse_timestamp(text)
     except ValueError:
         raise UsageError(f"{flag} {text!r}: a date (2026-11-01) or a time with a zone (2026-11-01T00:00:00Z)") from None
+
+
+def pinned_keys(
+    feed_key_files: list[Path], root_key_files: list[Path], feed_flag: str
+) -> tuple[list[Ed25519PublicKey], tuple[keydoc.Key, ...]]:
+    """The pinned feed keys and root keys (at least one of either), loaded. Raises UsageError."""
+    if not feed_key_files and not root_key_files:
+        raise UsageError(f"give the feed key ({feed_flag} FILE.pub) or the root keys (--root-key FILE.pub), or both")
+    loaded = []
+    for flag, files in ((feed_flag, feed_key_files), ("--root-key", root_key_files)):
+        try:
+            loaded.append([keys.load_public(path) for path in files])
+        except OposError as error:
+            raise UsageError(f"{flag}: {error.diagnostics()}") from None
+    return loaded[0], tuple(keydoc.Key.of(key) for key in loaded[1])

@@ -20,14 +20,12 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from opos.audit.auditing import AuditLog, audit, receive
 from opos.audit.errors import AuditConflict, AuditLogDamaged, AuditRefused
-from opos.cli._common import Commands, add_group, add_repo, add_trust, open_ledger
+from opos.cli._common import Commands, add_group, add_repo, add_trust, open_ledger, pinned_keys
 from opos.cli.transparency import feed_bytes
 from opos.errors import OposError, UsageError
-from opos.signing import keydoc, keys
+from opos.signing import keys
 from opos.trust.verification import Verification
 
 
@@ -78,23 +76,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", type=Path, required=True, help="the auditor's state directory (its log)")
 
 
-def _pins(args: argparse.Namespace) -> tuple[list[Ed25519PublicKey], tuple[keydoc.Key, ...]]:
-    """The pinned feed keys and root keys; at least one of them. Raises UsageError."""
-    if not args.feed_keys and not args.root_keys:
-        raise UsageError("give the feed key (--feed-key FILE.pub) or the root keys (--root-key FILE.pub), or both")
-    try:
-        return ([keys.load_public(path) for path in args.feed_keys],
-                tuple(keydoc.Key.of(keys.load_public(path)) for path in args.root_keys))  # fmt: skip
-    except OposError as error:
-        raise UsageError(error.diagnostics()) from None
-
-
 def cosign_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         key = keys.load_private(args.key)
     except OposError as error:
         raise UsageError(error.diagnostics()) from None
-    feed_keys, roots = _pins(args)
+    feed_keys, roots = pinned_keys(args.feed_keys, args.root_keys, "--feed-key")
     envelope = feed_bytes(args.feed)
     log = AuditLog(args.state)
     try:
@@ -124,7 +111,7 @@ def cosign_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def serve_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    _pins(args)
+    pinned_keys(args.feed_keys, args.root_keys, "--feed-key")
     for path in (args.key, *args.feed_keys, *args.root_keys):
         if not path.is_file():
             raise UsageError(f"cannot read {path}")

@@ -12,18 +12,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from opos.audit.auditing import check_feed_key, difference, receive
 from opos.audit.errors import AuditRefused
-from opos.cli._common import Commands, add_command, add_repo, add_trust, moment, open_ledger
+from opos.cli._common import Commands, add_command, add_repo, add_trust, moment, open_ledger, pinned_keys
 from opos.errors import FetchFailed, OposError, RepositoryError, UsageError
 from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
 from opos.instructions import resources
-from opos.model import CommitHash, format_time, parse_network
+from opos.model import format_time, parse_network
 from opos.publish.site import feed_at
-from opos.signing import keydoc, keys
 from opos.signing.documents import Head, verify_envelope
 from opos.text import for_terminal
 from opos.transport import HttpFetcher, Limits, Mirror
-from opos.trust import keyhistory
-from opos.trust.gitrepo import GitLedger
+from opos.trust.ancestry import first_parent_steps
 from opos.trust.verification import Verification
 
 HEAD_WARNING = dt.timedelta(hours=6)
@@ -141,13 +139,7 @@ def feed_bytes(location: str) -> bytes:
 
 def audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Exit 0: the feed is the ledger; 1: it is not (a forgery signed with the key); 2: no verdict could be had."""
-    try:
-        trusted = [keys.load_public(path) for path in args.key]
-        roots = tuple(keydoc.Key.of(keys.load_public(path)) for path in args.root_keys)
-    except OposError as error:
-        raise UsageError(f"--key: {error}") from None
-    if not trusted and not roots:
-        raise UsageError("give the feed key (--key FILE.pub) or the root keys (--root-key FILE.pub), or both")
+    trusted, roots = pinned_keys(args.key, args.root_keys, "--key")
     try:
         verified = receive(feed_bytes(args.feed), trusted, roots)
     except AuditRefused as error:
@@ -161,14 +153,13 @@ def audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             raise UsageError(f"the clone {args.repo} does not have {commit}: fetch the ledger first") from None
         if not verified.signed:
             try:
-                check_feed_key(verified, ledger)
+                trusted = check_feed_key(verified, ledger)  # the feed keys of its commit, from the roots
             except AuditRefused as refused:
                 print(f"REFUSED: {refused}", file=out)
                 return 1
-        trusted = trusted or keydoc.chain(keyhistory.at(ledger, commit), roots).feed_public_keys()
         since = ledger.resolve(args.since) if args.since else None
         rendered = feed_at(Verification.open(ledger, commit, args.trust_root), commit, since)
-        behind = _behind(ledger, ledger.resolve("HEAD"), commit)
+        behind = first_parent_steps(ledger, ledger.resolve("HEAD"), commit)
     if rendered == verified.payload:
         print(f"ok: the feed at {commit} (sequence {verified.feed.sequence}) is exactly what the signed "
               f"history says, byte for byte", file=out)  # fmt: skip
@@ -180,17 +171,6 @@ def audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     print(f"MISMATCH: the feed signed for {commit} differs from the signed history:", file=out)
     print(difference(rendered, verified.payload), file=out)
     return 1
-
-
-def _behind(ledger: GitLedger, head: CommitHash, commit: CommitHash, most: int = 100_000) -> int:
-    """How many first-parent steps `head` is past `commit` (0 when it is `commit`, or not on its chain)."""
-    steps, current = 0, head
-    while current != commit and steps < most:
-        parents = ledger.commit(current).parents
-        if not parents:
-            return 0
-        current, steps = parents[0], steps + 1
-    return steps if current == commit else 0
 
 
 def _warn_if_head_expires(location: str, trusted: list[Ed25519PublicKey], err: TextIO) -> None:

@@ -80,3 +80,14 @@ def descends_from(source: CommitSource, revision: CommitHash, ancestor: CommitHa
         seen.add(commit)
         stack.extend(source.commit(commit).parents)
     return False
+
+
+def first_parent_steps(source: CommitSource, revision: CommitHash, ancestor: CommitHash, most: int = 100_000) -> int:
+    """How many first-parent steps `revision` is past `ancestor` (0 when it is `ancestor` or not on its chain)."""
+    steps, current = 0, revision
+    while current != ancestor and steps < most:
+        parents = source.commit(current).parents
+        if not parents:
+            return 0
+        current, steps = parents[0], steps + 1
+    return steps if current == ancestor else 0
