@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import logging
 from typing import Any, NoReturn
 
 import jsonschema
@@ -24,7 +23,6 @@ from webhook.feed_service.service import Service, current
 blueprint = Blueprint("claims", __name__)
 REFUSED_RETRY_SECONDS = 600  # a full cap or an address's share: probes ask again after ten minutes
 DECIDED_RETRY_SECONDS = 3600  # a claim that names the wrong network or country, or no capped instruction
-logger = logging.getLogger("opos.claims")
 
 
 @functools.cache
@@ -46,8 +44,7 @@ def _refuse(status: int, reason: str, detail: str, headers: dict[str, str] | Non
 
 def _unavailable(err: ClaimsUnavailable) -> NoReturn:
     """The database failed: refuse (never grant uncapped), say so in /healthz, and log the details."""
-    logger.error("claims: %s", err.diagnostics())
-    current().claims_failed("the claims database is unavailable: capped runs are refused until it is back")
+    current().claims_failed(err)
     _refuse(503, "unavailable", "the claims database is unavailable: ask again later", {"Retry-After": "60"})
 
 

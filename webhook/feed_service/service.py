@@ -98,9 +98,14 @@ class Service:
     def _claims_problem_path(self) -> Path:
         return self.config.data_dir / "claims.problem"
 
-    def claims_failed(self, problem: str) -> None:
-        """Say, for every worker's /healthz, that the claims database failed (claims are refused meanwhile)."""
+    def claims_failed(self, err: ClaimsUnavailable) -> str:
+        """Log the failure and say, for every worker's /healthz, that the claims database failed (claims are
+        refused meanwhile); the problem as said."""
+        logger.error("claims: %s", err.diagnostics())
+        self._claims_checked = time.monotonic()
+        problem = f"the claims database is unavailable ({err}): capped runs are refused until it is back"
         write_atomically(self._claims_problem_path, problem.encode())
+        return problem
 
     def check_claims(self) -> str | None:
         """Ask the claims database now: its problem, recorded for every worker's /healthz, or None (cleared)."""
@@ -108,10 +113,7 @@ class Service:
         try:
             self.claims().ping()
         except ClaimsUnavailable as err:
-            logger.error("claims: %s", err.diagnostics())
-            problem = f"the claims database is unavailable ({err}): capped runs are refused until it is back"
-            self.claims_failed(problem)
-            return problem
+            return self.claims_failed(err)
         self.claims_worked()
         return None
 
