@@ -23,7 +23,7 @@ from typing import TextIO
 from opos.cli import probe
 from opos.cli._common import Commands, add_group
 from opos.errors import OposError, UsageError
-from opos.probe import poll
+from opos.probe import ClientConfig, Limits, poll
 from opos.signing import keys
 
 ANCHORS = "conformance.json"
@@ -104,8 +104,9 @@ def poll_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     settings = argparse.Namespace(
         **pinned, auditors_required=anchors.get("auditors_required"), mirrors=args.mirrors, claims=args.claims,
         country=args.country, network=args.network, platform=args.platform, probe_id=args.probe_id, state=args.state,
-        defaults=None, connect_timeout=min(args.timeout, 10.0), timeout=args.timeout, head_limit=64 * 1024,
-        feed_limit=16 * 1024 * 1024, clock_skew=300.0, max_delay=900,
+        defaults=None, connect_timeout=min(args.timeout, Limits.connect_seconds), timeout=args.timeout,
+        head_limit=Limits.head_bytes, feed_limit=Limits.feed_bytes,
+        clock_skew=ClientConfig.clock_skew.total_seconds(), max_delay=ClientConfig.max_delay,
     )  # fmt: skip
     config = probe.config_from(settings, err)
     result = poll(config, now=probe.fixed_now(args.now))

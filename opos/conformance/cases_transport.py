@@ -9,6 +9,7 @@ from typing import Any
 from opos.conformance.mirror import TRANSPORT_ATTACKS
 from opos.conformance.scenarios import FEED, Mirror, Step, ok, one, scenario
 from opos.conformance.world import World, commit_id, instruction
+from opos.model import format_time
 
 # hostile transport: each bounded by the client's own deadline
 
@@ -40,7 +41,9 @@ def _deep(w: World) -> tuple[dict[str, Any], list[Step]]:
 
 @scenario("planning/window-before", "an instruction whose window has not begun is not run")
 def _before(w: World) -> tuple[dict[str, Any], list[Step]]:
-    later = instruction("ir-later", w.now, window={"start": "2026-12-10T00:00:00Z", "end": "2026-12-20T00:00:00Z"})
+    starts = w.now + dt.timedelta(days=7)
+    window = {"start": format_time(starts), "end": format_time(starts + dt.timedelta(days=10))}
+    later = instruction("ir-later", w.now, window=window)
     return FEED, [Step((Mirror(w.site(1, [later])),), ok(1, runs=[]))]
 
 

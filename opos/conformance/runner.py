@@ -55,10 +55,11 @@ def run(
 
     def one(name: str) -> Result:
         began = time.monotonic()
-        problem = play(build(name), client, work / name.replace("/", "-"))
+        scenario = build(name)
+        problem = play(scenario, client, work / name.replace("/", "-"))
         declared = name in xfail
         outcome = ("xfail" if declared else "fail") if problem else ("xpass" if declared else "pass")
-        return Result(name, build(name).protects, outcome, problem or "", time.monotonic() - began)
+        return Result(name, scenario.protects, outcome, problem or "", time.monotonic() - began)
 
     with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
         return list(pool.map(one, selected(only)))
@@ -69,9 +70,9 @@ def play(scenario: Scenario, client: Sequence[str], state: Path) -> str | None:
     world = World(scenario.name, NOW)
     keys = state.parent / f"{state.name}-keys"
     keys.mkdir(parents=True, exist_ok=True)
-    problem = _client(client, ["init", "--state", str(state), *_anchors(scenario.anchors, world, keys)])
-    if problem:
-        return f"init: {problem}"
+    done = _client([*client, "init", "--state", str(state), *_anchors(scenario.anchors, world, keys)])
+    if isinstance(done, str):
+        return f"init: {done}"
     mirrors = [ScriptedMirror() for _ in range(max(len(step.mirrors) for step in scenario.steps))]
     claims = ScriptedMirror()
     try:
@@ -112,14 +113,7 @@ def _poll(
     for mirror, script in zip(mirrors, step.mirrors, strict=False):
         mirror.script.files, mirror.script.behaviour = dict(script.files), dict(script.behaviour)
         mirror.script.host = script.host
-    for path in [p for p in state.rglob("*") if p.is_file() and not p.name.endswith(".pub")]:
-        if path.name == "conformance.json":
-            continue  # the pinned anchors: what a port keeps elsewhere is its own business
-        if step.damage:
-            path.write_bytes(b"\x00garbage{[" * 7)
-        elif step.unwritable:  # even root cannot write a file where a directory stands
-            path.unlink()
-            path.mkdir()
+    _harm_state(state, step)
     if step.claims is not None:
         claims.script.answers = {"/v1/claims": step.claims}
     probe = {"--country": "IR", "--network": "AS197207", **step.probe}
@@ -130,14 +124,9 @@ def _poll(
     arguments += [item for pair in probe.items() for item in pair]
     if step.killed_after is not None:
         return _crash([*client, *arguments], step.killed_after)
-    try:
-        done = subprocess.run([*client, *arguments], capture_output=True, text=True, timeout=POLL_SECONDS)  # nosec B603
-    except subprocess.TimeoutExpired:
-        return f"the client did not answer within {POLL_SECONDS:g} s"
-    except OSError as error:
-        return f"the client could not be run: {error}"
-    if done.returncode != 0:
-        return f"exit {done.returncode}: {done.stderr.strip()[-300:]}"
+    done = _client([*client, *arguments])
+    if isinstance(done, str):
+        return done
     try:
         plan: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -153,12 +142,30 @@ def _crash(command: list[str], seconds: float) -> dict[str, Any]:
     return {}
 
 
-def _client(client: Sequence[str], arguments: list[str]) -> str | None:
+def _harm_state(state: Path, step: Step) -> None:
+    """What a step does to the state directory before its poll (every file but the pinned anchors, which a port
+    may keep elsewhere): garbage in each, or a directory where each was (a write fails, even as root)."""
+    if not (step.damage or step.unwritable):
+        return
+    for path in [p for p in state.rglob("*") if p.is_file() and not p.name.endswith(".pub")]:
+        if path.name == "conformance.json":
+            continue
+        if step.damage:
+            path.write_bytes(b"\x00garbage{[" * 7)
+        else:
+            path.unlink()
+            path.mkdir()
+
+
+def _client(command: list[str]) -> subprocess.CompletedProcess[str] | str:
+    """The client's run, when it exited 0 within POLL_SECONDS; else what went wrong."""
     try:
-        done = subprocess.run([*client, *arguments], capture_output=True, text=True, timeout=POLL_SECONDS)  # nosec B603
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return str(error)
-    return None if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip()[-300:]}"
+        done = subprocess.run(command, capture_output=True, text=True, timeout=POLL_SECONDS)  # nosec B603
+    except subprocess.TimeoutExpired:
+        return f"the client did not answer within {POLL_SECONDS:g} s"
+    except OSError as error:
+        return f"the client could not be run: {error}"
+    return done if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip()[-300:]}"
 
 
 def _source(value: Any) -> str:

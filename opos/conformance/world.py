@@ -7,8 +7,10 @@ sequence and a variant: a client sees documents, never git, so nothing else of a
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,8 +117,5 @@ class World:
 
 
 def _payload(envelope: bytes) -> dict[str, Any]:
-    import base64
-    import json
-
     value: dict[str, Any] = json.loads(base64.b64decode(json.loads(envelope)["payload"]))
     return value
