@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from opos.cli import run
-from servers import POSTGRES_URL, GitDaemon, Service
+from opos.signing.keys import load_public
+from servers import POSTGRES_URL, AuditorProcess, GitDaemon, Service
 
 # The suite's one clock: midnight (UTC) of the day it runs. Every window a fixture writes is placed
 # relative to it, never at a fixed date, so the suite gives the same answers whatever the day (fixed
@@ -280,6 +281,47 @@ def start_service(tmp_path: Path, feed_key_file: Path) -> Iterator[Any]:
     yield start
     for service in started:
         service.stop()
+
+
+class Auditor(AuditorProcess):
+    key_file: Path
+    state: Path
+
+    @property
+    def public(self) -> Any:
+        return load_public(Path(f"{self.key_file}.pub"))
+
+
+@pytest.fixture
+def start_auditor(tmp_path: Path, published_ledger: tuple[LedgerRepo, str], feed_key_file: Path) -> Iterator[Any]:
+    """Auditors under gunicorn (webhook/auditor.conf.py) following the published ledger, stopped afterwards."""
+    _, url = published_ledger
+    started: list[Auditor] = []
+
+    def start(
+        name: str = "one", remote: str | None = None, root: Path | None = None, state: Path | None = None,
+        **settings: str,
+    ) -> Auditor:  # fmt: skip
+        """An auditor that pins the feed key, or with `root`, follows the key documents from that root key;
+        `settings` are OPOS_* variables (auditor_fetch_bytes="…" is OPOS_AUDITOR_FETCH_BYTES)."""
+        key = tmp_path / f"auditor-{name}"
+        if not key.exists():
+            assert opos("keygen", "--out", key).code == 0
+        state = state or tmp_path / f"auditor-{name}-state"
+        pinned = (
+            {"OPOS_AUDITOR_ROOT_KEYS": f"{root}.pub"} if root else {"OPOS_AUDITOR_FEED_KEYS": f"{feed_key_file}.pub"}
+        )
+        env = {"OPOS_AUDITOR_KEY": str(key), **pinned, "OPOS_AUDITOR_STATE": str(state),
+               "OPOS_AUDITOR_REMOTE": remote or url,
+               **{f"OPOS_{setting.upper()}": value for setting, value in settings.items()}}  # fmt: skip
+        auditor = Auditor(env, tmp_path / f"auditor-{name}.log")
+        auditor.key_file, auditor.state = key, state
+        started.append(auditor)
+        return auditor
+
+    yield start
+    for auditor in started:
+        auditor.stop()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,29 +23,6 @@ from conftest import LedgerRepo, SshKey, opos, push
 from servers import GUNICORN, ROOT, AuditorProcess
 
 StartAuditor = Callable[..., AuditorProcess]
-
-
-@pytest.fixture
-def start_auditor(
-    tmp_path: Path, published_ledger: tuple[LedgerRepo, str], feed_key_file: Path
-) -> Iterator[StartAuditor]:
-    _, url = published_ledger
-    started: list[AuditorProcess] = []
-
-    def start(remote: str | None = None, state: Path | None = None, **settings: str) -> AuditorProcess:
-        key = tmp_path / f"auditor-{len(started)}"
-        assert opos("keygen", "--out", key).code == 0
-        state = state or Path(tempfile.mkdtemp(prefix="opos-auditor-", dir="/tmp"))  # short: its control socket
-        env = {"OPOS_AUDITOR_KEY": str(key), "OPOS_AUDITOR_FEED_KEYS": f"{feed_key_file}.pub",
-               "OPOS_AUDITOR_STATE": str(state), "OPOS_AUDITOR_REMOTE": remote or url,
-               **{f"OPOS_{name.upper()}": value for name, value in settings.items()}}  # fmt: skip
-        auditor = AuditorProcess(env, tmp_path / f"auditor-{len(started)}.log")
-        started.append(auditor)
-        return auditor
-
-    yield start
-    for auditor in started:
-        auditor.stop()
 
 
 @pytest.fixture
@@ -104,7 +81,8 @@ def test_an_enormous_repository_at_the_remote_is_refused_at_the_fetch_limit(
 def test_a_remote_that_never_answers_costs_the_fetch_deadline(start_auditor: StartAuditor, feed: bytes) -> None:
     silent = socket.create_server(("127.0.0.1", 0))  # accepts (the kernel does), never says a word
     try:
-        auditor = start_auditor(f"git://127.0.0.1:{silent.getsockname()[1]}/ledger.git", auditor_fetch_seconds="2")
+        silent_remote = f"git://127.0.0.1:{silent.getsockname()[1]}/ledger.git"
+        auditor = start_auditor(remote=silent_remote, auditor_fetch_seconds="2")
         answer = auditor.cosign(feed, timeout=20)
         assert answer.status == 503 and "within 2 s" in answer.json()["detail"], answer.body
         assert auditor.get("/healthz").status == 200  # the auditor itself is fine: the remote is not
@@ -145,7 +123,7 @@ def test_a_damaged_log_stops_cosigning_says_why_and_refuses_to_start(
 
 
 def test_the_auditor_has_its_own_control_socket_and_reads_only_utf8(start_auditor: StartAuditor) -> None:
-    auditor = start_auditor()
+    auditor = start_auditor(state=Path(tempfile.mkdtemp(prefix="opos-auditor-", dir="/tmp")))  # short: a socket
     state = auditor.env["OPOS_AUDITOR_STATE"]
     assert f"Control socket listening at {state}/gunicorn.ctl" in auditor.log.read_text()
     for line in ("GET /healthz?\xff=1", "GET /v1/cosigned.json?x=\xfe", "POST /v1/cosign?\xff", "GET /nope?\xff"):

@@ -14,7 +14,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import pytest
 from securesystemslib.dsse import Envelope as SslibEnvelope
 from securesystemslib.signer import SSlibKey
 
-from conftest import LedgerRepo, SshKey, add_signed, instruction, opos, push
+from conftest import Auditor, LedgerRepo, SshKey, add_signed, instruction, opos, push
 from opos.audit.auditing import AuditLog
 from opos.probe import ClientConfig, Mirror, TrustAnchors, poll
 from opos.probe.plan import Plan
@@ -30,46 +30,11 @@ from opos.publish import render
 from opos.signing import cosignature, keydoc, sshsig
 from opos.signing import keys as feed_keys
 from opos.trust.gitrepo import GitLedger, write_commit
-from servers import AuditorProcess, Service, free_port, http
 from servers import Mirror as StaticMirror
+from servers import Service, free_port, http
 
 pytestmark = pytest.mark.slow
 SECRET = "s3cret"
-
-
-class Auditor(AuditorProcess):
-    key_file: Path
-    state: Path
-
-    @property
-    def public(self) -> Any:
-        return feed_keys.load_public(Path(f"{self.key_file}.pub"))
-
-
-@pytest.fixture
-def start_auditor(tmp_path: Path, published_ledger: tuple[LedgerRepo, str], feed_key_file: Path) -> Iterator[Any]:
-    _, url = published_ledger
-    started: list[Auditor] = []
-
-    def start(name: str, remote: str | None = None, root: Path | None = None) -> Auditor:
-        """An auditor that pins the feed key, or with `root`, follows the key documents from that root key."""
-        key = tmp_path / f"auditor-{name}"
-        if not key.exists():
-            assert opos("keygen", "--out", key).code == 0
-        state = tmp_path / f"auditor-{name}-state"
-        pinned = (
-            {"OPOS_AUDITOR_ROOT_KEYS": f"{root}.pub"} if root else {"OPOS_AUDITOR_FEED_KEYS": f"{feed_key_file}.pub"}
-        )
-        env = {"OPOS_AUDITOR_KEY": str(key), **pinned, "OPOS_AUDITOR_STATE": str(state),
-               "OPOS_AUDITOR_REMOTE": remote or url}  # fmt: skip
-        auditor = Auditor(env, tmp_path / f"auditor-{name}.log")
-        auditor.key_file, auditor.state = key, state
-        started.append(auditor)
-        return auditor
-
-    yield start
-    for auditor in started:
-        auditor.stop()
 
 
 def pins(*auditors: Auditor) -> str:
