@@ -124,7 +124,8 @@ def _poll(
     arguments += [item for pair in probe.items() for item in pair]
     if step.killed_after is not None:
         return _crash([*client, *arguments], step.killed_after)
-    done = _client([*client, *arguments])
+    # a poll that must end within a deadline is given no longer: a client without the deadline fails at once
+    done = _client([*client, *arguments], step.within or POLL_SECONDS)
     if isinstance(done, str):
         return done
     try:
@@ -157,12 +158,12 @@ def _harm_state(state: Path, step: Step) -> None:
             path.mkdir()
 
 
-def _client(command: list[str]) -> subprocess.CompletedProcess[str] | str:
-    """The client's run, when it exited 0 within POLL_SECONDS; else what went wrong."""
+def _client(command: list[str], seconds: float = POLL_SECONDS) -> subprocess.CompletedProcess[str] | str:
+    """The client's run, when it exited 0 within `seconds`; else what went wrong."""
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=POLL_SECONDS)  # nosec B603
+        done = subprocess.run(command, capture_output=True, text=True, timeout=seconds)  # nosec B603
     except subprocess.TimeoutExpired:
-        return f"the client did not answer within {POLL_SECONDS:g} s"
+        return f"the client did not answer within {seconds:g} s"
     except OSError as error:
         return f"the client could not be run: {error}"
     return done if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip()[-300:]}"
