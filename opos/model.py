@@ -241,6 +241,7 @@ class Policy:
     max_window: int = 90 * 86400
     max_inputs: int = 1000
     tests: frozenset[str] | None = None  # None: every known test
+    oonirun: bool = False  # the service's OONI Run bridge is on: reviews say what does not cross it
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,12 @@ class Reply(NamedTuple):
     retry_after: str | None  # the answer's Retry-After, as sent
 
 
+class Fetched(NamedTuple):
+    status: int
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+
+
 class Deadline:
     """The one moment by which an exchange must be over."""
 
@@ -127,11 +133,16 @@ class Fetcher(ABC):
     def send(self, mirror: Mirror, path: str, body: bytes) -> Reply:
         """POST `body` (JSON) to mirror.url/path: the status, at most answer_bytes of the answer and its
         Retry-After, whatever the status (a refusal's body says why). Raises FetchFailed."""
+        fetched = self.request("POST", mirror, path, body, self.limits.answer_bytes)
+        return Reply(fetched.status, fetched.body, fetched.headers.get("retry-after"))
+
+    def request(self, method: str, mirror: Mirror, path: str, body: bytes | None, max_bytes: int) -> Fetched:
+        """Any exchange (a JSON `body` for POST), bounded as the others: its status, headers and at most
+        `max_bytes` of its body, whatever the status. Raises FetchFailed."""
         deadline = Deadline(self.limits.total_seconds)
-        headers = _headers(mirror, {"Content-Type": "application/json"})
-        with self._open("POST", mirror, path, body, headers, deadline) as exchange:
-            answer = _read(exchange, path, self.limits.answer_bytes, deadline)
-            return Reply(exchange.status, answer, exchange.headers.get("retry-after"))
+        headers = _headers(mirror, {"Content-Type": "application/json"} if body is not None else {})
+        with self._open(method, mirror, path, body, headers, deadline) as exchange:
+            return Fetched(exchange.status, exchange.headers, _read(exchange, path, max_bytes, deadline))
 
 
 def _headers(mirror: Mirror, extra: dict[str, str]) -> dict[str, str]:

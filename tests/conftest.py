@@ -62,6 +62,7 @@ def hermetic_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
         GIT_CONFIG_NOSYSTEM="1",
         GIT_CONFIG_GLOBAL=str(home / "gitconfig"),
         TZ="UTC",
+        OPOS_OONIRUN_AUTHOR="bridge@ooni.example",  # the OONI Run bridge is on by default and needs its author
         **IDENTITY,
     )
     (home / "gitconfig").write_text("[init]\n\tdefaultBranch = main\n[gc]\n\tauto = 0\n")

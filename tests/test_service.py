@@ -296,6 +296,9 @@ def test_the_demo_serves_until_interrupted(tmp_path: Path) -> None:
     text = "".join(lines)
     assert "6. Bob signed a new instruction" in text and "claim granted" in text, text
     assert "after the webhook (answered 202)" in text  # the webhook itself started the sync, not the timer
+    assert "8. OONI's apps and engine follow the same run instructions through the OONI Run v2 bridge" in text
+    audit = text.split("opos audit --oonirun ")[1].split()  # as printed, the bridge's audit passes
+    assert opos("audit", "--oonirun", audit[0], "--key", audit[2]).code == 0
     assert f"Port {wanted} on 127.0.0.1 is in use by another program: the demo serves on " in text
     port = int(text.split("the demo serves on ")[1].split()[0])
     health = http("GET", f"http://127.0.0.1:{port}/healthz").json()

@@ -270,9 +270,11 @@ def audit(
     return Cosigned(cosignature.cosign(request.statement, key), entry, True)
 
 
-def difference(ours: bytes, theirs: bytes) -> str:
-    """A unified diff of two feed payloads, pretty-printed: what the feed adds or changes."""
+def difference(
+    ours: bytes, theirs: bytes, our_name: str = "re-rendered from git", their_name: str = "the signed feed"
+) -> str:
+    """A unified diff of two JSON documents (feed payloads), pretty-printed: what theirs adds or changes."""
     mine = json.dumps(json.loads(ours), indent=1, sort_keys=True).splitlines()
     other = json.dumps(json.loads(theirs), indent=1, sort_keys=True).splitlines()
-    lines = difflib.unified_diff(mine, other, "re-rendered from git", "the signed feed", lineterm="")
+    lines = difflib.unified_diff(mine, other, our_name, their_name, lineterm="")
     return "\n".join(lines)

@@ -89,6 +89,7 @@ def serve_demo(folder: Path, repo: Path, feed_key: Path, port: int, out: TextIO)
         "OPOS_WORKERS": "2",
         "OPOS_AUDITORS": auditor_url,  # each new commit is cosigned by the auditor before its head is published
         "OPOS_AUDITORS_REQUIRED": "1",  # the key document names the auditor's key and asks for its cosignature
+        "OPOS_OONIRUN_AUTHOR": os.environ.get("OPOS_OONIRUN_AUTHOR", "demo@ooni.example"),  # the OONI Run bridge
     }
     config = Path(webhook.__file__).resolve().parent / "gunicorn.conf.py"
     log_path = folder / "service.log"
@@ -120,6 +121,7 @@ def serve_demo(folder: Path, repo: Path, feed_key: Path, port: int, out: TextIO)
         print(f"     opos probe --mirror {base} --root-key {folder / 'root-key.pub'} --auditor "
               f"{folder / 'auditor-key.pub'} --country IR --network AS197207 --claims {base} --state "
               f"{folder / 'probe-state'}", file=out)  # fmt: skip
+        _show_bridge(base, feed_key, out)
         print(f"\nServing until you press Ctrl-C (log: {log_path}). Commits signed into {repo} are", file=out)
         print(f"followed within 5 s; the staff keys are in {folder / 'staff-keys'}.", file=out, flush=True)
         process.wait()
@@ -134,6 +136,24 @@ def serve_demo(folder: Path, repo: Path, feed_key: Path, port: int, out: TextIO)
                     running.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     running.kill()
+
+
+def _show_bridge(base: str, feed_key: Path, out: TextIO) -> None:
+    """What OONI's apps and engine get through the OONI Run v2 bridge, and how anyone checks it."""
+    link = f"{base}/api/v2/oonirun/links/10000"
+    meta = {"run_type": "timed", "is_charging": True, "probe_cc": "IR", "probe_asn": "AS197207", "network_type": "wifi"}
+    asked = urllib.request.Request(f"{link}/engine-descriptor/latest", json.dumps(meta).encode(),
+                                   {"Content-Type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(asked, timeout=10) as answer:  # nosec B310 (our own service on 127.0.0.1)
+            nettests = json.loads(answer.read())["nettests"]
+    except (OSError, ValueError, KeyError) as error:
+        print(f"8. The OONI Run v2 bridge at {link} did not answer: {error}", file=out)
+        return
+    print(f"8. OONI's apps and engine follow the same run instructions through the OONI Run v2 bridge: an engine "
+          f"in IR / AS197207 gets {len(nettests)} nettest(s) from POST {link}/engine-descriptor/latest; the app "
+          f"installs {link}. Anyone checks the bridge against the signed feed:", file=out)  # fmt: skip
+    print(f"     opos audit --oonirun {link} --key {feed_key}.pub", file=out)
 
 
 def _start_auditor(folder: Path, repo: Path, feed_key: Path) -> tuple[str, subprocess.Popen[bytes]]:

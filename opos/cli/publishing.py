@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import TextIO
 
 from opos.cli._common import Commands, add_command, add_repo, add_trust, auditors_required, open_ledger
 from opos.errors import UsageError
+from opos.instructions.oonirun import LinkSettings
 from opos.model import parse_duration
+from opos.publish.bridge import LINK
 from opos.publish.cosigning import asking
 from opos.publish.site import Auditors, publish
 from opos.signing import keys
@@ -53,9 +56,10 @@ def _register_render(commands: Commands) -> None:
         commands, "render", render,
         help="render the verified ledger at a commit into a signed static site",
         description="Verify history up to REV, then write OUT/v1/feed/<commit>.json, OUT/v1/feed.json and "
-        "OUT/v1/head.json (DSSE envelopes signed with the Ed25519 feed key). Any web server or CDN can "
-        "serve OUT as a mirror. A REV older than the published head only adds its pinned feed file; a REV "
-        "that does not descend from it is refused (history rewritten).",
+        "OUT/v1/head.json (DSSE envelopes signed with the Ed25519 feed key), and with OPOS_OONIRUN_AUTHOR set, the "
+        "OONI Run link OUT/v1/oonirun/link.json (docs/oonirun.md). Any web server or CDN can serve OUT as a mirror. "
+        "A REV older than the published head only adds its pinned feed file; a REV that does not descend from it is "
+        "refused (history rewritten).",
     )  # fmt: skip
     add_repo(render_parser)
     render_parser.add_argument("--rev", default="HEAD", help="the revision to render (default: HEAD)")
@@ -131,13 +135,26 @@ def render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     pinned = tuple(keys.load_public(path) for path in args.auditor_keys)
     cosigning = Auditors(asking(list(args.auditors)), pinned, required) if args.auditors else None
     key = keys.load_private(args.key)
+    bridge = _oonirun_link(err)
     with open_ledger(args) as ledger:
         revision = ledger.resolve(args.rev)
         verification = Verification.open(ledger, revision, args.trust_root)
-        published = publish(verification, revision, key, args.out, dt.datetime.now(dt.UTC), ttl, cosigning)
+        published = publish(verification, revision, key, args.out, dt.datetime.now(dt.UTC), ttl, cosigning, bridge)
         verification.save_checked()
     print(f"{published.feed_path} (sequence {published.sequence}): {published.note}", file=out)
     return 0
+
+
+def _oonirun_link(err: TextIO) -> LinkSettings | None:
+    """The OONI Run link to write beside the head, from the service's OPOS_OONIRUN_* settings (docs/oonirun.md).
+
+    Without OPOS_OONIRUN_AUTHOR the feed is rendered all the same and the link is not written: said, not fatal.
+    """
+    try:
+        return LinkSettings.from_environment(os.environ)
+    except ValueError as error:
+        print(f"note: {LINK} is not written: {error}", file=err)
+        return None
 
 
 def verify_feed(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

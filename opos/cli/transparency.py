@@ -10,6 +10,7 @@ from typing import TextIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from opos.audit import bridge
 from opos.audit.auditing import check_feed_key, difference, receive
 from opos.audit.errors import AuditRefused
 from opos.cli._common import Commands, add_command, add_repo, add_trust, moment, open_ledger, pinned_keys
@@ -51,6 +52,10 @@ def register(commands: Commands) -> None:
     )  # fmt: skip
     log_parser.add_argument("--json", action="store_true", help="print {events, next} as /v1/log.json does")
 
+    _register_audit(commands)
+
+
+def _register_audit(commands: Commands) -> None:
     audit_parser = add_command(
         commands, "audit", audit,
         help="check that a published feed says exactly what the signed history says",
@@ -59,9 +64,20 @@ def register(commands: Commands) -> None:
         "match (saying how far the feed is behind the clone's HEAD, and, for a mirror's base URL, warning when its "
         "head expires within 6 hours), 1 (showing the difference) when they do not: the service signed something "
         "staff did not commit; 2 when no verdict could be had (an unreadable key or feed, a clone without the "
-        "feed's commit).",
+        "feed's commit). With --oonirun URL instead of a feed: check the OONI Run bridge's answer (a link or an engine "
+        "descriptor URL) against the signed feed it names (docs/oonirun.md); no clone is needed.",
     )  # fmt: skip
-    audit_parser.add_argument("feed", help="a feed file or URL (v1/feed.json or v1/feed/<commit>.json)")
+    audit_parser.add_argument("feed", nargs="?", help="a feed file or URL (v1/feed.json or v1/feed/<commit>.json)")
+    audit_parser.add_argument(
+        "--oonirun", metavar="URL",
+        help="the full URL of the bridge's link (…/api/v2/oonirun/links/<id>) or of an engine descriptor "
+        "(…/engine-descriptor/<revision>): exit 0 when the answer is what its signed feed says, 1 (with the "
+        "difference) when it is not, 2 when it could not be fetched or read",
+    )  # fmt: skip
+    audit_parser.add_argument("--meta", metavar="JSON", help="with --oonirun: the metadata to POST to an engine "
+                              "descriptor (default: an unknown probe, as the engine sends it)")  # fmt: skip
+    audit_parser.add_argument("--mirror", metavar="BASE", help="with --oonirun: where to fetch the signed feed "
+                              "(BASE/v1/feed/<commit>.json; default: the URL's own origin)")  # fmt: skip
     audit_parser.add_argument("--key", action="append", default=[], type=Path, help="the feed public key (repeat)")
     audit_parser.add_argument(
         "--root-key", action="append", default=[], type=Path, dest="root_keys",
@@ -139,6 +155,10 @@ def feed_bytes(location: str) -> bytes:
 
 def audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Exit 0: the feed is the ledger; 1: it is not (a forgery signed with the key); 2: no verdict could be had."""
+    if args.oonirun:
+        return _audit_bridge(args, out)
+    if not args.feed:
+        raise UsageError("give the feed to audit (a file or URL), or --oonirun URL")
     trusted, roots = pinned_keys(args.key, args.root_keys, "--key")
     try:
         verified = receive(feed_bytes(args.feed), trusted, roots)
@@ -171,6 +191,30 @@ def audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     print(f"MISMATCH: the feed signed for {commit} differs from the signed history:", file=out)
     print(difference(rendered, verified.payload), file=out)
     return 1
+
+
+def _audit_bridge(args: argparse.Namespace, out: TextIO) -> int:
+    if args.feed or args.root_keys or not args.key:
+        raise UsageError("--oonirun takes the bridge's URL and --key FEED.pub (the feed keys); no feed, no --root-key")
+    trusted, _ = pinned_keys(args.key, [], "--key")
+    try:
+        asked = bridge.Asked.parse(args.oonirun, args.meta, args.mirror)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    try:
+        verdict = bridge.audit(asked, trusted, HttpFetcher())
+    except FetchFailed as error:
+        raise UsageError(f"no verdict: {error}") from None
+    except AuditRefused as refused:
+        print(f"REFUSED: {refused}", file=out)
+        return 1
+    if verdict.difference:
+        print(f"MISMATCH: the bridge's answer is not what the signed feed of {verdict.commit} (sequence "
+              f"{verdict.sequence}) says:\n{verdict.difference}", file=out)  # fmt: skip
+        return 1
+    print(f"ok: the bridge's answer is what the signed feed of {verdict.commit} (sequence {verdict.sequence}) says",
+          file=out)  # fmt: skip
+    return 0
 
 
 def _warn_if_head_expires(location: str, trusted: list[Ed25519PublicKey], err: TextIO) -> None:

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opos.eventlog.governance import field_changes
-from opos.model import format_duration, format_time, parse_time
+from opos.instructions.oonirun import not_bridged
+from opos.model import Instruction, format_duration, format_time, parse_time
 from opos.text import for_markdown, for_terminal
 
 LARGE_TARGET_COUNTRIES = 10
@@ -22,6 +23,7 @@ class Change:
     instruction: dict[str, Any]  # after the change (before it, for removed)
     before: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what is worth knowing, not a risk (the OONI Run bridge)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -35,6 +37,7 @@ class Change:
             if self.action == "changed"
             else [],
             "warnings": self.warnings,
+            "notes": self.notes,
         }
 
 
@@ -86,8 +89,11 @@ def warnings_for(
     return found
 
 
-def compare(base: Mapping[str, dict[str, Any]], head: Mapping[str, dict[str, Any]], now: dt.datetime) -> list[Change]:
-    """Instructions at the base and the head (id -> normalised instruction) → the changes, with warnings."""
+def compare(
+    base: Mapping[str, dict[str, Any]], head: Mapping[str, dict[str, Any]], now: dt.datetime, oonirun: bool = False
+) -> list[Change]:
+    """Instructions at the base and the head (id -> normalised instruction) → the changes, with warnings; with
+    `oonirun` (policy.yaml's, the bridge is on), a note on each added or changed one that does not cross it."""
     changes = []
     for ident in sorted(set(base) | set(head)):
         old, new = base.get(ident), head.get(ident)
@@ -99,6 +105,8 @@ def compare(base: Mapping[str, dict[str, Any]], head: Mapping[str, dict[str, Any
             continue
         change = Change("added" if old is None else "changed", new, old)
         change.warnings = warnings_for(new, head, now)
+        reason = not_bridged(Instruction.from_json(new)) if oonirun else None
+        change.notes = [f"not sent to OONI Run probes ({reason})"] if reason else []
         changes.append(change)
     return changes
 
@@ -138,6 +146,7 @@ def as_text(changes: list[Change]) -> str:
         for name, old, new in field_changes(change.before, change.instruction) if change.action == "changed" else []:
             lines.append(for_terminal(f"  changed {name}: {_show(old)} -> {_show(new)}"))
         lines.extend(f"  WARNING: {w}" for w in change.warnings)
+        lines.extend(f"  NOTE: {note}" for note in change.notes)
     return "\n".join(lines)
 
 
@@ -167,6 +176,7 @@ def as_markdown(changes: list[Change]) -> str:
                 lines.append(f"| changed `{name}` | {_cell(_show(old))} → {_cell(_show(new))} |")
         lines.append("")
         lines.extend(f"> **Warning:** {w}" for w in change.warnings)
-        if change.warnings:
+        lines.extend(f"> **Note:** {note}" for note in change.notes)
+        if change.warnings or change.notes:
             lines.append("")
     return "\n".join(lines)

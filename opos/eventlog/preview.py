@@ -22,11 +22,13 @@ def changes_between(ledger: GitLedger, base: CommitHash, head: CommitHash, stric
     """
     sides = []
     for commit in (base, head):
-        checked = rules.check_ledger(ledger.ledger_files(ledger.commit(commit)))
+        files = ledger.ledger_files(ledger.commit(commit))
+        checked = rules.check_ledger(files)
         if strict and checked.problems and commit == head:
             raise LedgerInvalid(checked.problems)
         sides.append({ident: i.to_json() for ident, i in checked.instructions.items()})
-    return impact.compare(sides[0], sides[1], dt.datetime.now(dt.UTC))
+    bridged = rules.policy_of(files.policy).oonirun  # the head's policy: the bridge as it will be
+    return impact.compare(sides[0], sides[1], dt.datetime.now(dt.UTC), bridged)
 
 
 def approvals_of(ledger: GitLedger, base: CommitHash, head: CommitHash, trust_root: str | None) -> Approvals:

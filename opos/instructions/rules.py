@@ -119,8 +119,9 @@ def load_policy(data: bytes | None, path: str) -> tuple[Policy, list[Problem]]:
     for name in ("min_every", "max_window"):
         if name in value:
             fields[name] = parse_duration(value[name])
-    if "max_inputs" in value:
-        fields["max_inputs"] = value["max_inputs"]
+    for name in ("max_inputs", "oonirun"):
+        if name in value:
+            fields[name] = value[name]
     if "tests" in value:
         known = resources.nettests()
         for index, test in enumerate(value["tests"]):

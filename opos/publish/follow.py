@@ -28,6 +28,7 @@ from typing import Literal, get_args
 from opos.atomic import write_atomically
 from opos.errors import HistoryRejected, LedgerInvalid, OposError, RepositoryDamaged
 from opos.instructions import rules
+from opos.instructions.oonirun import LinkSettings
 from opos.model import CommitHash, format_time
 from opos.publish.cosigning import asking
 from opos.publish.errors import CosignaturesMissing
@@ -38,6 +39,7 @@ from opos.publish.site import (
     prune_feeds,
     publish,
     published_head,
+    refresh_link,
     renew_head,
 )
 from opos.signing import keys
@@ -101,6 +103,7 @@ class FollowSettings:
     auditor_urls: tuple[str, ...] = ()
     auditor_key_files: tuple[Path, ...] = ()
     auditors_required: int = 0
+    oonirun: LinkSettings | None = None  # the OONI Run bridge's link, when it is on
 
 
 class Syncer:
@@ -116,6 +119,7 @@ class Syncer:
         self._checked = rules.new_check_memo()  # parsed instruction files, kept between syncs
         self.auditors = list(config.auditor_urls) if config.auditors_required else []
         self._warned: dt.datetime | None = None  # when the key document's expiry was last logged
+        self._link_due: dt.datetime | None = dt.datetime.min.replace(tzinfo=dt.UTC)  # when to write the link again
 
     def _auditors(self) -> Auditors | None:
         """With auditors configured, who must cosign: the head names a new commit only once enough did."""
@@ -164,6 +168,7 @@ class Syncer:
             state.problem = "internal error while syncing (the details are in the service's log)"
         if result.outcome in ("rejected", "uncosigned", "failed"):
             self._keep_head_fresh(now)
+        self._keep_link_fresh(now)
         state.save(self.state_path)
         seconds = time.monotonic() - started
         if result.outcome in ("rejected", "uncosigned", "failed"):
@@ -195,12 +200,14 @@ class Syncer:
                 fix = verification.recovery(verdict, served, branch)
                 return SyncResult("rejected", served, f"{branch} at {remote_commit} was not accepted: {lines}. {fix}")
             try:
-                published = publish(verification, remote_commit, key, self.site, now, self.head_ttl, self._auditors())
+                published = publish(verification, remote_commit, key, self.site, now, self.head_ttl, self._auditors(),
+                                    self.config.oonirun)  # fmt: skip
             except (HistoryRejected, LedgerInvalid) as err:
                 detail = err.diagnostics().replace("\n", "; ")
                 return SyncResult("rejected", served, f"{branch} at {remote_commit} was not accepted: {detail}")
         state.commit, state.sequence = published.commit, published.sequence
         if published.head_updated:
+            self._link_due = published.link_changes
             pruned = prune_feeds(self.site, self.config.feed_retention)
             if pruned:
                 logger.info("pruned %d feed(s) past the retention of %d", len(pruned), self.config.feed_retention)
@@ -212,10 +219,19 @@ class Syncer:
         if head is None or not head.renewal_due(now):
             return
         try:
-            renew_head(keys.load_private(self.config.feed_key), self.site, now, self.head_ttl)
+            renew_head(keys.load_private(self.config.feed_key), self.site, now, self.head_ttl, self.config.oonirun)
             logger.info("head of %s re-issued while the branch is not accepted", head.commit)
         except (OposError, OSError):
             logger.exception("the served head could not be re-issued")
+
+    def _keep_link_fresh(self, now: dt.datetime) -> None:
+        """Write the OONI Run link again when a window of what it lists opens or closes (checked at every sync)."""
+        if self.config.oonirun is None or self._link_due is None or now < self._link_due:
+            return
+        try:
+            self._link_due = refresh_link(self.site, self.config.oonirun, now)
+        except OSError:
+            logger.exception("the OONI Run link could not be written")
 
 
 class Follower:

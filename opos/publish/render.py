@@ -15,10 +15,15 @@ from opos.signing.documents import PAYLOAD_TYPES, Feed, FeedEntry, Head, Kind
 DEFAULT_HEAD_TTL = dt.timedelta(hours=24)
 
 
+def feed(commit: CommitHash, sequence: int, committed: dt.datetime, entries: Iterable[FeedEntry]) -> Feed:
+    """The feed of a commit: every instruction, sorted by id."""
+    ordered = tuple(sorted(entries, key=lambda e: e.id))
+    return Feed(commit, sequence, committed.replace(microsecond=0), ordered)
+
+
 def feed_payload(commit: CommitHash, sequence: int, committed: dt.datetime, entries: Iterable[FeedEntry]) -> bytes:
     """The canonical feed payload: every instruction, sorted by id."""
-    ordered = tuple(sorted(entries, key=lambda e: e.id))
-    return dsse.canonical_json(Feed(commit, sequence, committed.replace(microsecond=0), ordered).to_json())
+    return dsse.canonical_json(feed(commit, sequence, committed, entries).to_json())
 
 
 def head_payload(

@@ -24,11 +24,12 @@ from opos.atomic import write_atomically
 from opos.errors import EnvelopeInvalid, UntrustedDataError
 from opos.eventlog.events import approvers_besides
 from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
+from opos.instructions.oonirun import LinkSettings
 from opos.model import CommitHash
-from opos.publish import keychain, render
+from opos.publish import bridge, keychain, render
 from opos.publish.errors import CosignaturesMissing
-from opos.signing import cosignature, keydoc
-from opos.signing.documents import FeedEntry, Head, read_own_head
+from opos.signing import cosignature, dsse, keydoc
+from opos.signing.documents import Feed, FeedEntry, Head, read_own_feed, read_own_head
 from opos.trust import keyhistory, revisions
 from opos.trust.verification import Verification
 
@@ -63,6 +64,11 @@ def cosignature_path(out: Path, commit: str) -> Path:
 def feed_at(verification: Verification, commit: CommitHash, since: CommitHash | None = None) -> bytes:
     """The canonical feed payload of a commit that may be followed (from `since`, the commit accepted before).
     Raises HistoryRejected, or LedgerInvalid for invalid files."""
+    return dsse.canonical_json(feed_document(verification, commit, since).to_json())
+
+
+def feed_document(verification: Verification, commit: CommitHash, since: CommitHash | None = None) -> Feed:
+    """The feed of a commit that may be followed, as a value (feed_at's payload is its canonical JSON)."""
     ledger = verification.ledger
     followable = verification.require(commit, since)
     accepted, checked = followable.accepted, followable.checked
@@ -83,7 +89,7 @@ def feed_at(verification: Verification, commit: CommitHash, since: CommitHash | 
         approvers = approvers_besides(step.approvers, signer) if step is not None else ()
         entries.append(FeedEntry(instruction, last[name], signer, approvers))
     committed = dt.datetime.fromtimestamp(info.committed, dt.UTC)
-    return render.feed_payload(commit, accepted.sequence, committed, entries)
+    return render.feed(commit, accepted.sequence, committed, entries)
 
 
 def _load_memo(path: Path) -> dict[CommitHash, dict[str, CommitHash]]:
@@ -101,6 +107,7 @@ class Published:
     feed_path: Path
     head_updated: bool
     note: str
+    link_changes: dt.datetime | None = None  # when the OONI Run link must be written again (a window)
 
 
 def published_head(out: Path) -> Head | None:
@@ -143,13 +150,13 @@ def pin(
     key: ed25519.Ed25519PrivateKey,
     out: Path,
     since: CommitHash | None = None,
-) -> tuple[Path, int, bytes]:
+) -> tuple[Path, Feed, bytes]:
     """Write `out/v1/feed/<commit>.json` for a commit that may be followed: the feed pinned to that commit."""
-    payload = feed_at(verification, commit, since)
-    envelope = render.sign("feed", payload, key)
+    feed = feed_document(verification, commit, since)
+    envelope = render.sign("feed", dsse.canonical_json(feed.to_json()), key)
     feed_path = out / "v1" / "feed" / f"{commit}.json"
     write_atomically(feed_path, envelope)
-    return feed_path, verification.require(commit, since).sequence, envelope  # the verdict is remembered by now
+    return feed_path, feed, envelope
 
 
 def write_log(verification: Verification, commit: CommitHash, out: Path, now: dt.datetime) -> None:
@@ -168,11 +175,13 @@ def publish(
     now: dt.datetime,
     head_ttl: dt.timedelta = render.DEFAULT_HEAD_TTL,
     auditors: Auditors | None = None,
+    oonirun: LinkSettings | None = None,
 ) -> Published:
     """Render `commit` into `out`: feed files first, the head last, each written atomically.
 
     With `auditors`, the cosignatures of a new commit are written after its pinned feed and before
     anything names it; when too few distinct pinned auditors cosign, it raises and nothing else changes.
+    With `oonirun`, the OONI Run bridge's files are written too (opos.publish.bridge).
 
     A commit on the published head's first-parent chain (older) only adds its pinned feed file; any
     other commit must be followable from the published head (`Verification.verdict`), so one that
@@ -180,15 +189,18 @@ def publish(
     """
     current = published_commit(out)
     if current is not None and current != commit and verification.verifier.on_chain(current, commit):
-        feed_path, sequence, _ = pin(verification, commit, key, out)
-        return Published(commit, sequence, feed_path, False, f"older than the published head {current}")
+        feed_path, feed, _ = pin(verification, commit, key, out)
+        if oonirun is not None:
+            bridge.record(out, feed.sequence, commit)
+        return Published(commit, feed.sequence, feed_path, False, f"older than the published head {current}")
     since = current if current != commit else None
     verification.require(commit, since)  # refused before anything is written
     key_documents = keyhistory.at(verification.ledger, commit)
     keychain.require_listed(key_documents, key.public_key())
     if auditors is None:
         _require_no_auditors(key_documents)
-    feed_path, sequence, envelope = pin(verification, commit, key, out, since)
+    feed_path, feed, envelope = pin(verification, commit, key, out, since)
+    sequence = feed.sequence
     pinned, required = auditors.pinned(key_documents) if auditors is not None else ((), 0)
     if auditors is not None and required > 0:  # raises when too few auditors cosigned: the previous head stays
         statement = cosignature.Statement(commit, sequence, hashlib.sha256(envelope).hexdigest())
@@ -196,9 +208,13 @@ def publish(
     keychain.publish(key_documents, out)  # before the head: it may be signed by a key only they name
     write_atomically(out / "v1" / "feed.json", envelope)
     write_log(verification, commit, out, now)
+    changes = None
+    if oonirun is not None:
+        bridge.record(out, sequence, commit)
+        changes = bridge.write_link(out, oonirun, feed, now + head_ttl, now)
     head = render.sign("head", render.head_payload(commit, sequence, envelope, now, head_ttl), key)
     write_atomically(out / "v1" / "head.json", head)
-    return Published(commit, sequence, feed_path, True, "published as the head")
+    return Published(commit, sequence, feed_path, True, "published as the head", changes)
 
 
 def _require_no_auditors(key_documents: list[bytes]) -> None:
@@ -217,8 +233,9 @@ def _require_no_auditors(key_documents: list[bytes]) -> None:
 
 
 def renew_head(
-    key: ed25519.Ed25519PrivateKey, out: Path, now: dt.datetime, head_ttl: dt.timedelta = render.DEFAULT_HEAD_TTL
-) -> Head | None:
+    key: ed25519.Ed25519PrivateKey, out: Path, now: dt.datetime, head_ttl: dt.timedelta = render.DEFAULT_HEAD_TTL,
+    oonirun: LinkSettings | None = None,
+) -> Head | None:  # fmt: skip
     """Re-issue the published head (same commit, same feed) with a new expiry; None when nothing is published.
 
     Needs no repository: whatever the branch does (rejected, rewritten, unreachable), the last
@@ -228,9 +245,23 @@ def renew_head(
     if head is None:
         return None
     envelope = (out / "v1" / "feed" / f"{head.commit}.json").read_bytes()
+    if oonirun is not None:  # the link's expiry follows the head's
+        bridge.write_link(out, oonirun, read_own_feed(envelope), now + head_ttl, now)
     data = render.sign("head", render.head_payload(head.commit, head.sequence, envelope, now, head_ttl), key)
     write_atomically(out / "v1" / "head.json", data)
     return read_own_head(data)
+
+
+def refresh_link(out: Path, settings: LinkSettings, now: dt.datetime) -> dt.datetime | None:
+    """Write the OONI Run link again for the served head and feed (a window opened or closed); when it changes next."""
+    head = published_head(out)
+    if head is None:
+        return None
+    try:
+        feed = read_own_feed((out / "v1" / "feed" / f"{head.commit}.json").read_bytes())
+    except (OSError, EnvelopeInvalid):
+        return None
+    return bridge.write_link(out, settings, feed, head.expires, now)
 
 
 def prune_feeds(out: Path, keep: int) -> list[Path]:
@@ -250,4 +281,6 @@ def prune_feeds(out: Path, keep: int) -> list[Path]:
         if path.stem != current:
             path.unlink(missing_ok=True)
             removed.append(path)
+    if removed:
+        bridge.forget(out, (path.stem for path in removed))
     return removed

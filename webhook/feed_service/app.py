@@ -18,13 +18,13 @@ from werkzeug.exceptions import HTTPException
 
 from webhook.answers import json_error, refuse_undecodable
 from webhook.connections import ConnectionPolicy
-from webhook.feed_service import claims, feed, health, hooks, metrics, public_log
+from webhook.feed_service import claims, feed, health, hooks, metrics, oonirun, public_log
 from webhook.feed_service.config import Config, load_config
 from webhook.feed_service.fastpath import FastPath
 from webhook.feed_service.service import Service
 
 logger = logging.getLogger("opos.service")
-API_PREFIXES = ("/v1/", "/hooks/", "/healthz", "/metrics", "/openapi.json")
+API_PREFIXES = ("/v1/", "/hooks/", "/healthz", "/metrics", "/openapi.json", "/api/")
 
 # Every answer: nothing runs but our own stylesheet, no page may frame ours, no type is guessed,
 # and no address leaks to another site through Referer.
@@ -53,6 +53,9 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.config["OPOS_CONNECTIONS"] = ConnectionPolicy(settings.connections_per_address, service.sources)
     for module in (feed, claims, hooks, health, public_log):
         app.register_blueprint(module.blueprint)
+    if service.oonirun is not None:  # off: its paths are 404, as any other unknown path
+        app.register_blueprint(oonirun.blueprint)
+        app.extensions["opos-oonirun"] = oonirun.Answers()
     app.wsgi_app = FastPath(app.wsgi_app, service.site, SECURITY_HEADERS)  # type: ignore[method-assign]
 
     app.register_error_handler(HTTPException, json_error)

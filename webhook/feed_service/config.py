@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from opos.instructions.oonirun import DEFAULT_LINK_ID, DEFAULT_NAME, LinkSettings
 from opos.publish.follow import FollowSettings
 from webhook.feed_service.errors import ConfigError
 
@@ -54,6 +55,11 @@ class Config:
     # the auditors' public keys (.pub files, comma-separated): cosignatures are counted by distinct key among
     # these; the newest key document in the ledger, when there is one, names the auditors and the count instead
     auditor_keys: str = ""
+    # the OONI Run bridge (docs/oonirun.md): the one link it serves; empty turns it off
+    oonirun_link_id: str | None = DEFAULT_LINK_ID
+    oonirun_author: str | None = None  # the link's public e-mail address: required while the bridge is on
+    oonirun_name: str = DEFAULT_NAME
+    oonirun_color: str | None = None  # #rrggbb for the app's card
 
     @property
     def auditor_urls(self) -> list[str]:
@@ -62,6 +68,15 @@ class Config:
     @property
     def auditor_key_files(self) -> list[Path]:
         return [Path(path.strip()) for path in self.auditor_keys.split(",") if path.strip()]
+
+    def oonirun(self) -> LinkSettings | None:
+        """The OONI Run link the service serves; None when the bridge is off. Raises ConfigError."""
+        try:
+            return LinkSettings.configured(
+                self.oonirun_link_id, self.oonirun_author, self.oonirun_name, self.public_url, self.oonirun_color
+            )
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
     @property
     def site_dir(self) -> Path:
@@ -72,7 +87,7 @@ class Config:
         return FollowSettings(
             self.remote, self.branch, self.ledger_dir, self.trust_root, self.feed_key, self.data_dir, self.site_dir,
             self.head_ttl_seconds, self.feed_retention, tuple(self.auditor_urls), tuple(self.auditor_key_files),
-            self.auditors_required,
+            self.auditors_required, self.oonirun(),
         )  # fmt: skip
 
     @property

@@ -42,6 +42,7 @@ class Service:
         _check_feed_key(config)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.site = SiteFiles(config.site_dir)
+        self.oonirun = config.oonirun()  # the OONI Run bridge's link; None when it is off
         self.syncer = Syncer(config.following(), on_result=self._count)
         self.follower = Follower(
             self.syncer, config.data_dir, config.poll_seconds, min_interval=config.min_sync_interval_seconds
