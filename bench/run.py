@@ -91,6 +91,23 @@ def fresh_clone(source: Path, into: Path) -> Path:
     return into
 
 
+# --- the machine itself, so that runs on different days can be compared ---
+
+
+def machine_rows(times: int) -> list[Figure]:
+    """A fixed amount of plain Python work: when it takes longer, every figure of the run is slower too."""
+
+    def loop() -> float:
+        started = time.perf_counter()
+        total = 0
+        for number in range(5_000_000):
+            total += number * number % 7
+        return time.perf_counter() - started
+
+    return [Figure("machine speed", "a fixed Python loop (5,000,000 multiplications and remainders); compare it "
+                   "between runs before comparing their figures", "s", repeat(max(times, 3), loop))]  # fmt: skip
+
+
 # --- the command line: render, check, verify ---
 
 
@@ -604,6 +621,7 @@ def main() -> None:
     try:
         feed_key = work / "feed-key"
         run_child([*OPOS, "keygen", "--out", feed_key])
+        figures += machine_rows(args.repeat)
         figures += cli_rows(work, sizes, args.repeat, feed_key)
         print(f"building {sizes.commits:,} signed commits over {sizes.history_instructions:,} instructions", flush=True)
         history = ledgers.long(work / "history", sizes.commits, sizes.history_instructions)

@@ -15,7 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = ("first render", "re-render after one change", "`opos check`", "cold verify", "long history: time",
         "long history: peak memory", "log query", "leader memory", "head poll", "feed download", "push → served",
-        "push → probe plan", "client poll", "claims (SQLite)", "push → served through the OONI Run bridge")  # fmt: skip
+        "push → probe plan", "client poll", "claims (SQLite)", "push → served through the OONI Run bridge",
+        "machine speed")  # fmt: skip
 
 
 @pytest.mark.slow

@@ -10,6 +10,9 @@ from __future__ import annotations
 import copy
 import json
 import random
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +239,41 @@ def test_the_fast_reader_check_never_accepts_what_the_reader_schema_refuses() ->
         value = _mutations(feed, rng)
         slow = not any(resources.reader_validator("feed").iter_errors(value))
         assert resources.is_readable("feed", value) <= slow, value
+
+
+@pytest.mark.slow
+def test_a_large_first_check_and_render_on_every_core_say_what_one_process_says(
+    ledger_repo: LedgerRepo, keys: dict[str, SshKey], tmp_path: Path
+) -> None:
+    """`python -m opos` judges a first check of 1,000 files or more on two processes (and reads a commit's files
+    along their delta chains): the same problems, in the same order, and the same feed as judging them here."""
+    for number in range(1_200):
+        fields = {"title": ""} if number % 400 == 7 else {"test": "no_such_test"} if number % 500 == 3 else {}
+        ledger_repo.write(f"ledger/instructions/many-{number:04d}.yaml", instruction(f"many-{number:04d}", **fields))
+    ledger_repo.write("ledger/instructions/oversized.yaml", "reason: " + "x" * (1024 * 1024 + 10) + "\n")
+    ledger_repo.commit("Many", keys["alice"])
+    command = [sys.executable, "-m", "opos", "check", "--repo", str(ledger_repo.path)]
+    in_processes = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    shutil.rmtree(ledger_repo.path / ".git" / "opos", ignore_errors=True)
+    here = opos("check", "--repo", ledger_repo.path)  # in this (threaded) process: one file after another
+    assert (in_processes.returncode, in_processes.stdout) == (here.code, here.out) and here.code == 1
+    assert here.out.count("no_such_test") == 3 and "oversized.yaml" in here.out
+    ledger_repo.remove("ledger/instructions/oversized.yaml")
+    for number in (7, 407, 807, 3, 503, 1003):
+        ledger_repo.remove(f"ledger/instructions/many-{number:04d}.yaml")
+    ledger_repo.commit("Valid", keys["alice"])
+    key = tmp_path / "feed-key"
+    assert opos("keygen", "--out", key).code == 0
+    sites = []
+    for name, how in (("forked", "process"), ("here", "thread")):
+        shutil.rmtree(ledger_repo.path / ".git" / "opos", ignore_errors=True)
+        site = tmp_path / name
+        arguments = ["render", "--repo", str(ledger_repo.path), "--key", str(key), "--out", str(site)]
+        if how == "process":
+            done = subprocess.run([sys.executable, "-m", "opos", *arguments], capture_output=True, text=True,
+                                  timeout=120)  # fmt: skip
+            assert done.returncode == 0, done.stderr
+        else:
+            assert opos(*arguments).code == 0
+        sites.append(json.loads((site / "v1" / "feed.json").read_bytes())["payload"])
+    assert sites[0] == sites[1]

@@ -34,6 +34,7 @@ from opos.cli import (
 )
 from opos.cli._common import Parser
 from opos.errors import OposError, UsageError
+from opos.instructions import judging
 
 GROUPS = (
     ledgerinit,
@@ -113,6 +114,7 @@ def main() -> None:
     # them. Modules imported by now live as long as the process, so it need not walk those at all.
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+    judging.use_cores()  # a command runs alone: a first check of a large ledger uses every core
     code = run(sys.argv[1:], sys.stdout, sys.stderr)
     try:
         sys.stdout.flush()

@@ -96,33 +96,43 @@ class LogIndex:
             commit = parents[0]
         # a new index, or the indexed head is not on the chain (history was rewritten): build it whole
         rebuild = known is None or commit is None
+        generation = secrets.token_hex(8) if rebuild else meta.get("generation")
+        added: list[ev.Event] = []
         connection = self._connect()
         try:
             connection.execute("BEGIN IMMEDIATE")
             if rebuild:
                 connection.execute("DELETE FROM events")
-                connection.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (secrets.token_hex(8),))
+                connection.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (generation,))
                 connection.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (INDEX_FORMAT,))
-            rows = []
+            signer_of = self._signer(verification)
             for step in reversed(chain):
                 accepted = verification.verifier.cache.get(step)
                 if accepted is None:
                     raise RepositoryError(f"{step} is not verified: verify the history before indexing it")
                 parents = ledger.commit(step).parents
                 parent = parents[0] if parents and step != verification.trust_root else None
-                signer_of = self._signer(verification)
-                for event in ev.step_events(
+                added += ev.step_events(
                     ledger, parent, step, accepted.sequence, signer_of, verification.checked, accepted.approvers
-                ):
-                    rows.append((step, json.dumps(event.to_json())))
+                )
+            rows = [(event.commit, json.dumps(event.to_json())) for event in added]
             connection.executemany("INSERT INTO events (commit_id, data) VALUES (?, ?)", rows)
             connection.execute("INSERT OR REPLACE INTO meta VALUES ('head', ?)", (head,))
+            last_ord = connection.execute("SELECT coalesce(max(ord), 0) FROM events").fetchone()[0]
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
             raise
         finally:
             connection.close()
+        self._keep(known, head, generation, rebuild, added, last_ord)
+
+    def _keep(self, known: str | None, head: str, generation: str | None, rebuild: bool, added: list[ev.Event],
+              last_ord: int) -> None:  # fmt: skip
+        """What events() would read back, kept in hand: the events just indexed after those already read."""
+        loaded_head, loaded_generation, loaded, _ = self._loaded
+        if rebuild or (loaded_head, loaded_generation) == (known, generation):
+            self._loaded = (head, generation, ([] if rebuild else loaded) + added, last_ord)
 
     @staticmethod
     def _signer(verification: Verification) -> ev.SignerOf:

@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 
 from opos.errors import BlobTooLarge, Problem, YamlProblem
-from opos.instructions import resources, review
+from opos.instructions import judging, resources, review
 from opos.instructions.inputs import input_error
 from opos.instructions.yamlfile import LoadedYaml, dotted, load
 from opos.limits import CHECK_MEMO_SIZE, MAX_INSTRUCTION_BYTES, MAX_POLICY_BYTES
@@ -356,6 +356,8 @@ def check_ledger(files: LedgerFiles, memo: CheckMemo | None = None) -> CheckResu
     policy_path = f"{files.root}policy.yaml"
     policy, policy_problems = load_policy(files.policy, policy_path)
     result.problems.extend(policy_problems)
+    memo = new_check_memo() if memo is None else memo
+    judging.prejudge(files, policy, memo, check_instruction)  # a large first check: on every core
     for path in files.links:
         message = (
             "is a symbolic link: the ledger holds only plain files (git stores the link, not what it points to, "

@@ -42,6 +42,7 @@ from opos.publish.site import (
     refresh_link,
     renew_head,
 )
+from opos.publish.stages import Stages
 from opos.signing import keys
 from opos.trust.gitrepo import GitLedger, fetch_branch, redact
 from opos.trust.verification import Verification
@@ -185,7 +186,9 @@ class Syncer:
 
     def _sync(self, state: ServiceState, now: dt.datetime) -> SyncResult:
         branch = self.config.branch
+        stages = Stages()
         remote_commit = fetch_branch(self.clone, self.config.remote, branch)
+        stages.mark("fetch")
         head = published_head(self.site)
         served = head.commit if head is not None else None
         cosigned = served is None or not self.auditors or cosignature_path(self.site, served).exists()
@@ -201,7 +204,7 @@ class Syncer:
                 return SyncResult("rejected", served, f"{branch} at {remote_commit} was not accepted: {lines}. {fix}")
             try:
                 published = publish(verification, remote_commit, key, self.site, now, self.head_ttl, self._auditors(),
-                                    self.config.oonirun)  # fmt: skip
+                                    self.config.oonirun, stages)  # fmt: skip
             except (HistoryRejected, LedgerInvalid) as err:
                 detail = err.diagnostics().replace("\n", "; ")
                 return SyncResult("rejected", served, f"{branch} at {remote_commit} was not accepted: {detail}")
@@ -211,7 +214,8 @@ class Syncer:
             pruned = prune_feeds(self.site, self.config.feed_retention)
             if pruned:
                 logger.info("pruned %d feed(s) past the retention of %d", len(pruned), self.config.feed_retention)
-        return SyncResult("renewed" if remote_commit == served else "published", remote_commit)
+        stages.mark("prune")
+        return SyncResult("renewed" if remote_commit == served else "published", remote_commit, f"({stages})")
 
     def _keep_head_fresh(self, now: dt.datetime) -> None:
         """Re-issue the served head at half its life even while the branch is rejected or unreachable."""

@@ -28,6 +28,7 @@ from opos.instructions.oonirun import LinkSettings
 from opos.model import CommitHash
 from opos.publish import bridge, keychain, render
 from opos.publish.errors import CosignaturesMissing
+from opos.publish.stages import Stages
 from opos.signing import cosignature, dsse, keydoc
 from opos.signing.documents import Feed, FeedEntry, Head, read_own_feed, read_own_head
 from opos.trust import keyhistory, revisions
@@ -176,16 +177,16 @@ def publish(
     head_ttl: dt.timedelta = render.DEFAULT_HEAD_TTL,
     auditors: Auditors | None = None,
     oonirun: LinkSettings | None = None,
+    stages: Stages | None = None,
 ) -> Published:
     """Render `commit` into `out`: feed files first, the head last, each written atomically.
 
     With `auditors`, the cosignatures of a new commit are written after its pinned feed and before
     anything names it; when too few distinct pinned auditors cosign, it raises and nothing else changes.
-    With `oonirun`, the OONI Run bridge's files are written too (opos.publish.bridge).
+    With `oonirun`, the OONI Run bridge's files are written too; `stages` learns when each stage ends.
 
-    A commit on the published head's first-parent chain (older) only adds its pinned feed file; any
-    other commit must be followable from the published head (`Verification.verdict`), so one that
-    does not build on it is refused as rewritten history before anything is written.
+    A commit on the published head's first-parent chain (older) only adds its pinned feed file; any other
+    must be followable from the published head, or it is refused before anything is written.
     """
     current = published_commit(out)
     if current is not None and current != commit and verification.verifier.on_chain(current, commit):
@@ -194,27 +195,39 @@ def publish(
             bridge.record(out, feed.sequence, commit)
         return Published(commit, feed.sequence, feed_path, False, f"older than the published head {current}")
     since = current if current != commit else None
+    stages = stages or Stages()
     verification.require(commit, since)  # refused before anything is written
     key_documents = keyhistory.at(verification.ledger, commit)
     keychain.require_listed(key_documents, key.public_key())
     if auditors is None:
         _require_no_auditors(key_documents)
+    stages.mark("verify")
     feed_path, feed, envelope = pin(verification, commit, key, out, since)
-    sequence = feed.sequence
+    stages.mark("feed")
     pinned, required = auditors.pinned(key_documents) if auditors is not None else ((), 0)
     if auditors is not None and required > 0:  # raises when too few auditors cosigned: the previous head stays
-        statement = cosignature.Statement(commit, sequence, hashlib.sha256(envelope).hexdigest())
+        statement = cosignature.Statement(commit, feed.sequence, hashlib.sha256(envelope).hexdigest())
         write_atomically(cosignature_path(out, commit), auditors.cosigner(statement, envelope, pinned, required))
+        stages.mark("cosign")
     keychain.publish(key_documents, out)  # before the head: it may be signed by a key only they name
     write_atomically(out / "v1" / "feed.json", envelope)
     write_log(verification, commit, out, now)
-    changes = None
-    if oonirun is not None:
-        bridge.record(out, sequence, commit)
-        changes = bridge.write_link(out, oonirun, feed, now + head_ttl, now)
-    head = render.sign("head", render.head_payload(commit, sequence, envelope, now, head_ttl), key)
+    stages.mark("log")
+    changes = _bridge_files(out, oonirun, feed, now, head_ttl)
+    head = render.sign("head", render.head_payload(commit, feed.sequence, envelope, now, head_ttl), key)
     write_atomically(out / "v1" / "head.json", head)
-    return Published(commit, sequence, feed_path, True, "published as the head", changes)
+    stages.mark("head")
+    return Published(commit, feed.sequence, feed_path, True, "published as the head", changes)
+
+
+def _bridge_files(
+    out: Path, oonirun: LinkSettings | None, feed: Feed, now: dt.datetime, head_ttl: dt.timedelta
+) -> dt.datetime | None:
+    """With the OONI Run bridge on, its files for a new head; when its link must be written again."""
+    if oonirun is None:
+        return None
+    bridge.record(out, feed.sequence, feed.commit)
+    return bridge.write_link(out, oonirun, feed, now + head_ttl, now)
 
 
 def _require_no_auditors(key_documents: list[bytes]) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from dulwich.errors import NotGitRepository, ObjectFormatException
 from dulwich.objects import ObjectID, parse_tree
 from dulwich.objectspec import parse_commit
+from dulwich.pack import UnpackedObjectIterator
 from dulwich.repo import Repo
 
 from opos.errors import BlobTooLarge, RepositoryDamaged, RepositoryError
@@ -172,10 +173,7 @@ class GitObjects:
                     offset = pack.index.object_offset(oid)
                 except KeyError:
                     continue
-                fd = self._pack_files.get(pack._data_path)
-                if fd is None:
-                    fd = self._pack_files[pack._data_path] = os.open(pack._data_path, os.O_RDONLY | os.O_CLOEXEC)
-                return _objectsize.packed_size(fd, offset)
+                return _objectsize.packed_size(self._pack_file(pack._data_path), offset)
             loose = Path(store._get_shafile_path(oid))
             if loose.exists():
                 return _objectsize.loose_size(loose)
@@ -190,6 +188,38 @@ class GitObjects:
             if size is not None and size > max_bytes:
                 raise BlobTooLarge(blob_id, size, max_bytes)
         return self._raw(blob_id, _BLOB, "file")
+
+    def blobs(self, blob_ids: Iterable[str], max_bytes: int) -> dict[str, bytes]:
+        """Many files at once: each pack's objects inflated once, along their delta chains (as `git index-pack`
+        does), instead of each chain again per file. A file larger than `max_bytes` (told from its header) or
+        not in a pack is left out: `blob` reads (or refuses) it when it is asked for."""
+        wanted = set(blob_ids)
+        found: dict[str, bytes] = {}
+        try:
+            for pack in self.repo.object_store.packs:
+                fd = self._pack_file(pack._data_path)
+                at: dict[int, str] = {}
+                for blob_id in wanted - found.keys():
+                    try:
+                        offset = pack.index.object_offset(ObjectID(blob_id.encode()))
+                    except KeyError:
+                        continue
+                    if _objectsize.packed_size(fd, offset) <= max_bytes:
+                        at[offset] = blob_id
+                subset = [ObjectID(blob_id.encode()) for blob_id in at.values()]
+                for unpacked in UnpackedObjectIterator.for_pack_subset(pack, subset):
+                    inflated = at.get(unpacked.offset if unpacked.offset is not None else -1)
+                    if inflated is not None and unpacked.obj_type_num == _BLOB:
+                        found[inflated] = b"".join(unpacked.obj_chunks or ())
+        except (OSError, ValueError, IndexError, KeyError, AssertionError, zlib.error, ObjectFormatException):
+            return found  # what is missing is read one by one, which says what is wrong with it
+        return found
+
+    def _pack_file(self, path: str) -> int:
+        fd = self._pack_files.get(path)
+        if fd is None:
+            fd = self._pack_files[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return fd
 
     def subtree(self, tree_id: str, parts: Iterable[str]) -> str | None:
         """The id of the tree at `parts` below `tree_id`, or None when there is no such folder."""
@@ -228,6 +258,11 @@ class _Blobs(Mapping[str, bytes]):
 
     def __getitem__(self, name: str) -> bytes:
         return self._objects.blob(self._ids[name], MAX_LEDGER_FILE_BYTES)
+
+    def read_many(self, names: Iterable[str]) -> dict[str, bytes]:
+        """The files of `names` that can be read at once (GitObjects.blobs); the others are left out."""
+        ids = {self._ids[name]: name for name in names}
+        return {ids[blob_id]: data for blob_id, data in self._objects.blobs(ids, MAX_LEDGER_FILE_BYTES).items()}
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._ids)
