@@ -21,6 +21,8 @@ import pytest
 from conftest import LedgerRepo, SshKey, instruction, opos
 from opos.instructions import resources, rules
 from opos.model import Policy
+from opos.signing import feedread
+from opos.signing.documents import Feed, FeedEntry
 from opos.trust import checkedfile
 from opos.trust.statedir import StateDir
 
@@ -74,6 +76,40 @@ def test_the_fast_schema_check_never_accepts_what_jsonschema_refuses() -> None:
     for policy in ({"max_inputs": 5}, {"max_inputs": "5"}, {"tests": ["x", 1]}, {"min_every": "1h\n"}, []):
         slow = not any(resources.validator("policy").iter_errors(policy))
         assert resources.is_valid("policy", policy) <= slow
+
+
+FEED_ENTRY: dict[str, Any] = {
+    "id": "check-sites", "kind": "run", "title": "Sites", "reason": "Reports.", "test": "web_connectivity",
+    "inputs": ["https://example.org/"], "every": None,
+    "target": {"countries": ["IR", "*"], "networks": ["AS1234"], "platforms": ["android"], "max_probes": 3,
+               "max_probes_per": "network", "sample": 0.5},
+    "window": {"start": "2026-12-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"},
+    "revision": "a" * 40, "signer": "alice@ooni.example", "approvers": ["bob@ooni.example"],
+}  # fmt: skip
+
+
+def test_the_one_pass_feed_reader_never_accepts_what_the_reader_schema_refuses() -> None:
+    """A probe reads a new feed in one pass (opos.signing.feedread); the reader schema stays the rule."""
+    rng = random.Random(12)
+    feed = {
+        "type": "opos.feed/v1",
+        "commit": "b" * 40,
+        "sequence": 3,
+        "committed": "2026-12-01T10:00:00Z",
+        "instructions": [FEED_ENTRY, {**FEED_ENTRY, "id": "other-one", "kind": "later-kind", "every": 3600}],
+    }
+    accepted = refused = 0
+    for _ in range(4000):
+        value = _mutations(feed, rng)
+        parts = feedread.read_feed(value)
+        if not resources.is_readable("feed", value) or any(resources.reader_validator("feed").iter_errors(value)):
+            assert parts is None, f"the one-pass reader accepted what the reader schema refuses: {value!r}"
+            refused += 1
+        elif parts is not None:
+            built = Feed(parts[0], parts[1], parts[2], tuple(FeedEntry(*entry) for entry in parts[3]))
+            assert built == Feed.from_json(value)
+            accepted += 1
+    assert refused > 1000 and accepted > 200
 
 
 def test_a_file_judged_by_blob_id_gets_the_verdict_of_its_contents() -> None:

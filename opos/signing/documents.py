@@ -21,7 +21,7 @@ from opos.errors import EnvelopeInvalid
 from opos.instructions import resources
 from opos.lru import LRU
 from opos.model import FEED_PAYLOAD_TYPE, HEAD_PAYLOAD_TYPE, CommitHash, Instruction, format_time, parse_time
-from opos.signing import dsse, keys
+from opos.signing import dsse, feedread, keys
 
 Kind = Literal["feed", "head"]
 PAYLOAD_TYPES: dict[Kind, str] = {"feed": FEED_PAYLOAD_TYPE, "head": HEAD_PAYLOAD_TYPE}
@@ -170,6 +170,11 @@ def _verify_envelope(data: bytes, trusted: Sequence[ed25519.Ed25519PublicKey] | 
         "" if trusted is None else dsse.verify(envelope, [(keys.key_id(k), k) for k in trusted], envelope.payload_type)
     )
     payload = dsse.load_json(envelope.payload, "the signed payload")
+    parts = feedread.read_feed(payload) if kind == "feed" else None  # a new feed: checked as it is built
+    if parts is not None:
+        commit, sequence, committed, entries = parts
+        feed = Feed(commit, sequence, committed, tuple(FeedEntry(*entry) for entry in entries))
+        return VerifiedDocument(kind, keyid, feed, envelope.payload)
     try:  # quick; jsonschema only to say what is wrong. Fields a later version adds are ignored.
         problem = resources.unreadable(kind, payload)
     except RecursionError:
