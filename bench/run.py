@@ -613,6 +613,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
+    os.environ.setdefault("OPOS_OONIRUN_AUTHOR", "bench@ooni.example")  # every service it starts has the bridge on
     if args.out is None:
         args.out = Path(tempfile.gettempdir()) / "opos-performance-quick.md" if args.quick else DOC
     work = Path(tempfile.mkdtemp(prefix="opos-bench-"))

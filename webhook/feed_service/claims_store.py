@@ -267,6 +267,47 @@ class SqliteStore(_Store):
                 self.connection = None
 
 
+# A claim in one statement, so one round trip: _claim's steps as a server-side function, under the same
+# per-instruction advisory lock (held until the statement's transaction ends). Replaced at every start.
+CLAIM_FUNCTION = """
+CREATE OR REPLACE FUNCTION opos_claim(p_instruction text, p_scope text, p_probe text, p_limit integer,
+    p_address text, p_per_address integer, OUT o_granted boolean, OUT o_used integer, OUT o_refusal text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    held_scope text;
+    mine integer;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_instruction, 0));
+    SELECT c.scope INTO held_scope FROM opos_claims c WHERE c.instruction = p_instruction AND c.probe_id = p_probe;
+    IF FOUND THEN  -- asking again, perhaps from another network: the slot it holds
+        SELECT coalesce(max(n.used), 0) INTO o_used FROM opos_claim_counts n
+            WHERE n.instruction = p_instruction AND n.scope = held_scope;
+        o_granted := true;
+        RETURN;
+    END IF;
+    SELECT coalesce(max(n.used), 0) INTO o_used FROM opos_claim_counts n
+        WHERE n.instruction = p_instruction AND n.scope = p_scope;
+    o_granted := false;
+    IF o_used >= p_limit THEN
+        o_refusal := 'cap';
+        RETURN;
+    END IF;
+    IF p_per_address > 0 AND p_address <> '' THEN
+        SELECT count(*) INTO mine FROM opos_claims c WHERE c.instruction = p_instruction AND c.address = p_address;
+        IF mine >= p_per_address THEN
+            o_refusal := 'address';
+            RETURN;
+        END IF;
+    END IF;
+    INSERT INTO opos_claims (instruction, probe_id, scope, address) VALUES (p_instruction, p_probe, p_scope, p_address);
+    INSERT INTO opos_claim_counts (instruction, scope, used) VALUES (p_instruction, p_scope, 1)
+        ON CONFLICT (instruction, scope) DO UPDATE SET used = opos_claim_counts.used + 1;
+    o_used := o_used + 1;
+    o_granted := true;
+END
+$$"""
+
+
 class PostgresStore(_Store):
     """PostgreSQL via psycopg 3; a transaction-scoped advisory lock per instruction serialises its claims.
 
@@ -292,8 +333,18 @@ class PostgresStore(_Store):
             for number, statement in enumerate(MIGRATIONS[done:], start=done + 1):
                 run(statement, ())
                 run("INSERT INTO opos_schema_version VALUES (?)", (number,))
+            run(CLAIM_FUNCTION, ())
 
         self._transaction(migrate, pipeline=False)
+
+    def claim(
+        self, instruction: str, scope: str, probe_id: str, limit: int, address: str = "", per_address: int = 0
+    ) -> ClaimResult:
+        """One statement (opos_claim), so one round trip: what a claim costs is the database's own work."""
+        sql = "SELECT o_granted, o_used, o_refusal FROM opos_claim(?, ?, ?, ?, ?, ?)"
+        parameters = (instruction, scope, probe_id, limit, address, per_address)
+        row = self._transaction(lambda run: run(sql, parameters).fetchone(), transaction=False)
+        return ClaimResult(bool(row[0]), int(row[1]), row[2])
 
     def _connect(self) -> tuple[Any, bool]:
         """The connection, and whether it is new (bounded by libpq's connect_timeout: whole seconds, at least 2)."""
@@ -303,7 +354,10 @@ class PostgresStore(_Store):
             return self.connection, True
         return self.connection, False
 
-    def _transaction(self, work: Callable[[Run], Any], lock: str | None = None, pipeline: bool = True) -> Any:
+    def _transaction(
+        self, work: Callable[[Run], Any], lock: str | None = None, pipeline: bool = True, transaction: bool = True
+    ) -> Any:
+        """`work` in a transaction (pipelined), or as the single statement it is (its own transaction)."""
         if not self.lock.acquire(timeout=self.timeout):
             raise ClaimsUnavailable(f"the claims database is busy: no answer within {self.timeout:g} s")
         cut: list[bool] = []
@@ -313,6 +367,8 @@ class PostgresStore(_Store):
             try:
                 if new:  # the server's own bound, for what waits on its side (a lock held elsewhere)
                     connection.execute(f"SET statement_timeout = {max(1, int(self.timeout * 1000))}")
+                if not transaction:
+                    return work(lambda sql, params: connection.execute(sql.replace("?", "%s"), params))
                 with connection.pipeline() if pipeline else contextlib.nullcontext(), connection.transaction():
                     if lock is not None:
                         connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (lock,))
