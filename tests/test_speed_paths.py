@@ -8,6 +8,7 @@ starts again after a rebuild. Durations are the benchmark suite's business, neve
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import random
 import shutil
@@ -19,9 +20,12 @@ from typing import Any
 import pytest
 
 from conftest import LedgerRepo, SshKey, instruction, opos
+from opos.eventlog.events import Event
+from opos.eventlog.logindex import log_document, log_json
 from opos.instructions import resources, rules
-from opos.model import Policy
-from opos.signing import feedread
+from opos.model import CommitHash, Policy
+from opos.publish import render
+from opos.signing import dsse, feedread
 from opos.signing.documents import Feed, FeedEntry
 from opos.trust import checkedfile
 from opos.trust.statedir import StateDir
@@ -313,3 +317,18 @@ def test_a_large_first_check_and_render_on_every_core_say_what_one_process_says(
             assert opos(*arguments).code == 0
         sites.append(json.loads((site / "v1" / "feed.json").read_bytes())["payload"])
     assert sites[0] == sites[1]
+
+
+def test_the_site_log_written_from_events_serialised_once_is_the_log_document_byte_for_byte() -> None:
+    events = [Event("added", f"x-{n:03d}", "a" * 40, n, "2026-01-01T00:00:00Z", "alé", None, "m\u202e\"\\", "b" * 40,
+                    {"k": [1, "é", None]}, None) for n in range(3)]  # fmt: skip
+    for chosen in (events, events[1:], [], events):
+        assert log_json(chosen) == json.dumps(log_document(chosen, None), ensure_ascii=False).encode()
+
+
+def test_a_feed_serialised_entry_by_entry_is_its_canonical_json_byte_for_byte() -> None:
+    entries = tuple(FeedEntry.from_json({**FEED_ENTRY, "id": f"entry-{n:03d}", "title": "Sités \u202e\"\\"})
+                    for n in range(3))  # fmt: skip
+    for chosen in (entries, entries[1:], (), entries, (FeedEntry(entries[0].instruction, "c" * 40, None),)):
+        feed = Feed(CommitHash("d" * 40), 7, dt.datetime(2026, 12, 1, tzinfo=dt.UTC), chosen)
+        assert render.canonical_feed(feed) == dsse.canonical_json(feed.to_json())

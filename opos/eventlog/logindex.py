@@ -313,3 +313,20 @@ def decode_cursor(cursor: str) -> tuple[str, int]:
 def log_document(events: list[ev.Event], cursor: str | None) -> dict[str, Any]:
     """The shape of /v1/log.json, `opos log --json` and the site's v1/log.json."""
     return {"events": [e.to_json() for e in events], "next": cursor}
+
+
+def log_json(events: list[ev.Event]) -> bytes:
+    """`json.dumps(log_document(events, None), ensure_ascii=False)`, byte for byte, each event serialised once per
+    process: the site's v1/log.json is written again at every sync, and nearly all its events are old."""
+    if len(_serialised) > 4 * len(events) + 1000:  # events of histories no longer written: let them go
+        _serialised.clear()
+    parts = []
+    for event in events:
+        known = _serialised.get(id(event))
+        if known is None or known[0] is not event:
+            known = _serialised[id(event)] = (event, json.dumps(event.to_json(), ensure_ascii=False))
+        parts.append(known[1])
+    return ('{"events": [' + ", ".join(parts) + '], "next": null}').encode()
+
+
+_serialised: dict[int, tuple[ev.Event, str]] = {}  # by the event's identity, kept with it so the id stays its own

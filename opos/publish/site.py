@@ -23,13 +23,13 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from opos.atomic import write_atomically
 from opos.errors import EnvelopeInvalid, UntrustedDataError
 from opos.eventlog.events import approvers_besides
-from opos.eventlog.logindex import LogIndex, LogQuery, log_document, select
+from opos.eventlog.logindex import LogIndex, LogQuery, log_json, select
 from opos.instructions.oonirun import LinkSettings
 from opos.model import CommitHash
 from opos.publish import bridge, keychain, render
 from opos.publish.errors import CosignaturesMissing
 from opos.publish.stages import Stages
-from opos.signing import cosignature, dsse, keydoc
+from opos.signing import cosignature, keydoc
 from opos.signing.documents import Feed, FeedEntry, Head, read_own_feed, read_own_head
 from opos.trust import keyhistory, revisions
 from opos.trust.verification import Verification
@@ -65,7 +65,7 @@ def cosignature_path(out: Path, commit: str) -> Path:
 def feed_at(verification: Verification, commit: CommitHash, since: CommitHash | None = None) -> bytes:
     """The canonical feed payload of a commit that may be followed (from `since`, the commit accepted before).
     Raises HistoryRejected, or LedgerInvalid for invalid files."""
-    return dsse.canonical_json(feed_document(verification, commit, since).to_json())
+    return render.canonical_feed(feed_document(verification, commit, since))
 
 
 def feed_document(verification: Verification, commit: CommitHash, since: CommitHash | None = None) -> Feed:
@@ -154,7 +154,7 @@ def pin(
 ) -> tuple[Path, Feed, bytes]:
     """Write `out/v1/feed/<commit>.json` for a commit that may be followed: the feed pinned to that commit."""
     feed = feed_document(verification, commit, since)
-    envelope = render.sign("feed", dsse.canonical_json(feed.to_json()), key)
+    envelope = render.sign("feed", render.canonical_feed(feed), key)
     feed_path = out / "v1" / "feed" / f"{commit}.json"
     write_atomically(feed_path, envelope)
     return feed_path, feed, envelope
@@ -165,7 +165,7 @@ def write_log(verification: Verification, commit: CommitHash, out: Path, now: dt
     index = LogIndex.for_verification(verification)
     index.update(verification, commit)
     events, _ = select(index.events(), now, LogQuery(limit=10**9))
-    write_atomically(out / "v1" / "log.json", json.dumps(log_document(events, None), ensure_ascii=False).encode())
+    write_atomically(out / "v1" / "log.json", log_json(events))
 
 
 def publish(
