@@ -124,8 +124,11 @@ def test_a_damaged_log_stops_cosigning_says_why_and_refuses_to_start(
 
 def test_the_auditor_has_its_own_control_socket_and_reads_only_utf8(start_auditor: StartAuditor) -> None:
     auditor = start_auditor(state=Path(tempfile.mkdtemp(prefix="opos-auditor-", dir="/tmp")))  # short: a socket
-    state = auditor.env["OPOS_AUDITOR_STATE"]
-    assert f"Control socket listening at {state}/gunicorn.ctl" in auditor.log.read_text()
+    said = f"Control socket listening at {auditor.env['OPOS_AUDITOR_STATE']}/gunicorn.ctl"
+    waited = time.monotonic() + 20  # gunicorn opens its control socket once the workers are up: it may log it late
+    while said not in auditor.log.read_text() and time.monotonic() < waited:
+        time.sleep(0.05)
+    assert said in auditor.log.read_text()
     for line in ("GET /healthz?\xff=1", "GET /v1/cosigned.json?x=\xfe", "POST /v1/cosign?\xff", "GET /nope?\xff"):
         request = f"{line} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode("latin-1")
         answer = raw_request(auditor.port, request)
