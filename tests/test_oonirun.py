@@ -127,6 +127,18 @@ def test_revisions_follow_the_feed_sequence(bridge_app: Any, ledger_repo: Ledger
     assert one.status_code == 200 and one.json["revision"] == "1" and len(one.json["nettests"]) == 4
     assert one.headers["X-OPOS-Sequence"] == "1"
     assert len(post(client, IR_META, "2").json["nettests"]) == 5
+    # an older revision is answered from the small file of what crossed, never by parsing its whole feed again
+    site = service.config.site_dir
+    first = client.get(f"{LINK}/revisions")  # (sequence 1's commit, from the sequences file)
+    commit_one = json.loads((site / "v1" / "oonirun" / "sequences.json").read_bytes())["1"]
+    kept = json.loads((site / "v1" / "oonirun" / "bridged" / f"{commit_one}.json").read_bytes())
+    assert first.status_code == 200 and kept["sequence"] == 1
+    left_out = ("max_probes", "sample", "android]", "schedule")
+    crossing = {i for i, (f, _) in FLEET.items() if not any(word in str(f) for word in left_out)}
+    assert {i["id"] for i in kept["instructions"]} == crossing | {"first-one"}  # the fixture's own, upcoming
+    (site / "v1" / "feed" / f"{commit_one}.json").unlink()
+    again = create_app(client.application.extensions["opos"].config).test_client()  # nothing cached
+    assert len(post(again, IR_META, "1").json["nettests"]) == 4
     assert post(client, IR_META, "7").status_code == 404  # no feed of that sequence
     assert post(client, IR_META, "0").status_code == 404  # the trust root's feed was never published here
     assert client.get("/api/v2/oonirun/links/10001").status_code == 404

@@ -4,6 +4,9 @@
                                   static mirror serves the untargeted link too
 <out>/v1/oonirun/sequences.json   {"<sequence>": "<commit>"} for each pinned feed kept: the revisions the
                                   service answers engine descriptors for
+<out>/v1/oonirun/bridged/<commit>.json   what of that feed crosses the bridge (commit, sequence, time and
+                                  the instructions): an older revision is answered from this small file,
+                                  never by parsing its whole feed again on request
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from opos.atomic import write_atomically
 from opos.instructions import oonirun
 from opos.instructions.oonirun import Bridge, LinkSettings
-from opos.model import CommitHash
+from opos.model import CommitHash, Instruction, format_time, parse_time
 from opos.signing.documents import Feed
 
 LINK = "v1/oonirun/link.json"
@@ -52,16 +56,48 @@ def parse_sequences(data: bytes) -> dict[int, CommitHash]:
         return {}
 
 
-def record(out: Path, sequence: int, commit: CommitHash) -> None:
+@dataclass(frozen=True)
+class Bridged:
+    """What of one feed crosses the bridge: enough to answer for its revision."""
+
+    commit: CommitHash
+    sequence: int
+    committed: dt.datetime
+    bridge: Bridge
+
+
+def bridged_path(commit: str) -> str:
+    return f"v1/oonirun/bridged/{commit}.json"
+
+
+def record(out: Path, feed: Feed) -> None:
+    """Keep what of `feed` crosses the bridge, and its sequence among the revisions."""
+    crossing = [entry.instruction.to_json() for entry in feed.entries if oonirun.not_bridged(entry.instruction) is None]
+    document = {"commit": feed.commit, "sequence": feed.sequence, "committed": format_time(feed.committed),
+                "instructions": crossing}  # fmt: skip
+    write_atomically(out / bridged_path(feed.commit), json.dumps(document, ensure_ascii=False).encode())
     known = sequences(out)
-    if known.get(sequence) != commit:
-        known[sequence] = commit
+    if known.get(feed.sequence) != feed.commit:
+        known[feed.sequence] = feed.commit
         _write_sequences(out, known)
+
+
+def read_bridged(data: bytes) -> Bridged | None:
+    """A bridged file (our own); None for what is not one."""
+    try:
+        document = json.loads(data)
+        instructions = [Instruction.from_json(value) for value in document["instructions"]]
+        committed = parse_time(document["committed"])
+        return Bridged(CommitHash(str(document["commit"])), int(document["sequence"]), committed, Bridge(instructions))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 def forget(out: Path, commits: Iterable[str]) -> None:
     """Pruned feeds are no revisions any more."""
     gone = set(commits)
+    for commit in gone:
+        (out / bridged_path(commit)).unlink(missing_ok=True)
     known = sequences(out)
     kept = {sequence: commit for sequence, commit in known.items() if commit not in gone}
     if kept != known:

@@ -192,7 +192,7 @@ def publish(
     if current is not None and current != commit and verification.verifier.on_chain(current, commit):
         feed_path, feed, _ = pin(verification, commit, key, out)
         if oonirun is not None:
-            bridge.record(out, feed.sequence, commit)
+            bridge.record(out, feed)
         return Published(commit, feed.sequence, feed_path, False, f"older than the published head {current}")
     since = current if current != commit else None
     stages = stages or Stages()
@@ -226,7 +226,7 @@ def _bridge_files(
     """With the OONI Run bridge on, its files for a new head; when its link must be written again."""
     if oonirun is None:
         return None
-    bridge.record(out, feed.sequence, feed.commit)
+    bridge.record(out, feed)
     return bridge.write_link(out, oonirun, feed, now + head_ttl, now)
 
 

@@ -22,13 +22,13 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from opos.errors import EnvelopeInvalid
 from opos.instructions import oonirun
 from opos.instructions.oonirun import Bridge, LinkSettings
 from opos.instructions.oonirun_meta import META_MAX_BYTES, MetaInvalid, parse_meta
 from opos.lru import LRU
 from opos.publish import bridge as site_bridge
-from opos.signing.documents import Feed, read_own_feed
+from opos.publish.bridge import Bridged
+from opos.signing.documents import Feed
 from webhook.body import read_body
 from webhook.feed_service.feed import SHORT_CACHE
 from webhook.feed_service.service import Service, current
@@ -55,7 +55,7 @@ class Answers:
     """The bridges of recent feeds and the answers given, per worker (the app's extensions["opos-oonirun"])."""
 
     def __init__(self) -> None:
-        self._bridges: LRU[str, tuple[Feed, Bridge]] = LRU(4)
+        self._bridges: LRU[str, Bridged] = LRU(16)
         self._answers: LRU[tuple[object, ...], _Answer] = LRU(4096)
         self._sequences: tuple[object, dict[int, str]] = (None, {})
         self._lock = threading.Lock()
@@ -69,32 +69,33 @@ class Answers:
             self._sequences = (version, dict(site_bridge.parse_sequences(data)))
         return self._sequences[1]
 
-    def bridge(self, feed: Feed) -> Bridge:
+    def bridged(self, feed: Feed) -> Bridged:
+        """What of the served feed crosses, indexed once per feed."""
         with self._lock:
             known = self._bridges.get(feed.commit)
-        if known is not None:
-            return known[1]
-        made = site_bridge.bridge_of(feed)
-        with self._lock:
-            self._bridges.put(feed.commit, (feed, made))
-        return made
+        if known is None:
+            known = Bridged(feed.commit, feed.sequence, feed.committed, site_bridge.bridge_of(feed))
+            with self._lock:
+                self._bridges.put(feed.commit, known)
+        return known
 
-    def feed_of(self, service: Service, revision: str) -> Feed:
-        """The served feed (`latest`), or the kept feed of that sequence; 404 when there is none."""
+    def source(self, service: Service, revision: str) -> Bridged:
+        """What answers for `latest` (the served feed) or for a kept revision (its small bridged file); 404 when
+        there is none."""
         if revision == "latest":
-            return _served(service)
+            return self.bridged(_served(service))
         commit = self.sequences(service).get(int(revision))
-        data = service.site.read(f"v1/feed/{commit}.json") if commit else None
-        if commit is None or data is None:
+        with self._lock:
+            known = self._bridges.get(commit) if commit else None
+        if known is not None:
+            return known
+        data = service.site.read(site_bridge.bridged_path(commit)) if commit else None
+        found = site_bridge.read_bridged(data) if data is not None else None
+        if found is None or found.sequence != int(revision):
             abort(404, f"revision {revision} is not a feed this service keeps: ask for `latest`, or one of …/revisions")
         with self._lock:
-            known = self._bridges.get(commit)
-        if known is not None:
-            return known[0]
-        try:
-            return read_own_feed(data)
-        except EnvelopeInvalid:
-            abort(404, f"the feed of revision {revision} cannot be read here")
+            self._bridges.put(found.commit, found)
+        return found
 
     def get(self, key: tuple[object, ...], now: dt.datetime) -> _Answer | None:
         with self._lock:
@@ -134,14 +135,14 @@ def _send(answer: _Answer, cache_control: str) -> Response:
     return response
 
 
-def _answer(feed: Feed, key: tuple[object, ...], derive: Derive) -> _Answer:
-    """The answer kept for `key`, or derived now from the feed's bridge and kept until a window changes it."""
+def _answer(source: Bridged, key: tuple[object, ...], derive: Derive) -> _Answer:
+    """The answer kept for `key`, or derived now from the source's bridge and kept until a window changes it."""
     now = dt.datetime.now(dt.UTC)
     kept = answers()
     answer = kept.get(key, now)
     if answer is None:
-        document, until = derive(kept.bridge(feed), now)
-        answer = kept.put(key, _Answer(oonirun.to_bytes(document), feed.commit, feed.sequence, until))
+        document, until = derive(source.bridge, now)
+        answer = kept.put(key, _Answer(oonirun.to_bytes(document), source.commit, source.sequence, until))
     return answer
 
 
@@ -152,7 +153,7 @@ def link(link_id: str) -> ResponseReturnValue:
     feed, head = _served(service), service.site.head()
     expires = head.expires if head is not None and head.commit == feed.commit else dt.datetime.now(dt.UTC)
     answer = _answer(
-        feed,
+        answers().bridged(feed),
         ("link", feed.commit, expires),
         lambda bridge, now: oonirun.link(settings, bridge, feed.sequence, feed.committed, expires, now),
     )
@@ -175,11 +176,11 @@ def engine_descriptor(link_id: str, revision: str) -> ResponseReturnValue:
     except MetaInvalid as err:
         name = "Unprocessable Entity" if err.status == 422 else "Bad Request"
         return jsonify(error=name, detail=err.detail), err.status
-    feed = answers().feed_of(service, revision)
+    source = answers().source(service, revision)
     country, network = meta.country, meta.network
-    answer = _answer(feed, ("engine", feed.commit, country, network),
-                     lambda bridge, now: oonirun.engine_descriptor(bridge, feed.sequence, feed.committed, now, country,
-                                                                   network))  # fmt: skip
+    answer = _answer(source, ("engine", source.commit, country, network),
+                     lambda bridge, now: oonirun.engine_descriptor(bridge, source.sequence, source.committed, now,
+                                                                   country, network))  # fmt: skip
     return _send(answer, "no-store")
 
 
