@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import itertools
 import json
 import random
 import shutil
@@ -19,16 +20,19 @@ from typing import Any
 
 import pytest
 
-from conftest import LedgerRepo, SshKey, instruction, opos
+from conftest import LedgerRepo, SshKey, instruction, opos, window
+from opos.eventlog import logindex
 from opos.eventlog.events import Event
-from opos.eventlog.logindex import log_document, log_json
+from opos.eventlog.logindex import LogIndex, LogQuery, log_document, log_json, select
 from opos.instructions import resources, rules
 from opos.model import CommitHash, Policy
 from opos.publish import render
 from opos.signing import dsse, feedread
 from opos.signing.documents import Feed, FeedEntry
 from opos.trust import checkedfile
+from opos.trust.gitrepo import GitLedger
 from opos.trust.statedir import StateDir
+from opos.trust.verification import Verification
 
 VALID: dict[str, Any] = {
     "id": "check-sites", "kind": "run", "title": "Sites", "reason": "Reports.", "test": "web_connectivity",
@@ -332,3 +336,31 @@ def test_a_feed_serialised_entry_by_entry_is_its_canonical_json_byte_for_byte() 
     for chosen in (entries, entries[1:], (), entries, (FeedEntry(entries[0].instruction, "c" * 40, None),)):
         feed = Feed(CommitHash("d" * 40), 7, dt.datetime(2026, 12, 1, tzinfo=dt.UTC), chosen)
         assert render.canonical_feed(feed) == dsse.canonical_json(feed.to_json())
+
+
+def test_a_log_query_by_place_walks_only_the_instructions_that_ever_targeted_it_and_finds_the_same(
+    ledger_repo: LedgerRepo, keys: dict[str, SshKey]
+) -> None:
+    moves = [("moving-one", "\n  countries: [IR]\n  networks: [AS1]"), ("staying-one", "\n  countries: ['*']"),
+             ("moving-one", "\n  countries: [RU]"), ("other-net", "\n  countries: [IR]\n  networks: [AS2]"),
+             ("staying-one", "\n  countries: [DE, IR]")]  # fmt: skip
+    for number, (ident, target) in enumerate(moves):
+        text = instruction(ident, target=target, window=window(-9, -1 - number))  # ended: expiries too
+        ledger_repo.write(f"ledger/instructions/{ident}.yaml", text)
+        ledger_repo.commit(f"Move {ident}", keys["alice"])
+    with GitLedger(ledger_repo.path, "ledger") as ledger:
+        head = ledger.resolve("HEAD")
+        verification = Verification.open(ledger, head, None)
+        verification.require(head)
+        index = LogIndex.for_verification(verification)
+        index.update(verification, head)
+        events = index.events()
+    now = dt.datetime.now(dt.UTC)
+    found = 0
+    for country, network in itertools.product(("IR", "RU", "DE", "JP", None), ("AS1", "AS2", "AS3", None)):
+        query = LogQuery(country=country, network=network, limit=1000)
+        every = [e.event for e in logindex._timeline(events).entries if not (e.event.action == "expired" and
+                 e.moment > now) and logindex._matches(e, query, country, network)]  # fmt: skip
+        assert select(events, now, query)[0] == every, (country, network)
+        found += len(every)
+    assert found > 30

@@ -201,6 +201,19 @@ class _Timeline:
     entries: list[_Entry]
     by_instruction: dict[str, list[int]]  # instruction -> the indexes of its stored events
 
+    @functools.cached_property
+    def targets(self) -> dict[str, set[Target]]:
+        """Every target each instruction has had: a query for a country or network walks only the entries of
+        instructions one of whose targets takes it."""
+        found: dict[str, set[Target]] = {}
+        for entry in self.entries:
+            for version in entry.versions:
+                found.setdefault(entry.event.instruction, set()).add(version.target)
+        return found
+
+    def instructions_taking(self, country: str | None, network: str | None) -> set[str]:
+        return {name for name, targets in self.targets.items() if any(t.takes(country, network) for t in targets)}
+
 
 def _versions(event: ev.Event) -> tuple[_Version, ...]:
     if not event.about_instruction:
@@ -285,7 +298,12 @@ def select(stored: list[ev.Event], now: dt.datetime, query: LogQuery) -> tuple[l
     network = normalise_network(query.network) if query.network else None
     page: list[_Entry] = []
     more = False
-    for entry in _timeline(stored).entries:
+    timeline = _timeline(stored)
+    # a filter by place: only the entries of instructions that ever targeted it can match (a necessary condition)
+    taking = timeline.instructions_taking(country, network) if country or network else None
+    for entry in timeline.entries:
+        if taking is not None and entry.event.instruction not in taking:
+            continue
         if after is not None and entry.key >= after:
             continue
         if entry.event.action == "expired" and entry.moment > now:
