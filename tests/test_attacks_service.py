@@ -291,10 +291,13 @@ def test_the_log_answers_conditional_requests_without_querying_again(make_app: A
     client = app.test_client()
     service = app.extensions["opos"]
     for path in ("/v1/log.json?country=IR", "/log?country=IR", "/log.atom", "/log/first-one"):
-        first = client.get(path)
-        assert first.status_code == 200 and first.headers["Cache-Control"] == "public, max-age=60", path
-        etag = first.headers["ETag"]
-        again = client.get(path, headers={"If-None-Match": etag})
+        for _ in range(2):  # the ETag names the minute: a pair of requests that straddles one is made again
+            first = client.get(path)
+            assert first.status_code == 200 and first.headers["Cache-Control"] == "public, max-age=60", path
+            etag = first.headers["ETag"]
+            again = client.get(path, headers={"If-None-Match": etag})
+            if again.status_code == 304:
+                break
         assert again.status_code == 304 and again.data == b"" and again.headers["ETag"] == etag
     calls = []
     real = service.log_index().events
