@@ -18,24 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opos.atomic import write_atomically
+from opos.errors import EnvelopeInvalid
 from opos.instructions import oonirun
 from opos.instructions.oonirun import Bridge, LinkSettings
 from opos.model import CommitHash, Instruction, format_time, parse_time
-from opos.signing.documents import Feed
+from opos.signing.documents import Feed, read_own_feed
 
 LINK = "v1/oonirun/link.json"
 SEQUENCES = "v1/oonirun/sequences.json"
 
 
-def bridge_of(feed: Feed) -> Bridge:
-    return Bridge(entry.instruction for entry in feed.entries)
-
-
 def write_link(
-    out: Path, settings: LinkSettings, feed: Feed, expires: dt.datetime, now: dt.datetime
+    out: Path, settings: LinkSettings, bridged: Bridged, expires: dt.datetime, now: dt.datetime
 ) -> dt.datetime | None:
-    """Write the link for `feed` (its head expiring at `expires`); when it must be written again (a window)."""
-    document, changes = oonirun.link(settings, bridge_of(feed), feed.sequence, feed.committed, expires, now)
+    """Write the link for a feed (its head expiring at `expires`); when it must be written again (a window)."""
+    document, changes = oonirun.link(settings, bridged.bridge, bridged.sequence, bridged.committed, expires, now)
     write_atomically(out / LINK, oonirun.to_bytes(document))
     return changes
 
@@ -66,8 +63,27 @@ class Bridged:
     bridge: Bridge
 
 
+def bridged_of(feed: Feed) -> Bridged:
+    return Bridged(feed.commit, feed.sequence, feed.committed, Bridge(entry.instruction for entry in feed.entries))
+
+
 def bridged_path(commit: str) -> str:
     return f"v1/oonirun/bridged/{commit}.json"
+
+
+def load_bridged(out: Path, commit: str) -> Bridged | None:
+    """What of the kept feed of `commit` crosses: from its bridged file, or (kept before the bridge was on) its
+    feed; None when neither can be read."""
+    try:
+        found = read_bridged((out / bridged_path(commit)).read_bytes())
+    except OSError:
+        found = None
+    if found is not None:
+        return found
+    try:
+        return bridged_of(read_own_feed((out / "v1" / "feed" / f"{commit}.json").read_bytes()))
+    except (OSError, EnvelopeInvalid):
+        return None
 
 
 def record(out: Path, feed: Feed) -> None:

@@ -30,7 +30,7 @@ from opos.publish import bridge, keychain, render
 from opos.publish.errors import CosignaturesMissing
 from opos.publish.stages import Stages
 from opos.signing import cosignature, keydoc
-from opos.signing.documents import Feed, FeedEntry, Head, read_own_feed, read_own_head
+from opos.signing.documents import Feed, FeedEntry, Head, read_own_head
 from opos.trust import keyhistory, revisions
 from opos.trust.verification import Verification
 
@@ -227,7 +227,7 @@ def _bridge_files(
     if oonirun is None:
         return None
     bridge.record(out, feed)
-    return bridge.write_link(out, oonirun, feed, now + head_ttl, now)
+    return bridge.write_link(out, oonirun, bridge.bridged_of(feed), now + head_ttl, now)
 
 
 def _require_no_auditors(key_documents: list[bytes]) -> None:
@@ -258,8 +258,9 @@ def renew_head(
     if head is None:
         return None
     envelope = (out / "v1" / "feed" / f"{head.commit}.json").read_bytes()
-    if oonirun is not None:  # the link's expiry follows the head's
-        bridge.write_link(out, oonirun, read_own_feed(envelope), now + head_ttl, now)
+    bridged = bridge.load_bridged(out, head.commit) if oonirun is not None else None
+    if oonirun is not None and bridged is not None:  # the link's expiry follows the head's
+        bridge.write_link(out, oonirun, bridged, now + head_ttl, now)
     data = render.sign("head", render.head_payload(head.commit, head.sequence, envelope, now, head_ttl), key)
     write_atomically(out / "v1" / "head.json", data)
     return read_own_head(data)
@@ -268,13 +269,10 @@ def renew_head(
 def refresh_link(out: Path, settings: LinkSettings, now: dt.datetime) -> dt.datetime | None:
     """Write the OONI Run link again for the served head and feed (a window opened or closed); when it changes next."""
     head = published_head(out)
-    if head is None:
+    bridged = bridge.load_bridged(out, head.commit) if head is not None else None
+    if head is None or bridged is None:
         return None
-    try:
-        feed = read_own_feed((out / "v1" / "feed" / f"{head.commit}.json").read_bytes())
-    except (OSError, EnvelopeInvalid):
-        return None
-    return bridge.write_link(out, settings, feed, head.expires, now)
+    return bridge.write_link(out, settings, bridged, head.expires, now)
 
 
 def prune_feeds(out: Path, keep: int) -> list[Path]:

@@ -12,6 +12,7 @@ request costs a lookup, never a render.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 import threading
@@ -46,8 +47,8 @@ class _Answer:
     sequence: int
     until: dt.datetime | None  # when a window of what it lists opens or closes: it is derived again then
 
-    @property
-    def etag(self) -> str:
+    @functools.cached_property
+    def etag(self) -> str:  # once per answer, not per request: apps poll the link
         return hashlib.sha256(self.body).hexdigest()[:32]
 
 
@@ -74,7 +75,7 @@ class Answers:
         with self._lock:
             known = self._bridges.get(feed.commit)
         if known is None:
-            known = Bridged(feed.commit, feed.sequence, feed.committed, site_bridge.bridge_of(feed))
+            known = site_bridge.bridged_of(feed)
             with self._lock:
                 self._bridges.put(feed.commit, known)
         return known
