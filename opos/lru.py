@@ -65,3 +65,25 @@ class LRU(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class Serialised(Generic[K, V]):
+    """What was made once from a long-lived object, found again by a key naming that object's identity.
+
+    The object is kept with what was made from it, so an `id()` in the key cannot be taken for another
+    object's once the first is gone; `trim` lets all go when far more is kept than is being used.
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[K, tuple[object, V]] = {}
+
+    def get(self, key: K, owner: object, make: Callable[[], V]) -> V:
+        known = self._kept.get(key)
+        if known is None or known[0] is not owner:
+            known = self._kept[key] = (owner, make())
+        return known[1]
+
+    def trim(self, in_use: int) -> None:
+        """Let everything go when more than four times `in_use` (and a thousand) are kept."""
+        if len(self._kept) > 4 * in_use + 1000:
+            self._kept.clear()

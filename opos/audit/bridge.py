@@ -24,6 +24,7 @@ from opos.audit.errors import AuditRefused
 from opos.errors import FetchFailed, UntrustedDataError
 from opos.instructions import oonirun
 from opos.instructions.oonirun_meta import Meta, parse_meta
+from opos.publish.bridge import bridged_of
 from opos.signing.documents import Feed, verify_envelope
 from opos.transport import Fetched, Fetcher, Limits, Mirror
 
@@ -108,7 +109,7 @@ def _moments(answer: Fetched) -> list[dt.datetime]:
 
 
 def _compare(asked: Asked, feed: Feed, document: dict[str, Any], moments: list[dt.datetime]) -> str:
-    bridge = oonirun.Bridge(entry.instruction for entry in feed.entries)
+    bridge = bridged_of(feed).bridge
     country, network = (asked.meta.country, asked.meta.network) if asked.meta else (None, None)
     seen = oonirun.derivable(document)
     derived: dict[str, Any] = {}

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from opos.errors import RepositoryError
 from opos.eventlog import events as ev
-from opos.lru import LRU
+from opos.lru import LRU, Serialised
 from opos.model import CommitHash, Target, normalise_network, parse_time
 from opos.trust.verification import Verification
 
@@ -336,15 +336,13 @@ def log_document(events: list[ev.Event], cursor: str | None) -> dict[str, Any]:
 def log_json(events: list[ev.Event]) -> bytes:
     """`json.dumps(log_document(events, None), ensure_ascii=False)`, byte for byte, each event serialised once per
     process: the site's v1/log.json is written again at every sync, and nearly all its events are old."""
-    if len(_serialised) > 4 * len(events) + 1000:  # events of histories no longer written: let them go
-        _serialised.clear()
-    parts = []
-    for event in events:
-        known = _serialised.get(id(event))
-        if known is None or known[0] is not event:
-            known = _serialised[id(event)] = (event, json.dumps(event.to_json(), ensure_ascii=False))
-        parts.append(known[1])
+    _serialised.trim(len(events))
+    parts = [_serialised.get(id(event), event, functools.partial(_event_json, event)) for event in events]
     return ('{"events": [' + ", ".join(parts) + '], "next": null}').encode()
 
 
-_serialised: dict[int, tuple[ev.Event, str]] = {}  # by the event's identity, kept with it so the id stays its own
+def _event_json(event: ev.Event) -> str:
+    return json.dumps(event.to_json(), ensure_ascii=False)
+
+
+_serialised: Serialised[int, str] = Serialised()  # each event's JSON, by the event's identity

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Iterable
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from opos.model import CommitHash, Instruction, format_time
+from opos.lru import Serialised
+from opos.model import CommitHash, format_time
 from opos.signing import dsse, keys
 from opos.signing.documents import PAYLOAD_TYPES, Feed, FeedEntry, Head, Kind
 
@@ -32,22 +34,23 @@ def canonical_feed(document: Feed) -> bytes:
     The service renders a feed at every new commit, and nearly all its entries are those of the last one
     (the same Instruction objects, from the verdict memo): only what changed is serialised again.
     """
-    if len(_entries) > 4 * len(document.entries) + 1000:  # entries of feeds no longer rendered: let them go
-        _entries.clear()
-    parts = []
-    for entry in document.entries:
-        key = (id(entry.instruction), entry.revision, entry.signer, entry.approvers)
-        known = _entries.get(key)
-        if known is None or known[0] is not entry.instruction:
-            known = _entries[key] = (entry.instruction, dsse.canonical_json(entry.to_json()))
-        parts.append(known[1])
+    _entries.trim(len(document.entries))
+    parts = [
+        _entries.get((id(entry.instruction), entry.revision, entry.signer, entry.approvers), entry.instruction,
+                     functools.partial(_canonical_entry, entry))
+        for entry in document.entries
+    ]  # fmt: skip
     head = dsse.canonical_json({"commit": document.commit, "committed": format_time(document.committed)})
     tail = dsse.canonical_json({"sequence": document.sequence, "type": "opos.feed/v1"})
     return head[:-1] + b',"instructions":[' + b",".join(parts) + b"]," + tail[1:]
 
 
-# serialised entries by (the instruction's identity, revision, signer, approvers), kept with the instruction
-_entries: dict[tuple[int, str, str | None, tuple[str, ...]], tuple[Instruction, bytes]] = {}
+def _canonical_entry(entry: FeedEntry) -> bytes:
+    return dsse.canonical_json(entry.to_json())
+
+
+# serialised entries by (the instruction's identity, revision, signer, approvers)
+_entries: Serialised[tuple[int, str, str | None, tuple[str, ...]], bytes] = Serialised()
 
 
 def head_payload(
