@@ -21,6 +21,7 @@ from opos.trust.gitrepo.objects import (
     _Blobs,
     normalise_ledger_dir,
 )
+from opos.trust.gitrepo.rawtree import RawTree
 from opos.trust.statedir import StateDir
 from opos.trust.verdicts import CommitInfo
 
@@ -40,6 +41,7 @@ class GitLedger:
         self._small_files: LRU[str, bytes] = LRU(64)  # allowed_signers and policy.yaml, by blob id
         # instructions tree id -> file name -> mode:blob, bounded by entries as the parsed trees are
         self._entries: LRU[str, dict[str, str]] = LRU(GitObjects.TREE_ENTRIES_KEPT, len)
+        self._layouts: LRU[str, RawTree | None] = LRU(8)  # instructions trees as raw bytes (rawtree), the last few
         self._state: StateDir | None = None
 
     def __enter__(self) -> GitLedger:
@@ -126,20 +128,39 @@ class GitLedger:
     def instruction_entry(self, commit: CommitInfo, name: str) -> str | None:
         """One file's `mode:blob id` under instructions/ (in octal, as instruction_entries), or None."""
         tree_id = self.instructions_tree(commit)
-        found = self.objects.tree(tree_id).get(name.encode()) if tree_id else None
+        if tree_id is None:
+            return None
+        layout = self._layouts.get(tree_id)  # a tree a step just compared: its entry without parsing it
+        found = layout.entry(name.encode()) if layout is not None else self.objects.tree(tree_id).get(name.encode())
         return f"{found[0]:o}:{found[1]}" if found else None
 
     def changed_instructions(self, commit: CommitInfo, parent: CommitInfo | None) -> set[str]:
         """Names under instructions/ added, removed or changed (contents or mode) from `parent` to `commit`.
 
-        A set difference of the two parsed trees: no per-file work for the files that did not change.
+        From the bytes where the two trees differ (rawtree), else a set difference of the two parsed
+        trees: no per-file work for the files that did not change.
         """
         mine_id, theirs_id = self.instructions_tree(commit), self.instructions_tree(parent) if parent else None
         if mine_id == theirs_id:
             return set()
+        if mine_id is not None and theirs_id is not None:
+            found = self._changed_bytes(mine_id, theirs_id)
+            if found is not None:
+                return found
         mine = self.objects.tree(mine_id).items() if mine_id else {}.items()
         theirs = self.objects.tree(theirs_id).items() if theirs_id else {}.items()
         return {name.decode("utf-8", "replace") for name, _ in mine ^ theirs}
+
+    def _changed_bytes(self, mine_id: str, theirs_id: str) -> set[str] | None:
+        if theirs_id not in self._layouts:
+            self._layouts.put(theirs_id, RawTree.scan(self.objects.tree_bytes(theirs_id)))
+        old = self._layouts.get(theirs_id)
+        found = old.changed(self.objects.tree_bytes(mine_id)) if old is not None else None
+        if found is None:
+            return None
+        names, layout = found
+        self._layouts.put(mine_id, layout)
+        return {name.decode("utf-8", "replace") for name in names}
 
     def instruction_blob(self, blob_id: str) -> bytes:
         return self.objects.blob(blob_id, MAX_LEDGER_FILE_BYTES)

@@ -163,6 +163,10 @@ class GitObjects:
             self._trees.put(tree_id, entries)
         return entries
 
+    def tree_bytes(self, tree_id: str) -> bytes:
+        """A tree's raw bytes, unparsed (see rawtree)."""
+        return self._raw(tree_id, _TREE, "tree")
+
     def size(self, object_id: str) -> int | None:
         """The object's size from its header, without reading the object; None when it cannot be told."""
         store = self.repo.object_store
