@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import random
 
+from dulwich.objects import parse_tree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dulwich.objects import parse_tree
 from opos.trust.gitrepo.rawtree import RawTree
 
 MODES = (b"100644", b"100755", b"40000", b"120000", b"160000")
@@ -49,9 +49,7 @@ def edit(entries: list[Entry], rng: random.Random) -> list[Entry]:
 
 @settings(max_examples=400, deadline=None)
 @given(ENTRIES, st.integers(0, 2**32), st.integers(1, 6))
-def test_what_changed_and_each_entry_are_what_the_parsed_trees_say(
-    entries: list[Entry], seed: int, steps: int
-) -> None:
+def test_what_changed_and_each_entry_are_what_the_parsed_trees_say(entries: list[Entry], seed: int, steps: int) -> None:
     rng = random.Random(seed)
     layout = RawTree.scan(raw(entries))
     assert layout is not None and layout == RawTree.scan(layout.raw)
