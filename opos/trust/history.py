@@ -49,7 +49,9 @@ from opos.trust.verdicts import (
 )
 
 PARALLEL_FROM = 256  # new commits from which their signatures are checked on two threads
-SIGNATURE_BATCH = 256  # signatures a thread checks at a time
+# signatures per task: a thread pool ignores map's chunksize, and a future per signature cost a third of the
+# checking (reading the history while checking was slower still: the two compete for the GIL)
+SIGNATURE_BATCH = 256
 SKEW = 600  # seconds a signed commit may seem older than its parent: clocks differ, backdating does not pass
 _SignatureTask = tuple[CommitHash, bytes, bytes, list[sshsig.AllowedSigner], dt.datetime]
 
@@ -106,11 +108,8 @@ class Verifier:
         return Report(report.revision, [*report.failures, *reversed(failures)], None)
 
     def _check_signatures(self, new: list[CommitInfo]) -> dict[CommitHash, Signer | SignatureInvalid]:
-        """Every signature that judging `new` will look at, checked on two threads ahead of the judging.
-
-        The cryptography releases the GIL while it verifies, so a long history is checked in about
-        half the time; the repository is read here, on this thread only.
-        """
+        """Every signature that judging `new` will look at, checked on two threads ahead of the judging (the
+        cryptography releases the GIL while it verifies); the repository is read here, on this thread only."""
         tasks: list[_SignatureTask] = []
         for info in new:
             if info.signature is None or (not info.parents and info.id != self.trust_root):
@@ -119,11 +118,9 @@ class Verifier:
             if info.id != self.trust_root and self.source.ledger_tree(info) == self.source.ledger_tree(signers_from):
                 continue  # it changes nothing in the ledger: its signature is not looked at
             tasks.append(self._task(info, info.signature, signers_from))
-        # in batches: a thread pool ignores map's chunksize, and a future made and waited for per signature cost
-        # a third of the checking (reading while checking was slower still: the two compete for the GIL)
-        batches = [tasks[start : start + SIGNATURE_BATCH] for start in range(0, len(tasks), SIGNATURE_BATCH)]
+        batches = [tasks[at : at + SIGNATURE_BATCH] for at in range(0, len(tasks), SIGNATURE_BATCH)]
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            checked = [result for batch in pool.map(_check_batch, batches) for result in batch]
+            checked = [one for done in pool.map(lambda b: list(map(_check_signature, b)), batches) for one in done]
             return {task[0]: result for task, result in zip(tasks, checked, strict=True)}
 
     def _task(self, info: CommitInfo, signature: bytes, signers_from: CommitInfo) -> _SignatureTask:
@@ -392,10 +389,6 @@ def distinct_people(signers: Iterable[Signer]) -> tuple[str, ...]:
             keys, principals, names = keys | group[0], principals | group[1], names | group[2]
         groups.append((keys, principals, names))
     return tuple(sorted(min(names) for _, _, names in groups))
-
-
-def _check_batch(tasks: list[_SignatureTask]) -> list[Signer | SignatureInvalid]:
-    return [_check_signature(task) for task in tasks]
 
 
 def _check_signature(task: _SignatureTask) -> Signer | SignatureInvalid:
