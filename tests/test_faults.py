@@ -129,7 +129,7 @@ def throwaway_postgres(tmp_path: Path) -> Iterator[Any]:
     if not bins:
         pytest.fail("PostgreSQL's server binaries are not installed: ./dev.sh test installs them")
     # its own folder under /tmp: the postgres user cannot enter pytest's (root's, mode 0700)
-    bin_dir, folder, port = bins[-1], Path(tempfile.mkdtemp(prefix="opos-pg-", dir="/tmp")), free_port()
+    bin_dir, folder = bins[-1], Path(tempfile.mkdtemp(prefix="opos-pg-", dir="/tmp"))
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_user:
         shutil.chown(folder, "postgres")
@@ -137,15 +137,26 @@ def throwaway_postgres(tmp_path: Path) -> Iterator[Any]:
                    check=True, capture_output=True)  # fmt: skip
 
     class Server:
-        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        port = 0
+
+        @property
+        def url(self) -> str:
+            return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
         def ctl(self, *args: str) -> None:
-            options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}"
+            options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {folder}"
             subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-l", str(folder / "log"),
                             "-w", "-o", options, *args], check=True, capture_output=True)  # fmt: skip
 
     server = Server()
-    server.ctl("start")
+    for attempt in range(3):  # a free port can be taken before the server binds it (a CI run met one)
+        server.port = free_port()
+        try:
+            server.ctl("start")
+            break
+        except subprocess.CalledProcessError:
+            if attempt == 2 or "Address already in use" not in (folder / "log").read_text(errors="replace"):
+                raise
     yield server
     subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "stop"],
                    capture_output=True)  # fmt: skip
