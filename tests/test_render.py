@@ -123,6 +123,31 @@ def test_older_commit_adds_its_pinned_feed_only(
     assert payload(out / "v1" / "head.json")["commit"] == new
 
 
+def test_the_published_commit_rendered_again_renews_its_head_and_log_and_rewrites_no_feed(
+    ledger_repo: LedgerRepo, feed_key: Path, tmp_path: Path
+) -> None:
+    """A scheduled render of the served commit (the Pages workflow, six-hourly) judges nothing and pins nothing."""
+    out = tmp_path / "site"
+    assert render(ledger_repo, feed_key, out)[0] == 0
+    feed = out / "v1" / "feed" / f"{ledger_repo.head()}.json"
+    pinned, before = feed.stat().st_mtime_ns, payload(out / "v1" / "head.json")
+    (out / "v1" / "log.json").unlink()
+    state = ledger_repo.path / ".git" / "opos"
+    journal = next(state.glob("checked-*"))
+    journal.write_bytes(b"not read\n")  # a run that judged something would skip this line and append
+    code, text, _ = render(ledger_repo, feed_key, out, "--head-ttl", "2d")
+    assert code == 0 and "renewed; its feed was already" in text
+    head = payload(out / "v1" / "head.json")
+    assert head["commit"] == before["commit"] and head["expires"] != before["expires"]
+    assert feed.stat().st_mtime_ns == pinned and (out / "v1" / "log.json").exists()
+    assert journal.read_bytes() == b"not read\n"  # nothing judged, nothing saved
+    other = tmp_path / "other-key"
+    assert opos("keygen", "--out", other).code == 0  # another key: the served head is not ours to renew
+    code, text, _ = render(ledger_repo, other, out)
+    assert code == 0 and "renewed" not in text and "published as the head" in text
+    assert feed.stat().st_mtime_ns != pinned
+
+
 def test_render_refuses_rewritten_history(
     ledger_repo: LedgerRepo, keys: dict[str, SshKey], feed_key: Path, tmp_path: Path
 ) -> None:

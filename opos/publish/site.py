@@ -30,7 +30,7 @@ from opos.publish import bridge, keychain, render
 from opos.publish.errors import CosignaturesMissing
 from opos.publish.stages import Stages
 from opos.signing import cosignature, keydoc
-from opos.signing.documents import Feed, FeedEntry, Head, read_own_head
+from opos.signing.documents import Feed, FeedEntry, Head, read_own_head, verify_envelope
 from opos.trust import keyhistory, revisions
 from opos.trust.verification import Verification
 
@@ -184,10 +184,9 @@ def publish(
     With `auditors`, the cosignatures of a new commit are written after its pinned feed and before
     anything names it; when too few distinct pinned auditors cosign, it raises and nothing else changes.
     With `oonirun`, the OONI Run bridge's files are written too; `stages` learns when each stage ends.
-
-    A commit on the published head's first-parent chain (older) only adds its pinned feed file; any other
-    must be followable from the published head, or it is refused before anything is written.
-    """
+    A commit on the published head's first-parent chain (older) only adds its pinned feed file; the
+    served one is republished; any other must be followable from the published head, or it is refused
+    before anything is written."""
     current = published_commit(out)
     if current is not None and current != commit and verification.verifier.on_chain(current, commit):
         feed_path, feed, _ = pin(verification, commit, key, out)
@@ -196,11 +195,12 @@ def publish(
         return Published(commit, feed.sequence, feed_path, False, f"older than the published head {current}")
     since = current if current != commit else None
     stages = stages or Stages()
+    if current == commit and _republishable(out, commit, key, auditors is not None):
+        return _republish(verification, commit, key, out, now, head_ttl, oonirun, stages)
     verification.require(commit, since)  # refused before anything is written
     key_documents = keyhistory.at(verification.ledger, commit)
     keychain.require_listed(key_documents, key.public_key())
-    if auditors is None:
-        _require_no_auditors(key_documents)
+    _require_auditors_asked(key_documents, auditors is not None)
     stages.mark("verify")
     feed_path, feed, envelope = pin(verification, commit, key, out, since)
     stages.mark("feed")
@@ -220,6 +220,34 @@ def publish(
     return Published(commit, feed.sequence, feed_path, True, "published as the head", changes)
 
 
+def _republishable(out: Path, commit: CommitHash, key: ed25519.Ed25519PrivateKey, cosigned: bool) -> bool:
+    """Whether the site serves `commit` already under `key`, with its pinned feed (and cosignatures, when asked)."""
+    try:
+        verified = verify_envelope((out / "v1" / "head.json").read_bytes(), [key.public_key()])
+    except (OSError, UntrustedDataError):
+        return False
+    head = verified.document
+    return (isinstance(head, Head) and head.commit == commit and (out / "v1" / "feed" / f"{commit}.json").exists()
+            and (not cosigned or cosignature_path(out, commit).exists()))  # fmt: skip
+
+
+def _republish(
+    verification: Verification, commit: CommitHash, key: ed25519.Ed25519PrivateKey, out: Path, now: dt.datetime,
+    head_ttl: dt.timedelta, oonirun: LinkSettings | None, stages: Stages,
+) -> Published:  # fmt: skip
+    """The served commit again (a scheduled render, a head due for renewal): its feed was published and its files
+    judged when it was, so the log and the OONI Run link are brought up to now and the head is issued again."""
+    feed_path = out / "v1" / "feed" / f"{commit}.json"
+    write_log(verification, commit, out, now)
+    stages.mark("log")
+    head = renew_head(key, out, now, head_ttl)
+    stages.mark("head")
+    sequence = head.sequence if head is not None else 0
+    changes = refresh_link(out, oonirun, now) if oonirun is not None else None
+    return Published(commit, sequence, feed_path, True, "published as the head (renewed; its feed was already)",
+                     changes)  # fmt: skip
+
+
 def _bridge_files(
     out: Path, oonirun: LinkSettings | None, feed: Feed, now: dt.datetime, head_ttl: dt.timedelta
 ) -> dt.datetime | None:
@@ -230,9 +258,9 @@ def _bridge_files(
     return bridge.write_link(out, oonirun, bridge.bridged_of(feed), now + head_ttl, now)
 
 
-def _require_no_auditors(key_documents: list[bytes]) -> None:
+def _require_auditors_asked(key_documents: list[bytes], asked: bool) -> None:
     """Without auditors to ask, refuse a commit whose key document asks for cosignatures: probes would refuse it."""
-    if not key_documents:
+    if asked or not key_documents:
         return
     newest = keydoc.read(key_documents[-1])[1]
     if newest.auditors_required > 0:

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from opos.atomic import write_atomically
 from opos.errors import Problem
 from opos.instructions import resources, rules
+from opos.limits import CHECK_MEMO_SIZE
+from opos.lru import LRU
 from opos.model import Instruction, Policy
 from opos.trust.statedir import StateDir
 
@@ -64,6 +67,8 @@ class SavedVerdicts:
 
     def save(self, memo: rules.CheckMemo) -> None:
         """Append the verdicts of `memo` known by blob id that the journal does not hold yet."""
+        if isinstance(memo, SavedMemo) and memo.unread:
+            return  # nothing was judged: nothing to add
         new = [(key, verdict) for key, verdict in memo.items() if isinstance(key[2], str) and key not in self._saved]
         if not new:
             return
@@ -84,6 +89,43 @@ class SavedVerdicts:
             os.fsync(journal.fileno())
         self._saved.update(key for key, _ in new)
         self._lines += len(new)
+
+
+class SavedMemo(LRU[Key, rules.Verdict]):
+    """A memo that reads its journal when first used: a run that judges no file (a head renewed) reads none."""
+
+    def __init__(self, saved: SavedVerdicts) -> None:
+        super().__init__(CHECK_MEMO_SIZE)
+        self._saved: SavedVerdicts | None = saved
+
+    @property
+    def unread(self) -> bool:
+        return self._saved is not None
+
+    def _load(self) -> None:
+        saved, self._saved = self._saved, None
+        if saved is not None:
+            saved.load(self)
+
+    def get(self, key: Key) -> rules.Verdict | None:
+        self._load()
+        return super().get(key)
+
+    def put(self, key: Key, value: rules.Verdict) -> None:
+        self._load()
+        super().put(key, value)
+
+    def items(self) -> Iterator[tuple[Key, rules.Verdict]]:
+        self._load()
+        return super().items()
+
+    def __contains__(self, key: object) -> bool:
+        self._load()
+        return super().__contains__(key)
+
+    def __len__(self) -> int:
+        self._load()
+        return super().__len__()
 
 
 def _record(line: bytes) -> Any:

@@ -97,10 +97,9 @@ class Verification:
         cache = FileCache(ledger.state.verdicts_file(scope))
         saved = None
         memo = checked
-        if memo is None:  # a new process: start from the verdicts the last one saved
-            memo = rules.new_check_memo()
+        if memo is None:  # a new process: start from the verdicts the last one saved, read when first needed
             saved = checkedfile.SavedVerdicts(ledger.state)
-            saved.load(memo)
+            memo = checkedfile.SavedMemo(saved)
         return cls(ledger, Verifier(ledger, root, cache, LedgerReview(ledger, memo)), root, scope, memo, saved)
 
     def save_checked(self) -> None:
