@@ -330,6 +330,25 @@ def test_the_site_log_written_from_events_serialised_once_is_the_log_document_by
         assert log_json(chosen) == json.dumps(log_document(chosen, None), ensure_ascii=False).encode()
 
 
+def test_events_a_new_process_reads_from_the_index_give_the_same_site_log_byte_for_byte(
+    ledger_repo: LedgerRepo, keys: dict[str, SshKey]
+) -> None:
+    """A new process takes an event's stored text as its JSON unless that text escapes a character."""
+    for ident, title in (("plain-one", "Plain"), ("accented-one", "Sités é"), ("escaped-one", "Back\\u0041slash")):
+        ledger_repo.write(f"ledger/instructions/{ident}.yaml", instruction(ident, title=json.dumps(title)))
+        ledger_repo.commit(f"Add {ident}", keys["alice"])
+    with GitLedger(ledger_repo.path, "ledger") as ledger:
+        head = ledger.resolve("HEAD")
+        verification = Verification.open(ledger, head, None)
+        verification.require(head)
+        index = LogIndex.for_verification(verification)
+        index.update(verification, head)
+        events = LogIndex(index.path).events()  # another object: nothing of the writer's kept
+    texts = [json.dumps(event.to_json(), ensure_ascii=False) for event in events]
+    assert any("é" in text for text in texts) and any("\\\\u0041" in text for text in texts)
+    assert log_json(events) == json.dumps(log_document(events, None), ensure_ascii=False).encode()
+
+
 def test_a_feed_serialised_entry_by_entry_is_its_canonical_json_byte_for_byte() -> None:
     entries = tuple(FeedEntry.from_json({**FEED_ENTRY, "id": f"entry-{n:03d}", "title": "Sités \u202e\"\\"})
                     for n in range(3))  # fmt: skip

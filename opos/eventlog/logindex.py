@@ -155,7 +155,7 @@ class LogIndex:
             if generation is None or generation != loaded_generation:  # rebuilt (or new): read it all
                 loaded, last_ord = [], 0
             rows = connection.execute("SELECT ord, data FROM events WHERE ord > ? ORDER BY ord", (last_ord,)).fetchall()
-        events = [*loaded, *(ev.Event(**json.loads(data)) for _, data in rows)]
+        events = [*loaded, *(_stored_event(data) for _, data in rows)]
         self._loaded = (head, generation, events, rows[-1][0] if rows else last_ord)
         return events
 
@@ -343,6 +343,15 @@ def log_json(events: list[ev.Event]) -> bytes:
 
 def _event_json(event: ev.Event) -> str:
     return json.dumps(event.to_json(), ensure_ascii=False)
+
+
+def _stored_event(data: str) -> ev.Event:
+    """An event read from the index; its stored text is what log_json would make of it unless it escapes a
+    character (stored with ensure_ascii), so a new process does not serialise ten thousand events again."""
+    event = ev.Event(**json.loads(data))
+    if "\\u" not in data:
+        _serialised.get(id(event), event, lambda: data)
+    return event
 
 
 _serialised: Serialised[int, str] = Serialised()  # each event's JSON, by the event's identity

@@ -12,14 +12,14 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
-import jsonschema
-import jsonschema.validators
-from jsonschema.exceptions import best_match
 
 from opos import model
+
+if TYPE_CHECKING:  # jsonschema is imported when a document fails the fast check: a tenth of a second saved elsewhere
+    import jsonschema
 
 _PACKAGE = Path(__file__).resolve().parent.parent  # the opos package
 
@@ -51,18 +51,26 @@ def _whole_pattern(
         return
     anchored = pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith(r"\$") else pattern
     if not re.search(anchored, instance):
+        import jsonschema
+
         yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-StrictValidator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
-    jsonschema.Draft202012Validator, {"pattern": _whole_pattern}
-)
+@functools.cache
+def _strict_validator_class() -> Any:
+    import jsonschema.validators
+
+    return jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+        jsonschema.Draft202012Validator, {"pattern": _whole_pattern}
+    )
 
 
 def strict_validator(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
     """A Draft 2020-12 validator for `schema` (checked to be valid) whose patterns match whole strings."""
+    import jsonschema
+
     jsonschema.Draft202012Validator.check_schema(schema)
-    validator: jsonschema.Draft202012Validator = StrictValidator(schema)
+    validator: jsonschema.Draft202012Validator = _strict_validator_class()(schema)
     return validator
 
 
@@ -167,6 +175,8 @@ def unreadable(name: str, value: Any) -> str | None:
     Raises RecursionError for a value nested past what can be checked."""
     if is_readable(name, value):
         return None
+    from jsonschema.exceptions import best_match
+
     error = best_match(reader_validator(name).iter_errors(value))
     if error is None:
         return "it breaks its schema"

@@ -10,9 +10,7 @@ import difflib
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from opos.errors import BlobTooLarge, Problem, YamlProblem
 from opos.instructions import judging, resources, review
@@ -31,6 +29,9 @@ from opos.model import (
     parse_timestamp,
 )
 from opos.text import unsafe_characters
+
+if TYPE_CHECKING:
+    import jsonschema
 
 
 @dataclass(frozen=True)
