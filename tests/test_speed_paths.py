@@ -330,6 +330,17 @@ def test_the_site_log_written_from_events_serialised_once_is_the_log_document_by
         assert log_json(chosen) == json.dumps(log_document(chosen, None), ensure_ascii=False).encode()
 
 
+def _indexed(ledger_repo: LedgerRepo) -> LogIndex:
+    """The log index of the repository's history, verified and brought up to its HEAD."""
+    with GitLedger(ledger_repo.path, "ledger") as ledger:
+        head = ledger.resolve("HEAD")
+        verification = Verification.open(ledger, head, None)
+        verification.require(head)
+        index = LogIndex.for_verification(verification)
+        index.update(verification, head)
+        return index
+
+
 def test_events_a_new_process_reads_from_the_index_give_the_same_site_log_byte_for_byte(
     ledger_repo: LedgerRepo, keys: dict[str, SshKey]
 ) -> None:
@@ -337,13 +348,7 @@ def test_events_a_new_process_reads_from_the_index_give_the_same_site_log_byte_f
     for ident, title in (("plain-one", "Plain"), ("accented-one", "Sités é"), ("escaped-one", "Back\\u0041slash")):
         ledger_repo.write(f"ledger/instructions/{ident}.yaml", instruction(ident, title=json.dumps(title)))
         ledger_repo.commit(f"Add {ident}", keys["alice"])
-    with GitLedger(ledger_repo.path, "ledger") as ledger:
-        head = ledger.resolve("HEAD")
-        verification = Verification.open(ledger, head, None)
-        verification.require(head)
-        index = LogIndex.for_verification(verification)
-        index.update(verification, head)
-        events = LogIndex(index.path).events()  # another object: nothing of the writer's kept
+    events = LogIndex(_indexed(ledger_repo).path).events()  # another object: nothing of the writer's kept
     texts = [json.dumps(event.to_json(), ensure_ascii=False) for event in events]
     assert any("é" in text for text in texts) and any("\\\\u0041" in text for text in texts)
     assert log_json(events) == json.dumps(log_document(events, None), ensure_ascii=False).encode()
@@ -367,13 +372,7 @@ def test_a_log_query_by_place_walks_only_the_instructions_that_ever_targeted_it_
         text = instruction(ident, target=target, window=window(-9, -1 - number))  # ended: expiries too
         ledger_repo.write(f"ledger/instructions/{ident}.yaml", text)
         ledger_repo.commit(f"Move {ident}", keys["alice"])
-    with GitLedger(ledger_repo.path, "ledger") as ledger:
-        head = ledger.resolve("HEAD")
-        verification = Verification.open(ledger, head, None)
-        verification.require(head)
-        index = LogIndex.for_verification(verification)
-        index.update(verification, head)
-        events = index.events()
+    events = _indexed(ledger_repo).events()
     now = dt.datetime.now(dt.UTC)
     found = 0
     for country, network in itertools.product(("IR", "RU", "DE", "JP", None), ("AS1", "AS2", "AS3", None)):
