@@ -344,14 +344,15 @@ def _indexed(ledger_repo: LedgerRepo) -> LogIndex:
 def test_events_a_new_process_reads_from_the_index_give_the_same_site_log_byte_for_byte(
     ledger_repo: LedgerRepo, keys: dict[str, SshKey]
 ) -> None:
-    """A new process takes an event's stored text as its JSON unless that text escapes a character."""
+    """The writer and a new process take an event's stored text as its JSON unless that text escapes a character."""
     for ident, title in (("plain-one", "Plain"), ("accented-one", "Sités é"), ("escaped-one", "Back\\u0041slash")):
         ledger_repo.write(f"ledger/instructions/{ident}.yaml", instruction(ident, title=json.dumps(title)))
         ledger_repo.commit(f"Add {ident}", keys["alice"])
-    events = LogIndex(_indexed(ledger_repo).path).events()  # another object: nothing of the writer's kept
-    texts = [json.dumps(event.to_json(), ensure_ascii=False) for event in events]
+    index = _indexed(ledger_repo)
+    texts = [json.dumps(event.to_json(), ensure_ascii=False) for event in index.events()]
     assert any("é" in text for text in texts) and any("\\\\u0041" in text for text in texts)
-    assert log_json(events) == json.dumps(log_document(events, None), ensure_ascii=False).encode()
+    for events in (index.events(), LogIndex(index.path).events()):  # the writer's, and another object's (a process)
+        assert log_json(events) == json.dumps(log_document(events, None), ensure_ascii=False).encode()
 
 
 def test_a_feed_serialised_entry_by_entry_is_its_canonical_json_byte_for_byte() -> None:

@@ -115,7 +115,7 @@ class LogIndex:
                 added += ev.step_events(
                     ledger, parent, step, accepted.sequence, signer_of, verification.checked, accepted.approvers
                 )
-            rows = [(event.commit, json.dumps(event.to_json())) for event in added]
+            rows = [(event.commit, _stored_text(event)) for event in added]
             connection.executemany("INSERT INTO events (commit_id, data) VALUES (?, ?)", rows)
             connection.execute("INSERT OR REPLACE INTO meta VALUES ('head', ?)", (head,))
             last_ord = connection.execute("SELECT coalesce(max(ord), 0) FROM events").fetchone()[0]
@@ -352,6 +352,14 @@ def _stored_event(data: str) -> ev.Event:
     if "\\u" not in data:
         _serialised.get(id(event), event, lambda: data)
     return event
+
+
+def _stored_text(event: ev.Event) -> str:
+    """An event's text for the index, kept for log_json as _stored_event keeps it (a first render's 10,000)."""
+    data = json.dumps(event.to_json())
+    if "\\u" not in data:
+        _serialised.get(id(event), event, lambda: data)
+    return data
 
 
 _serialised: Serialised[int, str] = Serialised()  # each event's JSON, by the event's identity
