@@ -24,9 +24,9 @@ from conftest import LedgerRepo, SshKey, instruction, opos, window
 from opos.eventlog import logindex
 from opos.eventlog.events import Event
 from opos.eventlog.logindex import LogIndex, LogQuery, log_document, log_json, select
-from opos.instructions import resources, rules
+from opos.instructions import oonirun, resources, rules
 from opos.model import CommitHash, Policy
-from opos.publish import render
+from opos.publish import bridge, render
 from opos.signing import dsse, feedread
 from opos.signing.documents import Feed, FeedEntry
 from opos.trust import checkedfile
@@ -361,6 +361,29 @@ def test_a_feed_serialised_entry_by_entry_is_its_canonical_json_byte_for_byte() 
     for chosen in (entries, entries[1:], (), entries, (FeedEntry(entries[0].instruction, "c" * 40, None),)):
         feed = Feed(CommitHash("d" * 40), 7, dt.datetime(2026, 12, 1, tzinfo=dt.UTC), chosen)
         assert render.canonical_feed(feed) == dsse.canonical_json(feed.to_json())
+
+
+def test_the_bridged_file_made_instruction_by_instruction_is_the_whole_document_byte_for_byte() -> None:
+    crossing = {
+        **FEED_ENTRY,
+        "target": {
+            "countries": ["IR"],
+            "networks": ["AS1234"],
+            "platforms": [],
+            "max_probes": None,
+            "max_probes_per": "target",
+            "sample": None,
+        },
+    }
+    entries = tuple(FeedEntry.from_json({**(crossing if n % 2 else FEED_ENTRY), "id": f"entry-{n:03d}",
+                                         "title": "Sités \u202e\"\\"}) for n in range(4))  # fmt: skip
+    for chosen in (entries, entries[1:], (), entries[:1], entries):
+        feed = Feed(CommitHash("d" * 40), 7, dt.datetime(2026, 12, 1, tzinfo=dt.UTC), chosen)
+        document = {"commit": feed.commit, "sequence": feed.sequence, "committed": "2026-12-01T00:00:00Z",
+                    "instructions": [e.instruction.to_json() for e in chosen if oonirun.not_bridged(e.instruction)
+                                     is None]}  # fmt: skip
+        assert bridge.bridged_json(feed) == json.dumps(document, ensure_ascii=False).encode()
+    assert b"entry-001" in bridge.bridged_json(feed) and b"entry-000" not in bridge.bridged_json(feed)
 
 
 def test_a_log_query_by_place_walks_only_the_instructions_that_ever_targeted_it_and_finds_the_same(

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,8 +22,9 @@ from opos.atomic import write_atomically
 from opos.errors import EnvelopeInvalid
 from opos.instructions import oonirun
 from opos.instructions.oonirun import Bridge, LinkSettings
+from opos.lru import Serialised
 from opos.model import CommitHash, Instruction, format_time, parse_time
-from opos.signing.documents import Feed, read_own_feed
+from opos.signing.documents import Feed, FeedEntry, read_own_feed
 
 LINK = "v1/oonirun/link.json"
 SEQUENCES = "v1/oonirun/sequences.json"
@@ -88,14 +90,31 @@ def load_bridged(out: Path, commit: str) -> Bridged | None:
 
 def record(out: Path, feed: Feed) -> None:
     """Keep what of `feed` crosses the bridge, and its sequence among the revisions."""
-    crossing = [entry.instruction.to_json() for entry in feed.entries if oonirun.not_bridged(entry.instruction) is None]
-    document = {"commit": feed.commit, "sequence": feed.sequence, "committed": format_time(feed.committed),
-                "instructions": crossing}  # fmt: skip
-    write_atomically(out / bridged_path(feed.commit), json.dumps(document, ensure_ascii=False).encode())
+    write_atomically(out / bridged_path(feed.commit), bridged_json(feed))
     known = sequences(out)
     if known.get(feed.sequence) != feed.commit:
         known[feed.sequence] = feed.commit
         _write_sequences(out, known)
+
+
+def bridged_json(feed: Feed) -> bytes:
+    """`json.dumps` of the bridged document (ensure_ascii off), byte for byte, each instruction's part made once
+    per process: a sync writes it for every new commit, and nearly all its instructions are the last one's."""
+    _crossing.trim(len(feed.entries))
+    parts = [_crossing.get(id(entry.instruction), entry.instruction, functools.partial(_crossing_json, entry))
+             for entry in feed.entries]  # fmt: skip
+    document = {"commit": feed.commit, "sequence": feed.sequence, "committed": format_time(feed.committed)}
+    text = json.dumps(document, ensure_ascii=False)[:-1] + ', "instructions": [' + ", ".join(p for p in parts if p)
+    return (text + "]}").encode()
+
+
+def _crossing_json(entry: FeedEntry) -> str:
+    """The instruction's JSON when it crosses the bridge, else nothing."""
+    crosses = oonirun.not_bridged(entry.instruction) is None
+    return json.dumps(entry.instruction.to_json(), ensure_ascii=False) if crosses else ""
+
+
+_crossing: Serialised[int, str] = Serialised()  # by the instruction's identity
 
 
 def read_bridged(data: bytes) -> Bridged | None:
