@@ -24,6 +24,7 @@ import platform
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,7 +95,7 @@ def fresh_clone(source: Path, into: Path) -> Path:
 # --- the machine itself, so that runs on different days can be compared ---
 
 
-def machine_rows(times: int) -> list[Figure]:
+def machine_speed(times: int) -> list[float]:
     """A fixed amount of plain Python work: when it takes longer, every figure of the run is slower too."""
 
     def loop() -> float:
@@ -104,8 +105,15 @@ def machine_rows(times: int) -> list[Figure]:
             total += number * number % 7
         return time.perf_counter() - started
 
-    return [Figure("machine speed", "a fixed Python loop (5,000,000 multiplications and remainders); compare it "
-                   "between runs before comparing their figures", "s", repeat(max(times, 3), loop))]  # fmt: skip
+    return repeat(max(times, 3), loop)
+
+
+def machine_row(first: list[float], last: list[float]) -> Figure:
+    """Measured when the run starts and when it ends: this shared machine's speed moves within one run too."""
+    note = f"start {statistics.median(first):.3f} s, end {statistics.median(last):.3f} s"
+    return Figure("machine speed", "a fixed Python loop (5,000,000 multiplications and remainders), at the start "
+                  "and at the end of the run; compare it between runs before comparing their figures", "s",
+                  first + last, note=note)  # fmt: skip
 
 
 # --- the command line: render, check, verify ---
@@ -626,7 +634,7 @@ def main() -> None:
     try:
         feed_key = work / "feed-key"
         run_child([*OPOS, "keygen", "--out", feed_key])
-        figures += machine_rows(args.repeat)
+        speed_at_start = machine_speed(args.repeat)
         figures += cli_rows(work, sizes, args.repeat, feed_key)
         print(f"building {sizes.commits:,} signed commits over {sizes.history_instructions:,} instructions", flush=True)
         history = ledgers.long(work / "history", sizes.commits, sizes.history_instructions)
@@ -654,6 +662,7 @@ def main() -> None:
         if database:
             backends.append(("PostgreSQL", database))
         figures += claims_rows(work, sizes, feed_key, backends)
+        figures.insert(0, machine_row(speed_at_start, machine_speed(args.repeat)))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
