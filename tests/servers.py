@@ -41,11 +41,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for_port(port: int, seconds: float = 15) -> None:
+def wait_for_port(port: int, seconds: float = 15, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Until something listens on `port`; with `process`, an AssertionError as soon as it has ended instead."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the server for 127.0.0.1:{port} ended ({process.returncode}) before it listened")
         time.sleep(0.05)
     raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
 
@@ -80,13 +83,20 @@ class GitDaemon:
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        self.port = free_port()
-        self.process = subprocess.Popen(
-            ["git", "daemon", "--reuseaddr", f"--base-path={base}", "--export-all", "--enable=receive-pack",
-             "--listen=127.0.0.1", f"--port={self.port}", str(base)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_for_port(self.port)
+        for attempt in range(3):  # a free port can be taken before the daemon binds it (a CI run met one)
+            self.port = free_port()
+            self.process = subprocess.Popen(
+                ["git", "daemon", "--reuseaddr", f"--base-path={base}", "--export-all", "--enable=receive-pack",
+                 "--listen=127.0.0.1", f"--port={self.port}", str(base)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                wait_for_port(self.port, process=self.process)
+                return
+            except AssertionError:
+                terminate(self.process)
+                if attempt == 2:
+                    raise
 
     def url(self, name: str) -> str:
         return f"git://127.0.0.1:{self.port}/{name}"
