@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,25 @@ def wait_for_port(port: int, seconds: float = 15, process: subprocess.Popen[byte
     raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
 
 
+def on_a_free_port(
+    launch: Callable[[int], subprocess.Popen[bytes]], log: Callable[[], Path] | None = None
+) -> tuple[int, subprocess.Popen[bytes]]:
+    """`launch(port)` on a free port, until it listens. A port can be taken between free_port() and the server's
+    bind (CI met it): the server then ends (gunicorn after saying "Connection in use" in its `log`), and it is
+    launched again on another port, three times in all."""
+    for attempt in range(3):
+        port = free_port()
+        process = launch(port)
+        try:
+            wait_for_port(port, process=process)
+            return port, process
+        except AssertionError:
+            terminate(process)
+            if attempt == 2 or (log is not None and "Connection in use" not in log().read_text(errors="replace")):
+                raise
+    raise AssertionError("not reached")
+
+
 @dataclass
 class HttpAnswer:
     status: int
@@ -83,20 +103,11 @@ class GitDaemon:
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        for attempt in range(3):  # a free port can be taken before the daemon binds it (a CI run met one)
-            self.port = free_port()
-            self.process = subprocess.Popen(
-                ["git", "daemon", "--reuseaddr", f"--base-path={base}", "--export-all", "--enable=receive-pack",
-                 "--listen=127.0.0.1", f"--port={self.port}", str(base)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            try:
-                wait_for_port(self.port, process=self.process)
-                return
-            except AssertionError:
-                terminate(self.process)
-                if attempt == 2:
-                    raise
+        self.port, self.process = on_a_free_port(lambda port: subprocess.Popen(
+            ["git", "daemon", "--reuseaddr", f"--base-path={base}", "--export-all", "--enable=receive-pack",
+             "--listen=127.0.0.1", f"--port={port}", str(base)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))  # fmt: skip
 
     def url(self, name: str) -> str:
         return f"git://127.0.0.1:{self.port}/{name}"
@@ -110,16 +121,17 @@ class Service:
     """A real gunicorn running the OPOS service on 127.0.0.1."""
 
     def __init__(self, env: dict[str, str], workers: int = 3) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = Path(env["OPOS_DATA_DIR"]).parent / f"gunicorn-{self.port}.log"
         self.env = env
-        self.process = subprocess.Popen(
-            [str(GUNICORN), "-c", str(ROOT / "webhook" / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{self.port}",
+        self.port, self.process = on_a_free_port(lambda port: self._launch(port, workers), lambda: self.log)
+
+    def _launch(self, port: int, workers: int) -> subprocess.Popen[bytes]:
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = Path(self.env["OPOS_DATA_DIR"]).parent / f"gunicorn-{port}.log"
+        return subprocess.Popen(
+            [str(GUNICORN), "-c", str(ROOT / "webhook" / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
              "--workers", str(workers), "webhook:create_app()"],
-            cwd=ROOT, env={**os.environ, **env}, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+            cwd=ROOT, env={**os.environ, **self.env}, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
         )  # fmt: skip
-        wait_for_port(self.port)
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> HttpAnswer:
         return http("GET", self.url + path, headers=headers)
@@ -283,20 +295,27 @@ class AuditorProcess:
     """A real gunicorn running an OPOS auditor (webhook/auditor/app.py) on 127.0.0.1; restartable on the same port."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.env = env
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
-        self.start()
+        self.port, self.process = on_a_free_port(self._launch, lambda: log)
+        self._wait_healthy()
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [str(GUNICORN), "-c", str(ROOT / "webhook" / "auditor.conf.py"), "--bind", f"127.0.0.1:{self.port}",
+        """Again, on the same port."""
+        self.process = self._launch(self.port)
+        wait_for_port(self.port, process=self.process)
+        self._wait_healthy()
+
+    def _launch(self, port: int) -> subprocess.Popen[bytes]:
+        self.url = f"http://127.0.0.1:{port}"
+        return subprocess.Popen(
+            [str(GUNICORN), "-c", str(ROOT / "webhook" / "auditor.conf.py"), "--bind", f"127.0.0.1:{port}",
              "--workers", "2", "webhook.auditor:create_app()"],
             cwd=ROOT, env={**os.environ, **self.env}, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
         )  # fmt: skip
-        wait_for_port(self.port)
+
+    def _wait_healthy(self) -> None:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:  # the port opens with the master; a worker answers a moment later
             with contextlib.suppress(OSError):
