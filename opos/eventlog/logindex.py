@@ -346,20 +346,24 @@ def _event_json(event: ev.Event) -> str:
 
 
 def _stored_event(data: str) -> ev.Event:
-    """An event read from the index; its stored text is what log_json would make of it unless it escapes a
-    character (stored with ensure_ascii), so a new process does not serialise ten thousand events again."""
+    """An event read from the index, its stored text kept for log_json."""
     event = ev.Event(**json.loads(data))
-    if "\\u" not in data:
-        _serialised.get(id(event), event, lambda: data)
+    _keep_text(event, data)
     return event
 
 
 def _stored_text(event: ev.Event) -> str:
-    """An event's text for the index, kept for log_json as _stored_event keeps it (a first render's 10,000)."""
+    """An event's text for the index, kept for log_json (a first render's 10,000 events)."""
     data = json.dumps(event.to_json())
+    _keep_text(event, data)
+    return data
+
+
+def _keep_text(event: ev.Event, data: str) -> None:
+    """The index's text of an event is what log_json makes of it unless it escapes a character (it is stored with
+    ensure_ascii): kept, so that no process serialises ten thousand events a second time."""
     if "\\u" not in data:
         _serialised.get(id(event), event, lambda: data)
-    return data
 
 
 _serialised: Serialised[int, str] = Serialised()  # each event's JSON, by the event's identity
